@@ -1,0 +1,346 @@
+//! `chaosforge`: the command line. Exit codes are a contract: 0 hypothesis confirmed, 1 refuted,
+//! 2 error (bad input, a fault that could not be injected or reverted), 3 halted by a policy.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chaosforge::engine::{Engine, Outcome, Progress, RunResult};
+use chaosforge::plan::{self, Plan};
+use chaosforge::report::Report;
+use chaosforge::{journal, recover};
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+mod demo;
+mod progress;
+
+/// Prove, with real faults and real measurements, that a system survives what production throws
+/// at it.
+#[derive(Debug, Parser)]
+#[command(name = "chaosforge", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct StateArgs {
+    /// Where journals live [default: $XDG_STATE_HOME/chaosforge or ~/.local/state/chaosforge]
+    #[arg(long, env = "CHAOSFORGE_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check experiment files; report every problem as file:line:col: field: message (exit 2)
+    Validate {
+        /// Experiment files (YAML or JSON)
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show what a run would do: targets chosen, faults, phases; injects nothing
+    Plan {
+        /// Experiment file
+        file: PathBuf,
+        /// Seed for every random choice (overrides the file's)
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Run an experiment: validate, baseline, inject, observe, recover
+    Run {
+        /// Experiment file
+        file: PathBuf,
+        /// Seed for every random choice (overrides the file's)
+        #[arg(long)]
+        seed: Option<u64>,
+        #[command(flatten)]
+        state: StateArgs,
+        /// Also write the report as JSON to this file
+        #[arg(long, value_name = "PATH")]
+        report_json: Option<PathBuf>,
+    },
+    /// Revert every fault that a crashed or killed run left behind
+    Recover {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Rebuild a run's report from its journal
+    Report {
+        /// A run id or a journal file
+        run: String,
+        #[command(flatten)]
+        state: StateArgs,
+        /// Output format
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Print the JSON Schema of the experiment file
+    Schema,
+    /// Start a small demo system on loopback and run a latency experiment against two variants
+    Demo {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CHAOSFORGE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
+    match cmd {
+        Command::Validate { files } => Ok(validate(&files)),
+        Command::Plan { file, seed } => Ok(show_plan(&file, seed)),
+        Command::Run {
+            file,
+            seed,
+            state,
+            report_json,
+        } => {
+            let Some(plan) = load(&file, seed) else {
+                return Ok(2);
+            };
+            let result = run(&plan, &state_dir(state)?).await?;
+            print!("{}", result.report.render_text());
+            if let Some(path) = report_json {
+                std::fs::write(&path, result.report.render_json())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            eprintln!("journal: {}", result.journal.display());
+            Ok(result.outcome.exit_code() as u8)
+        }
+        Command::Recover { state } => recover_cmd(&state_dir(state)?).await,
+        Command::Report { run, state, format } => {
+            let path = journal_path(&run, state)?;
+            let events = journal::read(&path)?;
+            let report = Report::from_events(&events)?;
+            match format {
+                Format::Text => print!("{}", report.render_text()),
+                Format::Json => println!("{}", report.render_json()),
+            }
+            Ok(0)
+        }
+        Command::Schema => {
+            let schema = schemars_schema();
+            println!("{schema}");
+            Ok(0)
+        }
+        Command::Demo { state } => demo::run(&state_dir(state)?).await,
+    }
+}
+
+fn schemars_schema() -> String {
+    chaosforge::spec::json_schema()
+}
+
+/// Loads and compiles a file, printing every diagnostic; `None` when it is invalid.
+fn load(file: &Path, seed: Option<u64>) -> Option<Plan> {
+    match plan::load(file, seed) {
+        Ok((_, plan)) => Some(plan),
+        Err(diags) => {
+            eprint!("{diags}");
+            eprintln!(
+                "error: {} problem{} in {}; nothing was injected",
+                diags.len(),
+                if diags.len() == 1 { "" } else { "s" },
+                file.display()
+            );
+            None
+        }
+    }
+}
+
+fn validate(files: &[PathBuf]) -> u8 {
+    let mut bad = 0;
+    for f in files {
+        match plan::load(f, Some(0)) {
+            Ok((_, p)) => println!(
+                "{}: valid ({} target{}, {} monitor{}, {} fault{})",
+                f.display(),
+                p.targets.len(),
+                plural(p.targets.len()),
+                p.monitors.len(),
+                plural(p.monitors.len()),
+                p.faults.len(),
+                plural(p.faults.len())
+            ),
+            Err(d) => {
+                bad += 1;
+                eprint!("{d}");
+            }
+        }
+    }
+    if bad > 0 {
+        eprintln!(
+            "error: {bad} of {} file{} invalid",
+            files.len(),
+            plural(files.len())
+        );
+        2
+    } else {
+        0
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn show_plan(file: &Path, seed: Option<u64>) -> u8 {
+    let Some(p) = load(file, seed) else { return 2 };
+    println!("experiment {} (seed {})", p.name, p.seed);
+    println!("hypothesis {}", p.title);
+    println!(
+        "phases     baseline {}, inject {}, recover within {}",
+        chaosforge::units::format_duration(p.phases.baseline),
+        chaosforge::units::format_duration(p.phases.inject),
+        chaosforge::units::format_duration(p.phases.recover_within)
+    );
+    for f in &p.faults {
+        println!(
+            "fault      {}: {} on {} (scope {})",
+            f.name,
+            f.kind.describe(),
+            f.targets.join(", "),
+            f.scope
+        );
+        if let Some(why) = f.kind.irreversible() {
+            println!("           irreversible: {why}");
+        }
+    }
+    for m in &p.monitors {
+        let exp: Vec<&str> = m.expect.iter().map(|e| e.text.as_str()).collect();
+        println!("monitor    {}: expect {}", m.name, exp.join(", "));
+    }
+    println!("nothing was injected (plan only)");
+    0
+}
+
+/// Runs a plan with a progress display and SIGINT/SIGTERM wired to a halt.
+pub(crate) async fn run(plan: &Plan, state_dir: &Path) -> anyhow::Result<RunResult> {
+    let (tx, rx) = watch::channel(false);
+    spawn_signal_watch(tx)?;
+    let ui = progress::Ui::new(std::io::stderr().is_terminal());
+    let ui2 = ui.clone();
+    let engine = Engine::new(Arc::new(chaosforge_proxy::InProcessBackend), state_dir)
+        .with_progress(Arc::new(move |p: &Progress| ui2.update(p)));
+    let result = engine.run(plan, rx).await;
+    ui.finish();
+    Ok(result?)
+}
+
+fn spawn_signal_watch(tx: watch::Sender<bool>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("\nsignal received: reverting every fault before exiting…");
+        let _ = tx.send(true);
+    });
+    Ok(())
+}
+
+async fn recover_cmd(state_dir: &Path) -> anyhow::Result<u8> {
+    let summary = recover::recover(state_dir).await?;
+    for f in &summary.faults {
+        match &f.result {
+            Ok(note) => println!(
+                "reverted {} on {} (run {}): {note}",
+                f.name, f.target, f.run.0
+            ),
+            Err(e) => println!(
+                "FAILED to revert {} on {} (run {}): {e}",
+                f.name, f.target, f.run.0
+            ),
+        }
+    }
+    for r in &summary.closed_runs {
+        println!("closed the journal of unfinished run {}", r.0);
+    }
+    for r in &summary.live_runs {
+        println!(
+            "skipped run {}: it is still running and in charge of its faults",
+            r.0
+        );
+    }
+    if summary.is_empty() {
+        println!("nothing to recover");
+    }
+    Ok(if summary.has_failures() { 2 } else { 0 })
+}
+
+fn state_dir(s: StateArgs) -> anyhow::Result<PathBuf> {
+    if let Some(d) = s.state_dir {
+        return Ok(d);
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("chaosforge"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither --state-dir, CHAOSFORGE_STATE_DIR, XDG_STATE_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".local/state/chaosforge"))
+}
+
+fn journal_path(run: &str, state: StateArgs) -> anyhow::Result<PathBuf> {
+    let p = PathBuf::from(run);
+    if p.is_file() {
+        return Ok(p);
+    }
+    let candidate = state_dir(state)?
+        .join("runs")
+        .join(run)
+        .join("journal.jsonl");
+    anyhow::ensure!(
+        candidate.is_file(),
+        "no journal file `{run}` and no run with that id in the state directory"
+    );
+    Ok(candidate)
+}
+
+/// What `run` prints for an outcome, for the demo.
+pub(crate) fn outcome_word(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Confirmed => "confirmed",
+        Outcome::Refuted { .. } => "refuted",
+        Outcome::NotSteady { .. } => "not steady",
+        Outcome::Halted { .. } => "halted",
+        Outcome::Errored { .. } => "error",
+    }
+}

@@ -1,0 +1,164 @@
+//! `chaosforge validate` and `schema`: every malformed file under tests/data/invalid gives exactly
+//! its expected diagnostics (`<file>.expected`, the whole stderr) and exit 2; valid files and the
+//! examples pass and validate against the JSON Schema.
+//!
+//! After an intended change of messages, `UPDATE_EXPECTED=1 cargo test -p chaosforge-cli` rewrites
+//! the .expected files; review the diff.
+
+use std::path::Path;
+
+use crate::support::{chaosforge, crate_dir};
+
+fn files(dir: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(crate_dir().join(dir))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") || n.ends_with(".json"))
+        .map(|n| format!("{dir}/{n}"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_invalid_file_gets_its_diagnostics_and_exit_2() {
+    let files = files("tests/data/invalid");
+    assert!(
+        files.len() >= 25,
+        "the table must hold at least 25 malformed files"
+    );
+    let update = std::env::var_os("UPDATE_EXPECTED").is_some();
+    let mut mismatches = Vec::new();
+    for f in &files {
+        let out = chaosforge().args(["validate", f]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{f}: exit code");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains(f.as_str()),
+            "{f}: diagnostics must name the file:\n{stderr}"
+        );
+        let expected_path = crate_dir().join(format!("{f}.expected"));
+        if update {
+            std::fs::write(&expected_path, &stderr).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if stderr != expected {
+            mismatches.push(format!("--- {f}\nexpected:\n{expected}\ngot:\n{stderr}"));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn every_diagnostic_names_file_line_column_and_field() {
+    for f in files("tests/data/invalid") {
+        let out = chaosforge().args(["validate", &f]).output().unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        for line in stderr.lines().filter(|l| !l.starts_with("error:")) {
+            let rest = line
+                .strip_prefix(&format!("{f}:"))
+                .unwrap_or_else(|| panic!("{f}: `{line}` does not start with the file"));
+            let mut parts = rest.splitn(3, ':');
+            let (l, c) = (parts.next().unwrap(), parts.next().unwrap_or(""));
+            assert!(
+                l.parse::<u32>().is_ok() && c.parse::<u32>().is_ok(),
+                "{f}: `{line}` lacks line:col"
+            );
+        }
+    }
+}
+
+#[test]
+fn many_problems_are_all_reported_at_once() {
+    let out = chaosforge()
+        .args(["validate", "tests/data/invalid/33-many-problems.yaml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let n = stderr.lines().filter(|l| !l.starts_with("error:")).count();
+    assert!(
+        n >= 5,
+        "five problems were planted, {n} reported:\n{stderr}"
+    );
+}
+
+#[test]
+fn valid_files_and_examples_pass() {
+    let mut all = files("tests/data/valid");
+    all.extend(files("../../examples"));
+    assert!(all.len() >= 3);
+    let out = chaosforge().arg("validate").args(&all).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn several_files_report_each_and_fail_together() {
+    let out = chaosforge()
+        .args([
+            "validate",
+            "tests/data/valid/base.yaml",
+            "tests/data/invalid/02-duration-with-space.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("base.yaml: valid"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("02-duration-with-space.yaml:"));
+}
+
+#[test]
+fn examples_validate_against_the_json_schema() {
+    let out = chaosforge().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema itself is valid");
+    let mut all = files("../../examples");
+    all.extend(files("tests/data/valid"));
+    for f in all {
+        let path = crate_dir().join(&f);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc = chaosforge::source::Document::parse(&f, &text).unwrap();
+        let value: serde_json::Value = chaosforge::de::decode(&doc).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{f} does not validate against `chaosforge schema`: {errors:?}"
+        );
+    }
+    // The schema must reject what validation rejects structurally.
+    let bad = serde_json::json!({"apiVersion": "chaosforge/v1", "name": "x", "hypothesis": {"monitors": []}, "bogus": 1});
+    assert!(
+        !validator.is_valid(&bad),
+        "unknown top-level fields must be rejected by the schema"
+    );
+}
+
+#[test]
+fn nothing_is_injected_when_validation_fails() {
+    let dir = crate::support::Dir::new();
+    let out = chaosforge()
+        .args([
+            "run",
+            "tests/data/invalid/02-duration-with-space.yaml",
+            "--state-dir",
+        ])
+        .arg(dir.state())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was injected"));
+    assert!(
+        !Path::new(&dir.state()).exists(),
+        "a failed validation must not even start a run"
+    );
+}

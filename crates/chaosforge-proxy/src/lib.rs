@@ -1,0 +1,75 @@
+//! chaosforge's in-process TCP fault proxy: forwards each client connection to an upstream and
+//! applies Toxiproxy-style toxics ([`ProxyToxic`]) to its bytes.
+//!
+//! Where to start: [`TcpProxy::start`], then the [`ProxyControl`] methods.
+//!
+//! Module map:
+//! - `proxy`: [`TcpProxy`] (listener, accept loop, connection registry, toxic list, `down`/up)
+//!   and [`InProcessBackend`].
+//! - `conn`: one connection: dials the upstream, runs its two links, ends them together.
+//! - `link`: one direction of a connection: reader, toxic chain, writer, half-close.
+//! - `toxic`: the per-link toxic chain, and one file per behaviour (`latency`, `bandwidth`,
+//!   `timeout`, `reset`, `corrupt`). `down` acts on the listener, in `proxy`.
+//!
+//! How toxics reach open connections: the proxy publishes its toxic list through a
+//! `tokio::sync::watch` channel; every link's writer reconciles its own chain with the latest
+//! list between two steps, so a change applies at the next chunk boundary without losing,
+//! duplicating or reordering bytes. Toxicity is rolled once per link and toxic, with an RNG
+//! seeded from (proxy seed, connection number, stream, toxic number).
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use chaosforge::fault::net::{ProxyControl, ProxyFault, ProxyToxic, Stream};
+//! use chaosforge::units::Ratio;
+//! use chaosforge_proxy::TcpProxy;
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tokio::net::{TcpListener, TcpStream};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // An upstream that answers "pong".
+//! let upstream = TcpListener::bind("127.0.0.1:0").await?;
+//! let upstream_addr = upstream.local_addr()?.to_string();
+//! tokio::spawn(async move {
+//!     while let Ok((mut socket, _)) = upstream.accept().await {
+//!         let _ = socket.write_all(b"pong").await;
+//!     }
+//! });
+//!
+//! let proxy = TcpProxy::start("db", "127.0.0.1:0", &upstream_addr, 42).await?;
+//! proxy
+//!     .add_toxic(ProxyToxic {
+//!         name: "slow".into(),
+//!         stream: Stream::Downstream,
+//!         toxicity: Ratio::ONE,
+//!         fault: ProxyFault::Latency { delay: Duration::from_millis(50), jitter: Duration::ZERO },
+//!     })
+//!     .await?;
+//!
+//! let started = tokio::time::Instant::now();
+//! let mut client = TcpStream::connect(proxy.listen_addr()).await?;
+//! let mut reply = [0; 4];
+//! client.read_exact(&mut reply).await?;
+//! assert_eq!(&reply, b"pong");
+//! assert!(started.elapsed() >= Duration::from_millis(50));
+//!
+//! assert!(proxy.remove_toxic("slow").await?);
+//! assert!(!proxy.remove_toxic("slow").await?); // idempotent
+//! proxy.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod conn;
+mod link;
+mod proxy;
+mod toxic;
+
+pub use chaosforge::fault::net::{
+    ProxyBackend, ProxyControl, ProxyError, ProxyFault, ProxyToxic, Stream,
+};
+
+pub use crate::proxy::{InProcessBackend, TcpProxy};

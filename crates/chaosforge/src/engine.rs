@@ -1,0 +1,794 @@
+//! The run: five phases (validate, baseline, inject, observe, recover) over a [`Plan`], with
+//! recover on every path — refuted, halted, errored or interrupted.
+//!
+//! The engine owns no listener: proxies come from a [`ProxyBackend`] the caller passes in, so
+//! this crate stays free of sockets and the CLI wires `chaosforge-proxy`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until};
+
+use crate::fault::net::{ProxyBackend, ProxyControl};
+use crate::fault::process::{self, KillFault, PauseFault, ProcessId};
+use crate::fault::proxy::ProxyToxicFault;
+use crate::fault::{Fault, Guard, InjectCx};
+use crate::hypothesis::{Expectation, Verdict, WindowStats};
+use crate::journal::{self, Event, FaultId, Journal, JournalError, RunId};
+use crate::monitor::{MonitorHandle, MonitorSample, spawn_monitor};
+use crate::plan::{FaultKind, Plan, ProbePlan, TargetKind};
+use crate::probe::http::HttpProbe;
+use crate::probe::tcp::TcpProbe;
+use crate::probe::{Probe, Sample};
+use crate::report::{PlanSummary, Report};
+use crate::units::format_duration;
+
+/// The five phases of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Resolve targets, start proxies and probes; nothing injected.
+    Validate,
+    /// Sample the steady state.
+    Baseline,
+    /// Inject the faults.
+    Inject,
+    /// Hold the faults while monitors observe.
+    Observe,
+    /// Revert everything and measure the time to recover.
+    Recover,
+}
+
+/// How a run ended. Exit codes: 0 confirmed, 1 refuted, 2 errored or not steady, 3 halted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The hypothesis held through the faults, and the system recovered in time.
+    Confirmed,
+    /// The hypothesis did not hold (or the system did not recover in time).
+    Refuted {
+        /// Each expectation that failed, with what was observed.
+        reasons: Vec<String>,
+    },
+    /// The hypothesis did not hold at baseline; nothing was injected.
+    NotSteady {
+        /// Each expectation that failed at baseline.
+        reasons: Vec<String>,
+    },
+    /// A policy (or a signal) halted the run; faults were reverted.
+    Halted {
+        /// The policy.
+        policy: String,
+        /// Why.
+        reason: String,
+    },
+    /// Something failed: a target, an injection, a revert.
+    Errored {
+        /// The phase it failed in.
+        phase: Phase,
+        /// What failed.
+        error: String,
+    },
+}
+
+/// Live progress for a UI. The journal is the record; this is only for display.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Progress {
+    /// A phase began; `planned` is its planned length when it has one.
+    Phase {
+        /// Which.
+        phase: Phase,
+        /// Planned length.
+        planned: Option<Duration>,
+    },
+    /// A fault was injected.
+    Injected {
+        /// Fault name.
+        name: String,
+        /// Target.
+        target: String,
+        /// Kind.
+        kind: String,
+    },
+    /// A fault was reverted (or failed to).
+    Reverted {
+        /// Fault id.
+        id: FaultId,
+        /// Error, if the revert failed.
+        error: Option<String>,
+    },
+    /// Periodic tick with sample counts of the current phase.
+    Tick {
+        /// The phase.
+        phase: Phase,
+        /// Time since the phase began.
+        elapsed: Duration,
+        /// Samples so far in this phase, over all monitors.
+        samples: usize,
+        /// Of those, successful.
+        ok: usize,
+    },
+}
+
+/// A progress callback.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Runs plans.
+pub struct Engine {
+    proxies: Arc<dyn ProxyBackend>,
+    state_dir: PathBuf,
+    progress: Option<ProgressFn>,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunResult {
+    /// The run.
+    pub run_id: RunId,
+    /// Its journal.
+    pub journal: PathBuf,
+    /// Its report (computed from the journal).
+    pub report: Report,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// Errors that prevent a run from even keeping a journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The journal could not be created or read back.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The journal could not be turned into a report.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+}
+
+enum Resolved {
+    Proxy(Arc<dyn ProxyControl>),
+    Process(ProcessId),
+}
+
+/// Mutable state of one run.
+struct Run<'p> {
+    plan: &'p Plan,
+    journal: Journal,
+    samples: Vec<Vec<(Phase, Sample)>>,
+    phases: Vec<(Phase, Duration)>,
+    rx: mpsc::UnboundedReceiver<MonitorSample>,
+    progress: Option<ProgressFn>,
+    shutdown: watch::Receiver<bool>,
+    interrupted: bool,
+}
+
+// === impl Outcome ===
+
+impl Outcome {
+    /// The process exit code for this outcome (a documented contract).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Confirmed => 0,
+            Outcome::Refuted { .. } => 1,
+            Outcome::NotSteady { .. } | Outcome::Errored { .. } => 2,
+            Outcome::Halted { .. } => 3,
+        }
+    }
+
+    /// One line for humans.
+    pub fn headline(&self) -> String {
+        match self {
+            Outcome::Confirmed => {
+                "CONFIRMED — the hypothesis held through the faults and the system recovered".into()
+            }
+            Outcome::Refuted { reasons } => format!("REFUTED — {}", reasons.join("; ")),
+            Outcome::NotSteady { reasons } => {
+                format!(
+                    "NOT STEADY — the hypothesis did not hold before any fault, nothing was injected: {}",
+                    reasons.join("; ")
+                )
+            }
+            Outcome::Halted { policy, reason } => {
+                format!("HALTED by {policy} — {reason}; faults were reverted")
+            }
+            Outcome::Errored { phase, error } => format!("ERROR in {phase:?} phase — {error}"),
+        }
+    }
+}
+
+// === impl Engine ===
+
+impl Engine {
+    /// An engine that starts proxies with `proxies` and keeps journals under `state_dir/runs`.
+    pub fn new(proxies: Arc<dyn ProxyBackend>, state_dir: impl Into<PathBuf>) -> Self {
+        Engine {
+            proxies,
+            state_dir: state_dir.into(),
+            progress: None,
+        }
+    }
+
+    /// Reports live progress to `f`.
+    pub fn with_progress(mut self, f: ProgressFn) -> Self {
+        self.progress = Some(f);
+        self
+    }
+
+    /// Runs `plan` to the end. `shutdown` turning `true` (SIGINT, SIGTERM) halts the run: faults
+    /// are reverted and the journal is closed before this returns.
+    pub async fn run(
+        &self,
+        plan: &Plan,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<RunResult, EngineError> {
+        let run_id = journal::new_run_id();
+        let journal = Journal::create(&self.state_dir, &run_id)?;
+        journal.append_durable(&Event::RunStarted {
+            run_id: run_id.clone(),
+            started_at: jiff::Timestamp::now(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            plan: PlanSummary::of(plan),
+        })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut run = Run {
+            plan,
+            journal: journal.clone(),
+            samples: vec![Vec::new(); plan.monitors.len()],
+            phases: Vec::new(),
+            rx,
+            progress: self.progress.clone(),
+            shutdown,
+            interrupted: false,
+        };
+        let mut proxies: Vec<Arc<dyn ProxyControl>> = Vec::new();
+        let mut monitors: Vec<MonitorHandle> = Vec::new();
+        let decided = self.phases(&mut run, tx, &mut proxies, &mut monitors).await;
+        for m in monitors {
+            m.stop().await;
+        }
+        while let Ok(s) = run.rx.try_recv() {
+            run.record(s);
+        }
+        // Judged only now, so that samples that started during the fault but finished later
+        // (a slow request is exactly what a latency fault makes) count where they belong.
+        let outcome = match decided {
+            Decided::Outcome(o) => o,
+            Decided::Judge {
+                observed,
+                recovered,
+            } => {
+                let mut reasons = run.judge(Phase::Observe, observed);
+                if !recovered {
+                    reasons.push(format!(
+                        "did not recover within {}",
+                        format_duration(plan.phases.recover_within)
+                    ));
+                }
+                if reasons.is_empty() {
+                    Outcome::Confirmed
+                } else {
+                    Outcome::Refuted { reasons }
+                }
+            }
+        };
+        for p in &proxies {
+            p.shutdown().await;
+        }
+        journal.append_durable(&Event::RunFinished {
+            outcome: outcome.clone(),
+            at: journal.now(),
+        })?;
+        let events = journal::read(journal.path())?;
+        let report = Report::from_events(&events)?;
+        Ok(RunResult {
+            run_id,
+            journal: journal.path().to_path_buf(),
+            report,
+            outcome,
+        })
+    }
+
+    async fn phases(
+        &self,
+        run: &mut Run<'_>,
+        tx: mpsc::UnboundedSender<MonitorSample>,
+        proxies: &mut Vec<Arc<dyn ProxyControl>>,
+        monitors: &mut Vec<MonitorHandle>,
+    ) -> Decided {
+        let plan = run.plan;
+        // Validate (runtime half): everything that needs the world — proxies bound, processes
+        // found, probes built — happens before any fault, so a bad target injects nothing.
+        run.enter(Phase::Validate, None);
+        let mut resolved: BTreeMap<&str, Resolved> = BTreeMap::new();
+        for t in &plan.targets {
+            let r = match &t.kind {
+                TargetKind::Proxy { listen, upstream } => {
+                    match self
+                        .proxies
+                        .start(
+                            &t.name,
+                            listen,
+                            upstream,
+                            plan.seed ^ crate::scope::fnv1a(&t.name),
+                        )
+                        .await
+                    {
+                        Ok(p) => {
+                            proxies.push(p.clone());
+                            Resolved::Proxy(p)
+                        }
+                        Err(e) => {
+                            return errored(Phase::Validate, format!("target `{}`: {e}", t.name))
+                                .into();
+                        }
+                    }
+                }
+                TargetKind::Process(sel) => match process::resolve(sel) {
+                    Ok(p) => Resolved::Process(p),
+                    Err(e) => {
+                        return errored(Phase::Validate, format!("target `{}`: {e}", t.name)).into();
+                    }
+                },
+            };
+            resolved.insert(t.name.as_str(), r);
+        }
+        let mut probes: Vec<(Arc<dyn Probe>, Duration)> = Vec::new();
+        for m in &plan.monitors {
+            let probe: Arc<dyn Probe> = match &m.probe {
+                ProbePlan::Http(cfg) => match HttpProbe::new(m.name.clone(), cfg.clone()) {
+                    Ok(p) => Arc::new(p),
+                    Err(e) => {
+                        return errored(Phase::Validate, format!("monitor `{}`: {e}", m.name))
+                            .into();
+                    }
+                },
+                ProbePlan::Tcp { address, timeout } => {
+                    Arc::new(TcpProbe::new(m.name.clone(), address.clone(), *timeout))
+                }
+            };
+            probes.push((probe, m.interval));
+        }
+
+        // Baseline.
+        let epoch = run.journal.epoch();
+        run.enter(Phase::Baseline, Some(plan.phases.baseline));
+        for (i, (probe, interval)) in probes.into_iter().enumerate() {
+            monitors.push(spawn_monitor(i, probe, interval, epoch, tx.clone()));
+        }
+        drop(tx);
+        run.collect_until(Instant::now() + plan.phases.baseline, |_| None::<()>)
+            .await;
+        run.settle().await;
+        if run.interrupted {
+            return run.halt_by_signal().into();
+        }
+        let failures = run.judge(Phase::Baseline, plan.phases.baseline);
+        if !failures.is_empty() {
+            return Outcome::NotSteady { reasons: failures }.into();
+        }
+
+        // Inject.
+        run.enter(Phase::Inject, None);
+        let mut guards: Vec<Guard> = Vec::new();
+        let mut next_id = 0u32;
+        let mut failure: Option<Outcome> = None;
+        'faults: for f in &plan.faults {
+            for target in &f.targets {
+                let fault: Box<dyn Fault> = match (&f.kind, resolved.get(target.as_str())) {
+                    (
+                        FaultKind::Proxy {
+                            streams,
+                            toxicity,
+                            fault,
+                        },
+                        Some(Resolved::Proxy(p)),
+                    ) => Box::new(ProxyToxicFault {
+                        target: target.clone(),
+                        kind: f.kind.name(),
+                        proxy: p.clone(),
+                        toxics: ProxyToxicFault::toxics(&f.name, streams, *toxicity, fault),
+                    }),
+                    (FaultKind::Pause, Some(Resolved::Process(p))) => Box::new(PauseFault {
+                        target: target.clone(),
+                        process: *p,
+                    }),
+                    (
+                        FaultKind::Kill {
+                            signal,
+                            signal_name,
+                        },
+                        Some(Resolved::Process(p)),
+                    ) => Box::new(KillFault {
+                        target: target.clone(),
+                        process: *p,
+                        signal: *signal,
+                        signal_name: signal_name.clone(),
+                    }),
+                    _ => {
+                        // The plan checked kinds against targets; reaching this is a bug, but
+                        // a run must still end cleanly.
+                        failure = Some(errored(
+                            Phase::Inject,
+                            format!("fault `{}` does not fit target `{target}`", f.name),
+                        ));
+                        break 'faults;
+                    }
+                };
+                let id = FaultId(next_id);
+                next_id += 1;
+                let cx = InjectCx {
+                    journal: &run.journal,
+                    id,
+                    name: &f.name,
+                };
+                match fault.inject(&cx).await {
+                    Ok(g) => {
+                        guards.push(g);
+                        let _ = run.journal.append_durable(&Event::Injected {
+                            fault: id,
+                            at: run.journal.now(),
+                        });
+                        run.emit(Progress::Injected {
+                            name: f.name.clone(),
+                            target: target.clone(),
+                            kind: f.kind.name().into(),
+                        });
+                    }
+                    Err(e) => {
+                        let _ = run.journal.append_durable(&Event::InjectFailed {
+                            fault: id,
+                            error: e.to_string(),
+                            at: run.journal.now(),
+                        });
+                        // Nothing stayed applied (a fault undoes its partial work), so close
+                        // the record; anything else is left open for `recover`.
+                        if !matches!(e, crate::fault::FaultError::Journal(_)) {
+                            let _ = run.journal.append_durable(&Event::Reverted {
+                                fault: id,
+                                by: "run".into(),
+                                note: Some("injection failed; nothing applied".into()),
+                                at: run.journal.now(),
+                            });
+                        }
+                        failure = Some(errored(
+                            Phase::Inject,
+                            format!("fault `{}` on `{target}`: {e}", f.name),
+                        ));
+                        break 'faults;
+                    }
+                }
+            }
+        }
+
+        // Observe.
+        let mut halted: Option<Outcome> = None;
+        let observe_start = run.journal.now();
+        if failure.is_none() {
+            run.enter(Phase::Observe, Some(plan.phases.inject));
+            let rules = &plan.halt_when;
+            let window = plan.halt_window;
+            let intervals: Vec<Duration> = plan.monitors.iter().map(|m| m.interval).collect();
+            halted = run
+                .collect_until(Instant::now() + plan.phases.inject, |run| {
+                    run.check_halt(rules, window, &intervals, observe_start)
+                })
+                .await;
+            if run.interrupted && halted.is_none() {
+                halted = Some(run.halt_by_signal());
+            }
+        }
+
+        // Recover: always, whatever happened above.
+        run.enter(Phase::Recover, Some(plan.phases.recover_within));
+        let mut revert_errors = Vec::new();
+        while let Some(g) = guards.pop() {
+            let id = g.id();
+            let r = g.revert().await;
+            run.emit(Progress::Reverted {
+                id,
+                error: r.as_ref().err().map(|e| e.to_string()),
+            });
+            if let Err(e) = r {
+                revert_errors.push(e.to_string());
+            }
+        }
+        let reverted_at = run.journal.now();
+        let mut ttr = None;
+        if next_id > 0 && !run.interrupted {
+            ttr = run
+                .await_recovery(reverted_at, plan.phases.recover_within)
+                .await;
+            let _ = run.journal.append_durable(&Event::Recovery {
+                ttr,
+                reverted_at,
+                at: run.journal.now(),
+            });
+        }
+
+        if !revert_errors.is_empty() {
+            return errored(
+                Phase::Recover,
+                format!("could not revert: {}", revert_errors.join("; ")),
+            )
+            .into();
+        }
+        if let Some(o) = failure.or(halted) {
+            return o.into();
+        }
+        let observed = reverted_at
+            .saturating_sub(observe_start)
+            .min(plan.phases.inject);
+        Decided::Judge {
+            observed,
+            recovered: next_id == 0 || ttr.is_some(),
+        }
+    }
+}
+
+/// What the phases decided: an outcome already, or a judgement to make once every sample is in.
+enum Decided {
+    Outcome(Outcome),
+    Judge { observed: Duration, recovered: bool },
+}
+
+impl From<Outcome> for Decided {
+    fn from(o: Outcome) -> Self {
+        Decided::Outcome(o)
+    }
+}
+
+fn errored(phase: Phase, error: String) -> Outcome {
+    Outcome::Errored { phase, error }
+}
+
+// === impl Run ===
+
+impl Run<'_> {
+    fn emit(&self, p: Progress) {
+        if let Some(f) = &self.progress {
+            f(&p);
+        }
+    }
+
+    fn enter(&mut self, phase: Phase, planned: Option<Duration>) {
+        let at = self.journal.now();
+        self.phases.push((phase, at));
+        let _ = self.journal.append_durable(&Event::Phase { phase, at });
+        self.emit(Progress::Phase { phase, planned });
+    }
+
+    /// The phase a sample that started at `at` belongs to.
+    fn phase_at(&self, at: Duration) -> Phase {
+        self.phases
+            .iter()
+            .rev()
+            .find(|(_, start)| *start <= at)
+            .map_or(Phase::Validate, |(p, _)| *p)
+    }
+
+    fn record(&mut self, s: MonitorSample) {
+        let phase = self.phase_at(s.sample.at);
+        let _ = self.journal.append(&Event::Sample {
+            monitor: s.monitor,
+            phase,
+            sample: s.sample.clone(),
+        });
+        if let Some(v) = self.samples.get_mut(s.monitor) {
+            v.push((phase, s.sample));
+        }
+    }
+
+    /// Records samples until `deadline`, a shutdown, or `check` returning an outcome.
+    async fn collect_until<T>(
+        &mut self,
+        deadline: Instant,
+        mut check: impl FnMut(&Run<'_>) -> Option<T>,
+    ) -> Option<T> {
+        let phase = self.phases.last().map_or(Phase::Validate, |(p, _)| *p);
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let (mut n, mut ok) = (0usize, 0usize);
+        loop {
+            tokio::select! {
+                _ = sleep_until(deadline) => return None,
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() || *self.shutdown.borrow() {
+                        self.interrupted = true;
+                        return None;
+                    }
+                }
+                _ = tick.tick() => self.emit(Progress::Tick { phase, elapsed: started.elapsed(), samples: n, ok }),
+                s = self.rx.recv() => match s {
+                    Some(s) => {
+                        n += 1;
+                        ok += usize::from(s.sample.ok);
+                        self.record(s);
+                        if let Some(o) = check(self) {
+                            return Some(o);
+                        }
+                    }
+                    // All monitors gone: nothing more to watch, just wait out the phase.
+                    None => { sleep_until(deadline).await; return None; }
+                },
+            }
+        }
+    }
+
+    fn stats<'a>(
+        &'a self,
+        monitor: usize,
+        keep: impl Fn(&(Phase, Sample)) -> bool + 'a,
+        window: Duration,
+    ) -> WindowStats {
+        WindowStats::from_samples(
+            self.samples[monitor]
+                .iter()
+                .filter(|s| keep(s))
+                .map(|(_, s)| s),
+            window,
+        )
+    }
+
+    /// Every expectation that does not hold over `phase`'s samples, as reasons.
+    fn judge(&self, phase: Phase, window: Duration) -> Vec<String> {
+        let mut reasons = Vec::new();
+        for (i, m) in self.plan.monitors.iter().enumerate() {
+            let stats = self.stats(i, |(p, _)| *p == phase, window);
+            for e in &m.expect {
+                match e.judge(&stats) {
+                    Verdict::Holds { .. } => {}
+                    Verdict::Violated { observed } => reasons.push(format!(
+                        "{}: `{}` did not hold {} (observed {})",
+                        m.name,
+                        e.text,
+                        during(phase),
+                        e.metric.format_value(observed)
+                    )),
+                    Verdict::NoData => {
+                        reasons.push(format!(
+                            "{}: `{}` could not be judged {} (no data)",
+                            m.name,
+                            e.text,
+                            during(phase)
+                        ));
+                    }
+                }
+            }
+        }
+        reasons
+    }
+
+    /// A halt rule met by any monitor over its last `window` (at least 3 intervals) of observe
+    /// samples.
+    fn check_halt(
+        &self,
+        rules: &[Expectation],
+        window: Duration,
+        intervals: &[Duration],
+        from: Duration,
+    ) -> Option<Outcome> {
+        if rules.is_empty() {
+            return None;
+        }
+        let now = self.journal.now();
+        for (i, m) in self.plan.monitors.iter().enumerate() {
+            let w = window.max(intervals[i] * 3);
+            let since = now.saturating_sub(w).max(from);
+            let stats = self.stats(i, |(p, s)| *p == Phase::Observe && s.at >= since, w);
+            for r in rules {
+                if let Verdict::Holds { observed } = r.judge(&stats) {
+                    let reason = format!(
+                        "monitor `{}`: `{}` met over the last {} (observed {})",
+                        m.name,
+                        r.text,
+                        format_duration(w),
+                        r.metric.format_value(observed)
+                    );
+                    let _ = self.journal.append_durable(&Event::Halted {
+                        policy: "halt_when".into(),
+                        reason: reason.clone(),
+                        at: now,
+                    });
+                    return Some(Outcome::Halted {
+                        policy: "halt_when".into(),
+                        reason,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits (at most one probe timeout) until every monitor has delivered a sample that started
+    /// after now, so that samples started in the phase just ended are in before it is judged.
+    async fn settle(&mut self) {
+        let boundary = self.journal.now();
+        let longest = self
+            .plan
+            .monitors
+            .iter()
+            .map(|m| m.probe.timeout() + m.interval)
+            .max()
+            .unwrap_or_default();
+        let n = self.plan.monitors.len();
+        self.collect_until(Instant::now() + longest, |run| {
+            let done = (0..n).all(|i| run.samples[i].iter().any(|(_, s)| s.at >= boundary));
+            done.then_some(())
+        })
+        .await;
+    }
+
+    fn halt_by_signal(&self) -> Outcome {
+        let reason = "interrupted by a signal (SIGINT/SIGTERM)".to_string();
+        let _ = self.journal.append_durable(&Event::Halted {
+            policy: "signal".into(),
+            reason: reason.clone(),
+            at: self.journal.now(),
+        });
+        Outcome::Halted {
+            policy: "signal".into(),
+            reason,
+        }
+    }
+
+    /// Waits until every monitor's most recent samples (at least 3, about one second's worth)
+    /// taken after `reverted_at` satisfy its expectations; returns the time to recover, measured
+    /// from `reverted_at` to the start of the first sample of that healthy window.
+    async fn await_recovery(&mut self, reverted_at: Duration, limit: Duration) -> Option<Duration> {
+        let deadline = Instant::now() + limit;
+        let plan = self.plan;
+        let ks: Vec<usize> = plan
+            .monitors
+            .iter()
+            .map(|m| {
+                ((Duration::from_secs(1).as_secs_f64() / m.interval.as_secs_f64()).ceil() as usize)
+                    .clamp(3, 20)
+            })
+            .collect();
+        let healthy = |run: &Run<'_>| -> Option<Duration> {
+            let mut first = Duration::ZERO;
+            for (i, m) in plan.monitors.iter().enumerate() {
+                let mut after: Vec<&Sample> = run.samples[i]
+                    .iter()
+                    .filter(|(_, s)| s.at >= reverted_at)
+                    .map(|(_, s)| s)
+                    .collect();
+                after.sort_by_key(|s| s.at);
+                if after.len() < ks[i] {
+                    return None;
+                }
+                let win = &after[after.len() - ks[i]..];
+                let span = (win[win.len() - 1].at - win[0].at).max(m.interval);
+                let stats = WindowStats::from_samples(win.iter().copied(), span);
+                if !m
+                    .expect
+                    .iter()
+                    .all(|e| matches!(e.judge(&stats), Verdict::Holds { .. }))
+                {
+                    return None;
+                }
+                first = first.max(win[0].at);
+            }
+            Some(first.saturating_sub(reverted_at))
+        };
+        if plan.monitors.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        self.collect_until(deadline, healthy).await
+    }
+}
+
+fn during(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Baseline => "at baseline",
+        Phase::Observe | Phase::Inject => "during the fault",
+        Phase::Recover => "after recovery",
+        Phase::Validate => "before the run",
+    }
+}

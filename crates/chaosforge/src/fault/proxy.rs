@@ -1,0 +1,107 @@
+//! Proxy faults: toxics added to a running TCP fault proxy (the `proxy` target), one per stream.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::net::{ProxyControl, ProxyFault, ProxyToxic, Stream};
+use super::{BoxError, Fault, FaultError, Guard, InjectCx, Revert, RevertSpec};
+use crate::units::Ratio;
+
+/// A toxic (or a pair, for both streams) on one proxy target.
+#[derive(Debug, Clone)]
+pub struct ProxyToxicFault {
+    /// The target's name.
+    pub target: String,
+    /// The kind users wrote (`latency`, …).
+    pub kind: &'static str,
+    /// The proxy.
+    pub proxy: Arc<dyn ProxyControl>,
+    /// The toxics to add, named after the fault so revert can remove them by name.
+    pub toxics: Vec<ProxyToxic>,
+}
+
+struct RemoveToxics {
+    proxy: Arc<dyn ProxyControl>,
+    names: Vec<String>,
+}
+
+// === impl ProxyToxicFault ===
+
+impl ProxyToxicFault {
+    /// The toxics of fault `name`: one per stream, named `<fault>.<stream>`.
+    pub fn toxics(
+        name: &str,
+        streams: &[Stream],
+        toxicity: Ratio,
+        fault: &ProxyFault,
+    ) -> Vec<ProxyToxic> {
+        streams
+            .iter()
+            .map(|s| ProxyToxic {
+                name: format!(
+                    "{name}.{}",
+                    if *s == Stream::Upstream {
+                        "upstream"
+                    } else {
+                        "downstream"
+                    }
+                ),
+                stream: *s,
+                toxicity,
+                fault: fault.clone(),
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Fault for ProxyToxicFault {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    async fn inject(&self, cx: &InjectCx<'_>) -> Result<Guard, FaultError> {
+        let names: Vec<String> = self.toxics.iter().map(|t| t.name.clone()).collect();
+        cx.announce(
+            &self.target,
+            self.kind,
+            RevertSpec::InProcessToxics {
+                target: self.target.clone(),
+                toxics: names.clone(),
+            },
+        )?;
+        for (i, t) in self.toxics.iter().enumerate() {
+            if let Err(e) = self.proxy.add_toxic(t.clone()).await {
+                // Take back the ones already added, so a half-applied fault never lingers.
+                for added in &self.toxics[..i] {
+                    let _ = self.proxy.remove_toxic(&added.name).await;
+                }
+                return Err(FaultError::Apply {
+                    message: format!("adding toxic `{}`: {e}", t.name),
+                });
+            }
+        }
+        Ok(cx.guard(Box::new(RemoveToxics {
+            proxy: self.proxy.clone(),
+            names,
+        })))
+    }
+}
+
+#[async_trait]
+impl Revert for RemoveToxics {
+    async fn revert(self: Box<Self>) -> Result<String, BoxError> {
+        let mut removed = 0;
+        for n in &self.names {
+            if self.proxy.remove_toxic(n).await? {
+                removed += 1;
+            }
+        }
+        Ok(format!("removed {removed} toxic(s)"))
+    }
+}

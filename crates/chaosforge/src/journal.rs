@@ -1,0 +1,420 @@
+//! The write-ahead journal: one JSON object per line in `runs/<run-id>/journal.jsonl`.
+//!
+//! It is the source of truth for `chaosforge recover` and for reports. Fault events are written
+//! with `fsync` *before* the change they announce (`Injecting` carries everything needed to undo
+//! it), so a runner killed at any instant leaves a journal from which every open fault can be
+//! reverted by a fresh process. Other events are written with one `write` each (no buffering), so
+//! a killed runner loses at most the line being written; readers skip a torn last line.
+//!
+//! While a run is alive it holds an exclusive `flock` on `runs/<run-id>/lock`; `recover` skips
+//! runs whose lock is held, so it never reverts the faults of a run that is still in charge of
+//! them.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Outcome, Phase};
+use crate::fault::RevertSpec;
+use crate::probe::Sample;
+use crate::report::PlanSummary;
+use crate::units::duration_text;
+
+/// Identifies one run: a UUIDv7, so that directory listings sort by start time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(pub String);
+
+/// Identifies one injected fault instance (one fault on one target) within a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FaultId(pub u32);
+
+/// One journal line. `at` is the time since the run's start (monotonic clock).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// First line of every journal.
+    RunStarted {
+        /// The run.
+        run_id: RunId,
+        /// Wall-clock start, RFC 3339.
+        started_at: jiff::Timestamp,
+        /// Process id of the runner.
+        pid: u32,
+        /// chaosforge version that wrote the journal.
+        version: String,
+        /// Everything a report needs to know about the plan.
+        plan: PlanSummary,
+    },
+    /// A phase began.
+    Phase {
+        /// Which.
+        phase: Phase,
+        /// When.
+        #[serde(with = "duration_text")]
+        at: Duration,
+    },
+    /// One probe measurement.
+    Sample {
+        /// Index of the monitor in the plan.
+        monitor: usize,
+        /// The phase the sample *started* in.
+        phase: Phase,
+        /// The measurement.
+        #[serde(flatten)]
+        sample: Sample,
+    },
+    /// About to inject; written durably before the first change.
+    Injecting {
+        /// The fault instance.
+        fault: FaultId,
+        /// The fault's name in the plan.
+        name: String,
+        /// The target's name.
+        target: String,
+        /// The fault kind (`latency`, `pause`, …).
+        kind: String,
+        /// How to undo it, from this record alone.
+        revert: RevertSpec,
+        /// When.
+        #[serde(with = "duration_text")]
+        at: Duration,
+    },
+    /// Injection completed.
+    Injected {
+        /// The fault instance.
+        fault: FaultId,
+        /// When.
+        #[serde(with = "duration_text")]
+        at: Duration,
+    },
+    /// Injection failed; anything partly done is still to be reverted.
+    InjectFailed {
+        /// The fault instance.
+        fault: FaultId,
+        /// Why.
+        error: String,
+        /// When.
+        #[serde(with = "duration_text")]
+        at: Duration,
+    },
+    /// The fault was reverted (or found to need no revert).
+    Reverted {
+        /// The fault instance.
+        fault: FaultId,
+        /// Who reverted it: `run`, `drop` or `recover`.
+        by: String,
+        /// What was done, for the record (e.g. "SIGCONT sent", "process already gone").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        /// When (for `recover`, relative to the journal's run start is meaningless: wall time
+        /// of the recovery lives in `note`).
+        #[serde(with = "duration_text")]
+        at: Duration,
+    },
+    /// Reverting failed; the fault may still be active.
+    RevertFailed {
+        /// The fault instance.
+        fault: FaultId,
+        /// Why.
+        error: String,
+        /// When.
+        #[serde(with = "duration_text")]
+        at: Duration,
+    },
+    /// A policy halted the run.
+    Halted {
+        /// The policy (`halt_when`, `signal`).
+        policy: String,
+        /// Why, with the observed value.
+        reason: String,
+        /// When.
+        #[serde(with = "duration_text")]
+        at: Duration,
+    },
+    /// The hypothesis held again after the faults were reverted (`ttr` is the time to recover),
+    /// or did not within `recover_within` (`ttr` absent).
+    Recovery {
+        /// Time from the last revert until the hypothesis held again.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::units::opt_duration_text"
+        )]
+        ttr: Option<Duration>,
+        /// When the faults were all reverted.
+        #[serde(with = "duration_text")]
+        reverted_at: Duration,
+        /// When the judgement was made.
+        #[serde(with = "duration_text")]
+        at: Duration,
+    },
+    /// Last line of a run.
+    RunFinished {
+        /// How it ended.
+        outcome: Outcome,
+        /// When.
+        #[serde(with = "duration_text")]
+        at: Duration,
+    },
+}
+
+/// Errors of the journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// Creating, writing or syncing failed.
+    #[error("journal {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A line is not a journal event (other than a torn last line).
+    #[error("journal {path}:{line}: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The decoder's complaint.
+        message: String,
+    },
+}
+
+/// An open journal: cheap to clone, safe to share between tasks.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    inner: Arc<Mutex<Inner>>,
+    path: PathBuf,
+    epoch: tokio::time::Instant,
+}
+
+#[derive(Debug)]
+struct Inner {
+    file: File,
+    // Held for the life of the run; `recover` tests it to tell live runs from dead ones.
+    _lock: File,
+}
+
+/// A run's directory, found by [`runs`].
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    /// The run.
+    pub id: RunId,
+    /// `runs/<id>`.
+    pub dir: PathBuf,
+}
+
+// === impl Journal ===
+
+impl Journal {
+    /// Creates `state_dir/runs/<run_id>/journal.jsonl` and takes the run's lock.
+    pub fn create(state_dir: &Path, run_id: &RunId) -> Result<Journal, JournalError> {
+        let dir = state_dir.join("runs").join(&run_id.0);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| JournalError::Io { path, source }
+        };
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| JournalError::Io {
+                path: lock_path.clone(),
+                source: e.into(),
+            },
+        )?;
+        let path = dir.join("journal.jsonl");
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        // Make the new directory entries durable too: a journal that vanishes with the
+        // directory after a power cut cannot be recovered from.
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(Journal {
+            inner: Arc::new(Mutex::new(Inner { file, _lock: lock })),
+            path,
+            epoch: tokio::time::Instant::now(),
+        })
+    }
+
+    /// Opens an existing journal for appending (used by `recover`), taking the run's lock.
+    /// Returns `Ok(None)` when the run is still alive (its lock is held by another process).
+    pub fn open_dead(dir: &Path) -> Result<Option<Journal>, JournalError> {
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| JournalError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+            Err(e) => {
+                return Err(JournalError::Io {
+                    path: lock_path,
+                    source: e.into(),
+                });
+            }
+        }
+        let path = dir.join("journal.jsonl");
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|source| JournalError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Some(Journal {
+            inner: Arc::new(Mutex::new(Inner { file, _lock: lock })),
+            path,
+            epoch: tokio::time::Instant::now(),
+        }))
+    }
+
+    /// Time since the run started (for a journal opened by `recover`: since it was opened).
+    pub fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// The instant `now()` counts from.
+    pub fn epoch(&self) -> tokio::time::Instant {
+        self.epoch
+    }
+
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one event with a single `write` (no fsync).
+    pub fn append(&self, event: &Event) -> Result<(), JournalError> {
+        self.write(event, false)
+    }
+
+    /// Appends one event and waits until it is on disk. Used for everything a `recover` needs.
+    pub fn append_durable(&self, event: &Event) -> Result<(), JournalError> {
+        self.write(event, true)
+    }
+
+    fn write(&self, event: &Event, durable: bool) -> Result<(), JournalError> {
+        let mut line = serde_json::to_vec(event).map_err(|e| JournalError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        line.push(b'\n');
+        // A poisoned lock only means another task panicked mid-write; the file is still usable
+        // and losing the journal would be worse than a torn line.
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let io = |source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        inner.file.write_all(&line).map_err(io)?;
+        if durable {
+            inner.file.sync_data().map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads every event of a journal. A torn last line (the runner died mid-write) is skipped;
+/// a bad line elsewhere is an error.
+pub fn read(path: &Path) -> Result<Vec<Event>, JournalError> {
+    let file = File::open(path).map_err(|source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let lines: Vec<String> = BufReader::new(file)
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(|source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let mut events = Vec::with_capacity(lines.len());
+    let last = lines.len().saturating_sub(1);
+    for (i, l) in lines.iter().enumerate() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Event>(l) {
+            Ok(e) => events.push(e),
+            Err(_) if i == last => break,
+            Err(e) => {
+                return Err(JournalError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(events)
+}
+
+/// Faults announced (`Injecting`) but never `Reverted`, in injection order.
+pub fn open_faults(events: &[Event]) -> Vec<(FaultId, String, String, RevertSpec)> {
+    let mut open: Vec<(FaultId, String, String, RevertSpec)> = Vec::new();
+    for e in events {
+        match e {
+            Event::Injecting {
+                fault,
+                name,
+                target,
+                revert,
+                ..
+            } => {
+                open.push((*fault, name.clone(), target.clone(), revert.clone()));
+            }
+            Event::Reverted { fault, .. } => open.retain(|(id, ..)| id != fault),
+            _ => {}
+        }
+    }
+    open
+}
+
+/// Every run directory under `state_dir/runs`, oldest first.
+pub fn runs(state_dir: &Path) -> Result<Vec<RunDir>, JournalError> {
+    let root = state_dir.join("runs");
+    let entries = match fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(JournalError::Io { path: root, source }),
+    };
+    let mut out: Vec<RunDir> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("journal.jsonl").is_file())
+        .map(|e| RunDir {
+            id: RunId(e.file_name().to_string_lossy().into_owned()),
+            dir: e.path(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// A new run id (UUIDv7: sorts by time).
+pub fn new_run_id() -> RunId {
+    RunId(uuid::Uuid::now_v7().to_string())
+}

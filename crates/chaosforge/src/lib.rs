@@ -1,0 +1,74 @@
+//! chaosforge: prove, with real faults and real measurements, that a system survives what
+//! production will throw at it.
+//!
+//! Where to start: an experiment file is parsed by [`source`] and [`de`] into [`spec`] types,
+//! compiled by [`plan::compile`] into a [`plan::Plan`] (every problem reported at once), and run by
+//! [`engine::Engine`] through five phases. Every fault is journaled by [`journal`] before it is
+//! applied; [`report::Report`] is computed from the journal alone.
+//!
+//! ```
+//! use chaosforge::plan;
+//! use chaosforge::source::Document;
+//!
+//! let text = r#"
+//! apiVersion: chaosforge/v1
+//! name: demo
+//! targets:
+//!   - name: backend
+//!     proxy: { listen: "127.0.0.1:0", upstream: "127.0.0.1:9000" }
+//!     labels: { service: backend }
+//! hypothesis:
+//!   monitors:
+//!     - name: api
+//!       http: { url: "http://127.0.0.1:8080/", interval: 100ms }
+//!       expect: ["availability >= 99%", "latency.p99 < 300ms"]
+//! faults:
+//!   - name: slow-backend
+//!     latency: { delay: 200ms }
+//!     target: { select: { service: backend } }
+//! phases: { baseline: 2s, inject: 5s, recover_within: 5s }
+//! "#;
+//! let doc = Document::parse("demo.yaml", text).unwrap();
+//! let spec = chaosforge::de::decode(&doc).unwrap();
+//! let plan = plan::compile(&doc, &spec, Some(42)).unwrap();
+//! assert_eq!(plan.faults[0].targets, ["backend"]);
+//! assert_eq!(plan.faults[0].kind.describe(), "latency 200ms (downstream)");
+//! ```
+//!
+//! Modules:
+//! - [`diag`]: diagnostics (`file:line:col: path: message`) and "did you mean".
+//! - [`units`]: durations, ratios, byte rates.
+//! - [`source`]: YAML/JSON parsed into a tree that keeps every node's position.
+//! - [`de`]: a serde decoder over that tree that collects every problem.
+//! - [`spec`]: the experiment file as written (`…Spec`).
+//! - [`plan`]: validation and resolution into a [`plan::Plan`].
+//! - [`scope`]: selectors, scopes and the seeded RNG.
+//! - [`hypothesis`], [`stats`]: expectations and how they are judged over samples.
+//! - [`probe`], [`monitor`]: measurements and interval sampling.
+//! - [`fault`]: the fault contract, guards, and each fault family.
+//! - [`journal`]: the write-ahead journal.
+//! - [`engine`]: the five phases.
+//! - [`recover`]: reverting what dead runs left.
+//! - [`report`]: reports computed from journals.
+//! - `testkit` (feature `testkit`): the fault compliance harness.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+#![warn(missing_docs)]
+
+pub mod de;
+pub mod diag;
+pub mod engine;
+pub mod fault;
+pub mod hypothesis;
+pub mod journal;
+pub mod monitor;
+pub mod plan;
+pub mod probe;
+pub mod recover;
+pub mod report;
+pub mod scope;
+pub mod source;
+pub mod spec;
+pub mod stats;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+pub mod units;

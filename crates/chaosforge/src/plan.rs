@@ -1,0 +1,1004 @@
+//! `compile(spec) → Plan | Diagnostics`: the validated, resolved form of an experiment.
+//!
+//! Everything here is pure (no I/O but reading the file in [`load`]), so it is tested without a
+//! runtime. Every problem is collected, never only the first; each names its field path and points
+//! into the file. A `Plan` exists only when there are no problems, and nothing is ever injected
+//! without one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
+use crate::fault::net::{CorruptUnit, ProxyFault, Stream};
+use crate::hypothesis::Expectation;
+use crate::probe::http::{HttpProbeConfig, StatusSet};
+use crate::scope::{self, Scope};
+use crate::source::Document;
+use crate::spec::{self, ExperimentSpec, ScopeName, ScopeSpec};
+use crate::units::{self, Ratio, UnitError};
+
+/// The only file format version so far.
+pub const API_VERSION: &str = "chaosforge/v1";
+
+/// A validated experiment with its targets resolved. Built only by [`compile`].
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The experiment's name.
+    pub name: String,
+    /// Its description, if any.
+    pub description: Option<String>,
+    /// The hypothesis title (the file's, or one made from the expectations).
+    pub title: String,
+    /// The file it came from, as the user named it.
+    pub file: String,
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// Targets, in file order.
+    pub targets: Vec<Target>,
+    /// Monitors, in file order.
+    pub monitors: Vec<MonitorPlan>,
+    /// Faults, in file order, each with the targets its scope chose.
+    pub faults: Vec<PlannedFault>,
+    /// Phase durations.
+    pub phases: Phases,
+    /// Halt rules.
+    pub halt_when: Vec<Expectation>,
+    /// The sliding window halt rules are judged over.
+    pub halt_window: Duration,
+}
+
+/// A target, validated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Target {
+    /// Unique name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// What it is.
+    pub kind: TargetKind,
+}
+
+/// What a target is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// An in-process TCP fault proxy.
+    Proxy {
+        /// `host:port` to listen on.
+        listen: String,
+        /// `host:port` to forward to.
+        upstream: String,
+    },
+    /// An existing process.
+    Process(ProcessSelector),
+}
+
+/// How a process target is found when the run starts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessSelector {
+    /// By id.
+    Pid(i32),
+    /// By a file holding its id.
+    Pidfile(String),
+    /// By a regex on its command line; must match exactly one process.
+    Command(String),
+}
+
+/// A monitor, validated.
+#[derive(Debug, Clone)]
+pub struct MonitorPlan {
+    /// Unique name.
+    pub name: String,
+    /// What one sample does.
+    pub probe: ProbePlan,
+    /// Time between sample starts.
+    pub interval: Duration,
+    /// Expectations over a phase's samples.
+    pub expect: Vec<Expectation>,
+}
+
+/// What one sample of a monitor does.
+#[derive(Debug, Clone)]
+pub enum ProbePlan {
+    /// An HTTP request.
+    Http(HttpProbeConfig),
+    /// A TCP connect.
+    Tcp {
+        /// `host:port`.
+        address: String,
+        /// Connect timeout.
+        timeout: Duration,
+    },
+}
+
+impl ProbePlan {
+    /// How long one sample may take.
+    pub fn timeout(&self) -> Duration {
+        match self {
+            ProbePlan::Http(h) => h.timeout,
+            ProbePlan::Tcp { timeout, .. } => *timeout,
+        }
+    }
+}
+
+/// A fault with the targets its scope chose.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedFault {
+    /// Unique name.
+    pub name: String,
+    /// What it does.
+    pub kind: FaultKind,
+    /// The scope it was chosen with.
+    pub scope: Scope,
+    /// Names of the targets it acts on (at least one).
+    pub targets: Vec<String>,
+}
+
+/// The built-in fault kinds: one closed set, so every `match` over it is checked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// A toxic on a proxy target, on one or both streams.
+    Proxy {
+        /// The streams it acts on.
+        streams: Vec<Stream>,
+        /// Share of connections affected.
+        toxicity: Ratio,
+        /// What it does.
+        fault: ProxyFault,
+    },
+    /// SIGSTOP, reverted with SIGCONT.
+    Pause,
+    /// A signal that ends the process. Irreversible.
+    Kill {
+        /// Signal number.
+        signal: i32,
+        /// Its name, for reports.
+        signal_name: String,
+    },
+}
+
+/// What kind of target a fault kind needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetClass {
+    /// A `proxy` target.
+    Proxy,
+    /// A `process` target.
+    Process,
+}
+
+/// Phase durations.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Phases {
+    /// Steady-state sampling before any fault.
+    #[serde(with = "units::duration_text")]
+    pub baseline: Duration,
+    /// How long faults are held.
+    #[serde(with = "units::duration_text")]
+    pub inject: Duration,
+    /// The longest acceptable time to recover.
+    #[serde(with = "units::duration_text")]
+    pub recover_within: Duration,
+}
+
+// === impl FaultKind ===
+
+impl FaultKind {
+    /// The name users write (`latency`, `pause`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultKind::Proxy { fault, .. } => match fault {
+                ProxyFault::Latency { .. } => "latency",
+                ProxyFault::Bandwidth { .. } => "bandwidth",
+                ProxyFault::Timeout { .. } => "timeout",
+                ProxyFault::Reset { .. } => "reset",
+                ProxyFault::Down => "down",
+                ProxyFault::Corrupt { .. } => "corrupt",
+            },
+            FaultKind::Pause => "pause",
+            FaultKind::Kill { .. } => "kill",
+        }
+    }
+
+    /// The kind of target it acts on.
+    pub fn target_class(&self) -> TargetClass {
+        match self {
+            FaultKind::Proxy { .. } => TargetClass::Proxy,
+            FaultKind::Pause | FaultKind::Kill { .. } => TargetClass::Process,
+        }
+    }
+
+    /// Why it cannot be undone, if it cannot.
+    pub fn irreversible(&self) -> Option<&'static str> {
+        match self {
+            FaultKind::Kill { .. } => Some("a killed process cannot be brought back by chaosforge"),
+            _ => None,
+        }
+    }
+
+    /// A one-line description for plans and reports: `latency 200ms ±20ms (downstream)`.
+    pub fn describe(&self) -> String {
+        match self {
+            FaultKind::Proxy {
+                streams,
+                toxicity,
+                fault,
+            } => {
+                let what = match fault {
+                    ProxyFault::Latency { delay, jitter } if jitter.is_zero() => {
+                        format!("latency {}", units::format_duration(*delay))
+                    }
+                    ProxyFault::Latency { delay, jitter } => format!(
+                        "latency {} ±{}",
+                        units::format_duration(*delay),
+                        units::format_duration(*jitter)
+                    ),
+                    ProxyFault::Bandwidth { rate } => format!("bandwidth {rate} B/s"),
+                    ProxyFault::Timeout { after: Some(a) } => {
+                        format!("timeout (close after {})", units::format_duration(*a))
+                    }
+                    ProxyFault::Timeout { after: None } => "timeout (hold forever)".into(),
+                    ProxyFault::Reset { after } => {
+                        format!("reset after {}", units::format_duration(*after))
+                    }
+                    ProxyFault::Down => "down".into(),
+                    ProxyFault::Corrupt { probability, per } => {
+                        format!(
+                            "corrupt {probability} per {}",
+                            if *per == CorruptUnit::Byte {
+                                "byte"
+                            } else {
+                                "chunk"
+                            }
+                        )
+                    }
+                };
+                let dir = match streams.as_slice() {
+                    [Stream::Upstream] => "upstream",
+                    [Stream::Downstream] => "downstream",
+                    _ => "both ways",
+                };
+                let tox = if *toxicity == Ratio::ONE {
+                    String::new()
+                } else {
+                    format!(", toxicity {toxicity}")
+                };
+                if matches!(fault, ProxyFault::Down) {
+                    what
+                } else {
+                    format!("{what} ({dir}{tox})")
+                }
+            }
+            FaultKind::Pause => "pause (SIGSTOP, reverted by SIGCONT)".into(),
+            FaultKind::Kill { signal_name, .. } => {
+                format!("kill with {signal_name} (irreversible)")
+            }
+        }
+    }
+}
+
+// === compile ===
+
+/// Reads, parses, decodes and compiles an experiment file. `seed` overrides the file's seed.
+pub fn load(path: &Path, seed: Option<u64>) -> Result<(Document, Plan), Diagnostics> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Diagnostic::new(file.clone(), None, "", format!("cannot read file: {e}")))?;
+    let doc = Document::parse(&file, &text)?;
+    let spec: ExperimentSpec = crate::de::decode(&doc)?;
+    let plan = compile(&doc, &spec, seed)?;
+    Ok((doc, plan))
+}
+
+/// Validates `spec` (decoded from `doc`) and resolves its scopes. Returns every problem found.
+///
+/// `seed` overrides the file's seed; with neither, a random seed is drawn (and reported).
+pub fn compile(
+    doc: &Document,
+    spec: &ExperimentSpec,
+    seed: Option<u64>,
+) -> Result<Plan, Diagnostics> {
+    let mut cx = Cx {
+        doc,
+        diags: Diagnostics::new(),
+    };
+    if spec.api_version != API_VERSION {
+        cx.err(
+            "apiVersion",
+            format!(
+                "unsupported apiVersion `{}`; this chaosforge reads `{API_VERSION}`",
+                spec.api_version
+            ),
+        );
+    }
+    if spec.name.trim().is_empty() {
+        cx.err("name", "the experiment needs a name");
+    }
+    let seed = seed.or(spec.seed).unwrap_or_else(random_seed);
+
+    let targets = cx.targets(&spec.targets);
+    let monitors = cx.monitors(&spec.hypothesis.monitors);
+    let phases = Phases {
+        baseline: cx.positive_duration(
+            "phases.baseline",
+            spec.phases.baseline.as_deref(),
+            Duration::from_secs(10),
+        ),
+        inject: cx.positive_duration(
+            "phases.inject",
+            spec.phases.inject.as_deref(),
+            Duration::from_secs(30),
+        ),
+        recover_within: cx.positive_duration(
+            "phases.recover_within",
+            spec.phases.recover_within.as_deref(),
+            Duration::from_secs(30),
+        ),
+    };
+    let faults = cx.faults(
+        &spec.faults,
+        &spec.targets,
+        &targets,
+        seed,
+        spec.policies.allow_irreversible,
+    );
+    let halt_when = spec
+        .policies
+        .halt_when
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| cx.expectation(&format!("policies.halt_when[{i}]"), t))
+        .collect();
+    let halt_window = cx.positive_duration(
+        "policies.halt_window",
+        spec.policies.halt_window.as_deref(),
+        Duration::from_secs(1),
+    );
+
+    if !cx.diags.is_empty() {
+        let mut d = cx.diags;
+        d.sort();
+        return Err(d);
+    }
+    let title = spec.hypothesis.title.clone().unwrap_or_else(|| {
+        let all: Vec<String> = monitors
+            .iter()
+            .flat_map(|m: &MonitorPlan| {
+                m.expect
+                    .iter()
+                    .map(move |e| format!("{}: {}", m.name, e.text))
+            })
+            .collect();
+        all.join(", ")
+    });
+    Ok(Plan {
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        title,
+        file: doc.file().to_string(),
+        seed,
+        targets: targets.into_iter().flatten().collect(),
+        monitors,
+        faults,
+        phases,
+        halt_when,
+        halt_window,
+    })
+}
+
+fn random_seed() -> u64 {
+    // Only the seed itself needs entropy; everything after it is reproducible from the journal.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    scope::SeededRng::new(nanos ^ u64::from(std::process::id()).rotate_left(32)).next_u64() >> 1
+}
+
+struct Cx<'a> {
+    doc: &'a Document,
+    diags: Diagnostics,
+}
+
+impl Cx<'_> {
+    fn err(&mut self, path: &str, message: impl Into<String>) {
+        self.diags.push(self.doc.diag(path, message));
+    }
+
+    fn unit_err(&mut self, path: &str, e: UnitError) {
+        self.diags
+            .push(self.doc.diag_in(path, e.offset, e.len, e.message));
+    }
+
+    fn duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
+        match text {
+            None => default,
+            Some(t) => units::parse_duration(t).unwrap_or_else(|e| {
+                self.unit_err(path, e);
+                default
+            }),
+        }
+    }
+
+    fn positive_duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
+        let d = self.duration(path, text, default);
+        if d.is_zero() {
+            self.err(path, "must be longer than zero");
+        }
+        d
+    }
+
+    fn ratio(&mut self, path: &str, text: Option<&str>, default: Ratio) -> Ratio {
+        match text {
+            None => default,
+            Some(t) => Ratio::parse(t).unwrap_or_else(|e| {
+                self.unit_err(path, e);
+                default
+            }),
+        }
+    }
+
+    fn expectation(&mut self, path: &str, text: &str) -> Option<Expectation> {
+        Expectation::parse(text)
+            .map_err(|e| self.unit_err(path, e))
+            .ok()
+    }
+
+    fn address(&mut self, path: &str, addr: &str) {
+        if let Err(msg) = check_host_port(addr) {
+            self.err(path, msg);
+        }
+    }
+
+    fn unique<'s>(&mut self, what: &str, base: &str, names: impl Iterator<Item = &'s str>) {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, n) in names.enumerate() {
+            if let Some(first) = seen.insert(n, i) {
+                seen.insert(n, first);
+                self.err(
+                    &format!("{base}[{i}].name"),
+                    format!("duplicate {what} name `{n}` (first used at {base}[{first}])"),
+                );
+            }
+            if n.trim().is_empty() {
+                self.err(
+                    &format!("{base}[{i}].name"),
+                    format!("the {what} needs a name"),
+                );
+            }
+        }
+    }
+
+    /// One entry per spec target, `None` where it was invalid (so indices stay aligned).
+    fn targets(&mut self, specs: &[spec::TargetSpec]) -> Vec<Option<Target>> {
+        self.unique("target", "targets", specs.iter().map(|t| t.name.as_str()));
+        specs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let base = format!("targets[{i}]");
+                let kind = match (&t.proxy, &t.process) {
+                    (Some(p), None) => {
+                        self.address(&format!("{base}.proxy.listen"), &p.listen);
+                        self.address(&format!("{base}.proxy.upstream"), &p.upstream);
+                        TargetKind::Proxy {
+                            listen: p.listen.clone(),
+                            upstream: p.upstream.clone(),
+                        }
+                    }
+                    (None, Some(p)) => {
+                        TargetKind::Process(self.process(&format!("{base}.process"), p)?)
+                    }
+                    (None, None) => {
+                        self.err(
+                            &base,
+                            format!("target `{}` needs a kind: `proxy` or `process`", t.name),
+                        );
+                        return None;
+                    }
+                    (Some(_), Some(_)) => {
+                        self.err(
+                            &format!("{base}.process"),
+                            "a target has one kind; this one has both `proxy` and `process`",
+                        );
+                        return None;
+                    }
+                };
+                Some(Target {
+                    name: t.name.clone(),
+                    labels: t.labels.clone(),
+                    kind,
+                })
+            })
+            .collect()
+    }
+
+    fn process(&mut self, base: &str, p: &spec::ProcessTargetSpec) -> Option<ProcessSelector> {
+        let given = [p.pid.is_some(), p.pidfile.is_some(), p.command.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
+            self.err(base, "give exactly one of `pid`, `pidfile` or `command`");
+            return None;
+        }
+        if let Some(pid) = p.pid {
+            return match i32::try_from(pid) {
+                Ok(pid) if pid > 1 => Some(ProcessSelector::Pid(pid)),
+                _ => {
+                    self.err(
+                        &format!("{base}.pid"),
+                        format!(
+                            "`{pid}` is not a process id a fault may act on (it must be above 1)"
+                        ),
+                    );
+                    None
+                }
+            };
+        }
+        if let Some(f) = &p.pidfile {
+            if f.trim().is_empty() {
+                self.err(&format!("{base}.pidfile"), "empty path");
+                return None;
+            }
+            return Some(ProcessSelector::Pidfile(f.clone()));
+        }
+        let c = p.command.as_deref().unwrap_or_default();
+        match regex::Regex::new(c) {
+            Ok(_) if !c.is_empty() => Some(ProcessSelector::Command(c.to_string())),
+            Ok(_) => {
+                self.err(
+                    &format!("{base}.command"),
+                    "empty pattern would match every process",
+                );
+                None
+            }
+            Err(e) => {
+                let msg = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("invalid")
+                    .trim()
+                    .trim_start_matches("error: ")
+                    .to_string();
+                self.err(
+                    &format!("{base}.command"),
+                    format!("invalid regular expression: {msg}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn monitors(&mut self, specs: &[spec::MonitorSpec]) -> Vec<MonitorPlan> {
+        if specs.is_empty() {
+            self.err(
+                "hypothesis.monitors",
+                "the hypothesis needs at least one monitor",
+            );
+        }
+        self.unique(
+            "monitor",
+            "hypothesis.monitors",
+            specs.iter().map(|m| m.name.as_str()),
+        );
+        let mut out = Vec::new();
+        for (i, m) in specs.iter().enumerate() {
+            let base = format!("hypothesis.monitors[{i}]");
+            let expect: Vec<Expectation> = m
+                .expect
+                .iter()
+                .enumerate()
+                .filter_map(|(j, t)| self.expectation(&format!("{base}.expect[{j}]"), t))
+                .collect();
+            let default_interval = Duration::from_secs(1);
+            let (probe, interval) = match (&m.http, &m.tcp) {
+                (Some(h), None) => {
+                    let p = format!("{base}.http");
+                    let interval = self.positive_duration(
+                        &format!("{p}.interval"),
+                        h.interval.as_deref(),
+                        default_interval,
+                    );
+                    let timeout = self.positive_duration(
+                        &format!("{p}.timeout"),
+                        h.timeout.as_deref(),
+                        Duration::from_secs(1),
+                    );
+                    match reqwest::Url::parse(&h.url) {
+                        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                        Ok(u) => self.err(
+                            &format!("{p}.url"),
+                            format!(
+                                "scheme `{}` is not supported; use http or https",
+                                u.scheme()
+                            ),
+                        ),
+                        Err(e) => {
+                            self.err(&format!("{p}.url"), format!("invalid URL `{}`: {e}", h.url))
+                        }
+                    }
+                    let method = h.method.clone().unwrap_or_else(|| "GET".into());
+                    if reqwest::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty()
+                    {
+                        self.err(
+                            &format!("{p}.method"),
+                            format!("`{method}` is not an HTTP method"),
+                        );
+                    }
+                    for k in h.headers.keys() {
+                        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                            self.err(
+                                &format!("{p}.headers.{k}"),
+                                format!("`{k}` is not a valid header name"),
+                            );
+                        }
+                    }
+                    let success = match &h.success {
+                        None => StatusSet::default(),
+                        Some(t) => StatusSet::parse(t).unwrap_or_else(|e| {
+                            self.unit_err(&format!("{p}.success"), e);
+                            StatusSet::default()
+                        }),
+                    };
+                    let cfg = HttpProbeConfig {
+                        method: method.to_ascii_uppercase(),
+                        url: h.url.clone(),
+                        headers: h.headers.clone(),
+                        body: h.body.clone(),
+                        timeout,
+                        success,
+                    };
+                    (ProbePlan::Http(cfg), interval)
+                }
+                (None, Some(t)) => {
+                    let p = format!("{base}.tcp");
+                    let interval = self.positive_duration(
+                        &format!("{p}.interval"),
+                        t.interval.as_deref(),
+                        default_interval,
+                    );
+                    let timeout = self.positive_duration(
+                        &format!("{p}.timeout"),
+                        t.timeout.as_deref(),
+                        Duration::from_secs(1),
+                    );
+                    self.address(&format!("{p}.address"), &t.address);
+                    (
+                        ProbePlan::Tcp {
+                            address: t.address.clone(),
+                            timeout,
+                        },
+                        interval,
+                    )
+                }
+                (None, None) => {
+                    self.err(
+                        &base,
+                        format!("monitor `{}` needs a probe: `http` or `tcp`", m.name),
+                    );
+                    continue;
+                }
+                (Some(_), Some(_)) => {
+                    self.err(
+                        &format!("{base}.tcp"),
+                        "a monitor has one probe; this one has both `http` and `tcp`",
+                    );
+                    continue;
+                }
+            };
+            out.push(MonitorPlan {
+                name: m.name.clone(),
+                probe,
+                interval,
+                expect,
+            });
+        }
+        out
+    }
+
+    fn faults(
+        &mut self,
+        specs: &[spec::FaultSpec],
+        target_specs: &[spec::TargetSpec],
+        targets: &[Option<Target>],
+        seed: u64,
+        allow_irreversible: bool,
+    ) -> Vec<PlannedFault> {
+        self.unique("fault", "faults", specs.iter().map(|f| f.name.as_str()));
+        let mut out = Vec::new();
+        for (i, f) in specs.iter().enumerate() {
+            let base = format!("faults[{i}]");
+            let Some((key, kind)) = self.fault_kind(&base, f) else {
+                continue;
+            };
+            if let Some(why) = kind.irreversible()
+                && !allow_irreversible
+            {
+                self.err(
+                    &format!("{base}.{key}"),
+                    format!("`{key}` is irreversible ({why}); set `policies.allow_irreversible: true` to allow it"),
+                );
+            }
+            let scope = self.scope(&format!("{base}.target.scope"), f.target.scope.as_ref());
+            let class = kind.target_class();
+            let selected: Vec<(usize, &spec::TargetSpec)> = target_specs
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| scope::matches(&f.target.select, &t.name, &t.labels))
+                .collect();
+            let sel_path = format!("{base}.target.select");
+            if selected.is_empty() {
+                let names: Vec<&str> = target_specs.iter().map(|t| t.name.as_str()).collect();
+                let hint = f
+                    .target
+                    .select
+                    .get("name")
+                    .and_then(|n| did_you_mean(n, names.iter().copied()))
+                    .map(|n| format!("; did you mean `{n}`?"))
+                    .unwrap_or_default();
+                let sel = if f.target.select.is_empty() {
+                    "every target, but there are none".to_string()
+                } else {
+                    format!("{:?}, which no target has", f.target.select)
+                };
+                self.err(
+                    &sel_path,
+                    format!("selects zero targets: it asks for {sel}{hint}"),
+                );
+                continue;
+            }
+            let mut wrong = Vec::new();
+            for (ti, t) in &selected {
+                let Some(Some(target)) = targets.get(*ti) else {
+                    continue;
+                };
+                let ok = matches!(
+                    (&target.kind, class),
+                    (TargetKind::Proxy { .. }, TargetClass::Proxy)
+                        | (TargetKind::Process(_), TargetClass::Process)
+                );
+                if !ok {
+                    wrong.push(t.name.as_str());
+                }
+            }
+            if !wrong.is_empty() {
+                let need = if class == TargetClass::Proxy {
+                    "proxy"
+                } else {
+                    "process"
+                };
+                self.err(
+                    &sel_path,
+                    format!(
+                        "`{key}` acts on {need} targets, but the selector matches {}",
+                        wrong.join(", ")
+                    ),
+                );
+                continue;
+            }
+            if let Scope::Count(n) = scope
+                && n > selected.len()
+            {
+                self.err(
+                    &format!("{base}.target.scope"),
+                    format!(
+                        "scope asks for {n} targets but only {} match",
+                        selected.len()
+                    ),
+                );
+                continue;
+            }
+            let names: Vec<String> = selected.iter().map(|(_, t)| t.name.clone()).collect();
+            let chosen = scope.choose(&names, seed, &f.name);
+            out.push(PlannedFault {
+                name: f.name.clone(),
+                kind,
+                scope,
+                targets: chosen,
+            });
+        }
+        out
+    }
+
+    fn scope(&mut self, path: &str, spec: Option<&ScopeSpec>) -> Scope {
+        match spec {
+            None | Some(ScopeSpec::Named(ScopeName::Single)) => Scope::Single,
+            Some(ScopeSpec::Named(ScopeName::All)) => Scope::All,
+            Some(ScopeSpec::Sized(s)) => match (s.count, &s.percent) {
+                (Some(n), None) if n >= 1 => Scope::Count(n as usize),
+                (Some(n), None) => {
+                    self.err(
+                        &format!("{path}.count"),
+                        format!("count must be at least 1, not {n}"),
+                    );
+                    Scope::Single
+                }
+                (None, Some(p)) => {
+                    let text = if p.trim_end().ends_with('%') {
+                        p.clone()
+                    } else {
+                        format!("{p}%")
+                    };
+                    match Ratio::parse(&text) {
+                        Ok(r) if r.get() > 0.0 => Scope::Fraction(r.get()),
+                        Ok(_) => {
+                            self.err(&format!("{path}.percent"), "percent must be above 0");
+                            Scope::Single
+                        }
+                        Err(e) => {
+                            self.err(&format!("{path}.percent"), e.message);
+                            Scope::Single
+                        }
+                    }
+                }
+                _ => {
+                    self.err(path, "give exactly one of `count` or `percent`");
+                    Scope::Single
+                }
+            },
+        }
+    }
+
+    fn streams(d: spec::DirectionSpec) -> Vec<Stream> {
+        match d {
+            spec::DirectionSpec::Upstream => vec![Stream::Upstream],
+            spec::DirectionSpec::Downstream => vec![Stream::Downstream],
+            spec::DirectionSpec::Both => vec![Stream::Upstream, Stream::Downstream],
+        }
+    }
+
+    /// The fault's one kind, or a diagnostic when it has none or several.
+    fn fault_kind(&mut self, base: &str, f: &spec::FaultSpec) -> Option<(&'static str, FaultKind)> {
+        let present: Vec<&'static str> = [
+            ("latency", f.latency.is_some()),
+            ("bandwidth", f.bandwidth.is_some()),
+            ("timeout", f.timeout.is_some()),
+            ("reset", f.reset.is_some()),
+            ("down", f.down.is_some()),
+            ("corrupt", f.corrupt.is_some()),
+            ("pause", f.pause.is_some()),
+            ("kill", f.kill.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, p)| p.then_some(k))
+        .collect();
+        match present.as_slice() {
+            [] => {
+                self.err(
+                    base,
+                    format!(
+                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, pause, kill",
+                        f.name
+                    ),
+                );
+                return None;
+            }
+            [_] => {}
+            [_, second, ..] => {
+                self.err(
+                    &format!("{base}.{second}"),
+                    format!(
+                        "a fault has one kind; this one has {} (split it into several faults)",
+                        present.join(" and ")
+                    ),
+                );
+                return None;
+            }
+        }
+        let key = present[0];
+        let p = format!("{base}.{key}");
+        let proxy = |streams, toxicity, fault| FaultKind::Proxy {
+            streams,
+            toxicity,
+            fault,
+        };
+        let kind = if let Some(l) = &f.latency {
+            let delay = self.duration(&format!("{p}.delay"), Some(&l.delay), Duration::ZERO);
+            let jitter = self.duration(&format!("{p}.jitter"), l.jitter.as_deref(), Duration::ZERO);
+            let tox = self.ratio(&format!("{p}.toxicity"), l.toxicity.as_deref(), Ratio::ONE);
+            proxy(
+                Self::streams(l.direction),
+                tox,
+                ProxyFault::Latency { delay, jitter },
+            )
+        } else if let Some(b) = &f.bandwidth {
+            let rate = units::parse_byte_rate(&b.rate).unwrap_or_else(|e| {
+                self.unit_err(&format!("{p}.rate"), e);
+                1
+            });
+            let tox = self.ratio(&format!("{p}.toxicity"), b.toxicity.as_deref(), Ratio::ONE);
+            proxy(
+                Self::streams(b.direction),
+                tox,
+                ProxyFault::Bandwidth { rate },
+            )
+        } else if let Some(t) = &f.timeout {
+            let after = t
+                .after
+                .as_deref()
+                .map(|a| self.duration(&format!("{p}.after"), Some(a), Duration::ZERO));
+            let tox = self.ratio(&format!("{p}.toxicity"), t.toxicity.as_deref(), Ratio::ONE);
+            proxy(
+                Self::streams(t.direction),
+                tox,
+                ProxyFault::Timeout { after },
+            )
+        } else if let Some(r) = &f.reset {
+            let after = self.duration(&format!("{p}.after"), r.after.as_deref(), Duration::ZERO);
+            let tox = self.ratio(&format!("{p}.toxicity"), r.toxicity.as_deref(), Ratio::ONE);
+            proxy(vec![Stream::Downstream], tox, ProxyFault::Reset { after })
+        } else if f.down.is_some() {
+            proxy(vec![Stream::Downstream], Ratio::ONE, ProxyFault::Down)
+        } else if let Some(c) = &f.corrupt {
+            let probability = self.ratio(
+                &format!("{p}.probability"),
+                Some(&c.probability),
+                Ratio::ZERO,
+            );
+            let tox = self.ratio(&format!("{p}.toxicity"), c.toxicity.as_deref(), Ratio::ONE);
+            let per = match c.per {
+                spec::CorruptPerSpec::Byte => CorruptUnit::Byte,
+                spec::CorruptPerSpec::Chunk => CorruptUnit::Chunk,
+            };
+            proxy(
+                Self::streams(c.direction),
+                tox,
+                ProxyFault::Corrupt { probability, per },
+            )
+        } else if f.pause.is_some() {
+            FaultKind::Pause
+        } else if let Some(k) = &f.kill {
+            let text = k.signal.as_deref().unwrap_or("SIGKILL");
+            match crate::fault::process::parse_signal(text) {
+                Some((signal, signal_name)) => FaultKind::Kill {
+                    signal,
+                    signal_name,
+                },
+                None => {
+                    self.err(
+                        &format!("{p}.signal"),
+                        format!("unknown signal `{text}`; use e.g. SIGKILL, SIGTERM, 9"),
+                    );
+                    return None;
+                }
+            }
+        } else {
+            return None;
+        };
+        Some((key, kind))
+    }
+}
+
+/// Checks `host:port` (a name or IP, `[v6]:port`), with a numeric port.
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{addr}` is not `host:port` (e.g. `127.0.0.1:8080`)"))?;
+    if host.is_empty() {
+        return Err(format!(
+            "`{addr}` has no host; write e.g. `127.0.0.1{}`",
+            &addr[addr.len() - port.len() - 1..]
+        ));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!(
+            "`{addr}`: write IPv6 addresses in brackets, e.g. `[::1]:8080`"
+        ));
+    }
+    port.parse::<u16>()
+        .map(|_| ())
+        .map_err(|_| format!("`{port}` in `{addr}` is not a port number (0–65535)"))
+}
+
+/// Names of distinct targets used by any fault (for reports and locking).
+pub fn targets_in_use(plan: &Plan) -> BTreeSet<&str> {
+    plan.faults
+        .iter()
+        .flat_map(|f| f.targets.iter().map(String::as_str))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

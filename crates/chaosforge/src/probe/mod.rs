@@ -1,0 +1,215 @@
+//! Probes: one-shot measurements of a target that return a [`Sample`] and never judge it.
+//!
+//! A probe is built once from validated configuration ([`HttpProbe::new`], [`TcpProbe::new`]),
+//! then sampled many times by a monitor (see [`crate::monitor`]). Judging samples against the
+//! hypothesis happens elsewhere ([`crate::hypothesis`]), so a probe stays a plain measurement.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub mod http;
+pub mod tcp;
+
+pub use http::{HttpProbe, HttpProbeConfig, StatusSet};
+pub use tcp::TcpProbe;
+
+/// One measurement taken by a probe.
+///
+/// Samples are written to the run journal as JSON lines, one per sample, so the serialized
+/// form is compact: times are fractional milliseconds with microsecond precision, and absent
+/// fields are left out.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use chaosforge::probe::Sample;
+/// let s = Sample::success(Duration::from_micros(12_345)).with_status(200);
+/// let json = serde_json::to_string(&s).unwrap();
+/// assert_eq!(json, r#"{"at_ms":0.0,"latency_ms":12.345,"ok":true,"status":200}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// When the probe *started*, relative to the run's epoch. Set by the monitor, not the probe.
+    #[serde(rename = "at_ms", with = "millis")]
+    pub at: Duration,
+    /// How long the measurement took, up to success, failure or timeout.
+    #[serde(rename = "latency_ms", with = "millis")]
+    pub latency: Duration,
+    /// Whether the target answered as the probe's success criteria require.
+    pub ok: bool,
+    /// The protocol status, where the probe has one (the HTTP status code).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<u16>,
+    /// A short reason for a failure (`"timeout after 1s"`, `"connection refused"`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+/// A one-shot measurement of a target.
+///
+/// Contract for implementors:
+/// * [`sample`](Probe::sample) measures and returns; it never panics and never judges beyond
+///   its own success criteria (a status set, "connected"). Every failure is a `Sample` with
+///   `ok: false` and a short `error`, not an `Err`.
+/// * It is bounded by the probe's own timeout, so a monitor can wait for in-flight samples.
+/// * It may be called concurrently from many tasks (monitors start samples on a fixed schedule
+///   without waiting for the previous one), so it takes `&self`.
+/// * It leaves [`Sample::at`] at zero; the monitor stamps the start time.
+#[async_trait]
+pub trait Probe: fmt::Debug + Send + Sync {
+    /// The monitor's name this probe measures for, as written in the experiment file.
+    fn name(&self) -> &str;
+
+    /// Takes one measurement. See the trait docs for the contract.
+    async fn sample(&self) -> Sample;
+}
+
+/// Why a probe could not be built from its configuration.
+///
+/// Sampling never fails with this error: a failed measurement is a `Sample` with `ok: false`.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The URL did not parse.
+    #[error("invalid URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL as written.
+        url: String,
+        /// What the URL parser said.
+        reason: String,
+    },
+    /// The URL uses a scheme the HTTP probe does not speak.
+    #[error("unsupported URL scheme `{scheme}` in `{url}`; use http or https")]
+    UnsupportedScheme {
+        /// The URL as written.
+        url: String,
+        /// The scheme found.
+        scheme: String,
+    },
+    /// The HTTP method is not a valid token.
+    #[error("invalid HTTP method `{method}`")]
+    InvalidMethod {
+        /// The method as written.
+        method: String,
+    },
+    /// A header name or value is not valid HTTP.
+    #[error("invalid header `{name}`: {reason}")]
+    InvalidHeader {
+        /// The header name as written.
+        name: String,
+        /// Whether the name or the value is at fault.
+        reason: String,
+    },
+    /// The timeout is zero, which would fail every sample.
+    #[error("probe timeout must be greater than zero")]
+    ZeroTimeout,
+    /// The HTTP client could not be built (for instance, TLS initialisation failed).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+// === impl Sample ===
+
+impl Sample {
+    /// A successful sample that took `latency`; `at` is zero until the monitor stamps it.
+    pub fn success(latency: Duration) -> Sample {
+        Sample {
+            at: Duration::ZERO,
+            latency,
+            ok: true,
+            status: None,
+            error: None,
+        }
+    }
+
+    /// A failed sample that took `latency`, with a short reason.
+    pub fn failure(latency: Duration, error: impl Into<String>) -> Sample {
+        Sample {
+            at: Duration::ZERO,
+            latency,
+            ok: false,
+            status: None,
+            error: Some(error.into()),
+        }
+    }
+
+    /// The same sample with a protocol status attached.
+    pub fn with_status(mut self, status: u16) -> Sample {
+        self.status = Some(status);
+        self
+    }
+
+    /// The same sample stamped with its start time relative to the run's epoch.
+    pub fn started_at(mut self, at: Duration) -> Sample {
+        self.at = at;
+        self
+    }
+}
+
+/// Formats a timeout for a sample's error text: `timeout after 1s`.
+pub(crate) fn timeout_text(timeout: Duration) -> String {
+    format!("timeout after {}", crate::units::format_duration(timeout))
+}
+
+/// Serde for a `Duration` as fractional milliseconds with microsecond precision (`12.345`).
+///
+/// Microseconds are enough for latency and keep journal lines short; rounding on the way in
+/// makes a serialize/deserialize round trip exact at that precision.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        // u128 → f64 is exact below 2^53 µs (about 285 years).
+        s.serialize_f64(d.as_micros() as f64 / 1000.0)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms = f64::deserialize(d)?;
+        let micros = (ms * 1000.0).round();
+        if !micros.is_finite() || micros < 0.0 || micros > u64::MAX as f64 {
+            return Err(serde::de::Error::custom(format!(
+                "`{ms}` is not a valid number of milliseconds"
+            )));
+        }
+        Ok(Duration::from_micros(micros as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_json_is_compact_and_round_trips() {
+        let s = Sample::failure(Duration::from_micros(1_000_250), "timeout after 1s")
+            .started_at(Duration::from_micros(2_500_001));
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            json,
+            r#"{"at_ms":2500.001,"latency_ms":1000.25,"ok":false,"error":"timeout after 1s"}"#
+        );
+        let back: Sample = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+
+        let ok = Sample::success(Duration::from_micros(3)).with_status(204);
+        let back: Sample = serde_json::from_str(&serde_json::to_string(&ok).unwrap()).unwrap();
+        assert_eq!(back, ok);
+    }
+
+    #[test]
+    fn sub_microsecond_precision_is_dropped_on_purpose() {
+        let s = Sample::success(Duration::from_nanos(1_234_567));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["latency_ms"], 1.234);
+    }
+
+    #[test]
+    fn negative_times_are_rejected() {
+        let err = serde_json::from_str::<Sample>(r#"{"at_ms":-1,"latency_ms":1,"ok":true}"#);
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! `chaosforge recover`: revert every fault that a dead run left open, from the journals alone.
+//!
+//! Runs that are still alive (their lock is held) are skipped: their runner is in charge of its
+//! faults. A dead run's journal is appended to (`Reverted { by: "recover" }`, then
+//! `RunFinished` if it never finished), so a second `recover` finds nothing to do.
+
+use std::path::Path;
+
+use crate::engine::{Outcome, Phase};
+use crate::journal::{self, Event, FaultId, Journal, JournalError, RunId};
+
+/// One fault `recover` dealt with.
+#[derive(Debug, Clone)]
+pub struct RecoveredFault {
+    /// The run it belonged to.
+    pub run: RunId,
+    /// The fault instance.
+    pub fault: FaultId,
+    /// Fault name.
+    pub name: String,
+    /// Target name.
+    pub target: String,
+    /// What was done, or the error.
+    pub result: Result<String, String>,
+}
+
+/// What `recover` did.
+#[derive(Debug, Default)]
+pub struct RecoverSummary {
+    /// Faults reverted (or failed to revert).
+    pub faults: Vec<RecoveredFault>,
+    /// Unfinished runs whose journal was closed.
+    pub closed_runs: Vec<RunId>,
+    /// Live runs with open faults, left to their runner.
+    pub live_runs: Vec<RunId>,
+}
+
+impl RecoverSummary {
+    /// `true` when there was nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.faults.is_empty() && self.closed_runs.is_empty()
+    }
+
+    /// `true` when a revert failed.
+    pub fn has_failures(&self) -> bool {
+        self.faults.iter().any(|f| f.result.is_err())
+    }
+}
+
+/// Reverts every open fault of every dead run under `state_dir`. Idempotent.
+pub async fn recover(state_dir: &Path) -> Result<RecoverSummary, JournalError> {
+    let mut summary = RecoverSummary::default();
+    for run in journal::runs(state_dir)? {
+        let path = run.dir.join("journal.jsonl");
+        let events = journal::read(&path)?;
+        let finished = events
+            .iter()
+            .any(|e| matches!(e, Event::RunFinished { .. }));
+        let open = journal::open_faults(&events);
+        if finished && open.is_empty() {
+            continue;
+        }
+        let Some(j) = Journal::open_dead(&run.dir)? else {
+            if !open.is_empty() {
+                summary.live_runs.push(run.id.clone());
+            }
+            continue;
+        };
+        // Undo in reverse order of injection, as the runner would have.
+        for (fault, name, target, spec) in open.into_iter().rev() {
+            let result = spec.revert_detached().await.map_err(|e| e.to_string());
+            let event = match &result {
+                Ok(note) => Event::Reverted {
+                    fault,
+                    by: "recover".into(),
+                    note: Some(format!("{note} (at {})", jiff::Timestamp::now())),
+                    at: j.now(),
+                },
+                Err(error) => Event::RevertFailed {
+                    fault,
+                    error: error.clone(),
+                    at: j.now(),
+                },
+            };
+            j.append_durable(&event)?;
+            summary.faults.push(RecoveredFault {
+                run: run.id.clone(),
+                fault,
+                name,
+                target,
+                result,
+            });
+        }
+        if !finished {
+            let phase = events
+                .iter()
+                .rev()
+                .find_map(|e| match e {
+                    Event::Phase { phase, .. } => Some(*phase),
+                    _ => None,
+                })
+                .unwrap_or(Phase::Validate);
+            j.append_durable(&Event::RunFinished {
+                outcome: Outcome::Errored {
+                    phase,
+                    error:
+                        "the runner stopped before the end; faults reverted by `chaosforge recover`"
+                            .into(),
+                },
+                at: j.now(),
+            })?;
+            summary.closed_runs.push(run.id.clone());
+        }
+    }
+    Ok(summary)
+}

@@ -1,0 +1,784 @@
+//! `Report = f(journal)`: what happened in a run, computed from its journal alone, so a report can
+//! be rebuilt from any journal (also one a crashed runner left), and renderers for the terminal
+//! and JSON.
+//!
+//! Everything iterated into output is ordered (plan order, `BTreeMap`), so the same journal always
+//! renders to the same bytes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Outcome, Phase};
+use crate::hypothesis::{Expectation, Metric, Verdict, WindowStats};
+use crate::journal::{Event, FaultId, RunId};
+use crate::plan::{Phases, Plan, ProbePlan, TargetKind};
+use crate::probe::Sample;
+use crate::units::{self, duration_text, format_duration, opt_duration_text};
+
+/// What a report needs to know about the plan; journaled in `RunStarted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanSummary {
+    /// Experiment name.
+    pub name: String,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Hypothesis title.
+    pub title: String,
+    /// The experiment file.
+    pub file: String,
+    /// The run's seed.
+    pub seed: u64,
+    /// Targets.
+    pub targets: Vec<TargetSummary>,
+    /// Monitors.
+    pub monitors: Vec<MonitorSummary>,
+    /// Faults.
+    pub faults: Vec<FaultSummary>,
+    /// Phase durations.
+    pub phases: PhasesSummary,
+    /// Halt rules.
+    pub halt_when: Vec<String>,
+}
+
+/// A target in a [`PlanSummary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetSummary {
+    /// Name.
+    pub name: String,
+    /// What it is, in words.
+    pub describe: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A monitor in a [`PlanSummary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitorSummary {
+    /// Name.
+    pub name: String,
+    /// The probe, in words (`GET http://… every 100ms`).
+    pub describe: String,
+    /// Time between samples.
+    #[serde(with = "duration_text")]
+    pub interval: Duration,
+    /// Expectations as written.
+    pub expect: Vec<String>,
+}
+
+/// A fault in a [`PlanSummary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultSummary {
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: String,
+    /// What it does, in words.
+    pub describe: String,
+    /// The targets its scope chose.
+    pub targets: Vec<String>,
+    /// The scope.
+    pub scope: String,
+    /// Why it cannot be undone, if it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub irreversible: Option<String>,
+}
+
+/// Phase durations as planned.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PhasesSummary {
+    /// Baseline.
+    #[serde(with = "duration_text")]
+    pub baseline: Duration,
+    /// Inject (faults held).
+    #[serde(with = "duration_text")]
+    pub inject: Duration,
+    /// Longest acceptable time to recover.
+    #[serde(with = "duration_text")]
+    pub recover_within: Duration,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The run.
+    pub run_id: RunId,
+    /// Wall-clock start.
+    pub started_at: jiff::Timestamp,
+    /// The plan as run.
+    pub plan: PlanSummary,
+    /// How it ended; `None` if the journal has no end (the runner died).
+    pub outcome: Option<Outcome>,
+    /// Per monitor: values at baseline, during the fault and after recovery.
+    pub monitors: Vec<MonitorReport>,
+    /// Per injected fault instance.
+    pub faults: Vec<FaultReport>,
+    /// Recovery, when faults were reverted.
+    pub recovery: Option<RecoveryReport>,
+    /// Halt, if a policy halted the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
+    /// What the run suggests fixing.
+    pub findings: Vec<String>,
+    /// Total run time.
+    #[serde(with = "duration_text")]
+    pub duration: Duration,
+}
+
+/// One monitor's figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MonitorReport {
+    /// Name.
+    pub name: String,
+    /// The probe, in words.
+    pub describe: String,
+    /// Sample counts and core figures per window.
+    pub baseline: WindowSummary,
+    /// During the fault (the observe phase).
+    pub during: WindowSummary,
+    /// After recovery.
+    pub after: WindowSummary,
+    /// Each expectation in each window.
+    pub expectations: Vec<ExpectationReport>,
+}
+
+/// Core figures of one window of samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct WindowSummary {
+    /// Samples taken.
+    pub samples: usize,
+    /// Samples that succeeded.
+    pub ok: usize,
+    /// `ok / samples`.
+    pub availability: Option<f64>,
+    /// Median latency of successful samples.
+    #[serde(with = "opt_duration_text", skip_serializing_if = "Option::is_none")]
+    pub latency_p50: Option<Duration>,
+    /// 99th percentile latency of successful samples.
+    #[serde(with = "opt_duration_text", skip_serializing_if = "Option::is_none")]
+    pub latency_p99: Option<Duration>,
+}
+
+/// One expectation, judged in each window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExpectationReport {
+    /// As written.
+    pub expect: String,
+    /// Observed at baseline.
+    pub baseline: Judged,
+    /// Observed during the fault.
+    pub during: Judged,
+    /// Observed after recovery.
+    pub after: Judged,
+    /// `during - baseline`, formatted (`+312ms`, `-4.5pp`).
+    pub delta: Option<String>,
+}
+
+/// A value and whether the expectation held for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Judged {
+    /// Observed value (canonical unit: fraction, seconds, per second).
+    pub value: Option<f64>,
+    /// Formatted value.
+    pub shown: String,
+    /// Whether it held; `None` without data.
+    pub held: Option<bool>,
+}
+
+/// One injected fault instance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaultReport {
+    /// Instance id.
+    pub id: FaultId,
+    /// Fault name.
+    pub name: String,
+    /// Kind.
+    pub kind: String,
+    /// Target.
+    pub target: String,
+    /// What it does.
+    pub describe: String,
+    /// When injection completed.
+    #[serde(with = "opt_duration_text")]
+    pub injected_at: Option<Duration>,
+    /// When it was reverted.
+    #[serde(with = "opt_duration_text")]
+    pub reverted_at: Option<Duration>,
+    /// Who reverted it (`run`, `drop`, `recover`).
+    pub reverted_by: Option<String>,
+    /// Revert note or error.
+    pub note: Option<String>,
+    /// Inject or revert error.
+    pub error: Option<String>,
+}
+
+/// Time to recover.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecoveryReport {
+    /// When the last fault was reverted.
+    #[serde(with = "duration_text")]
+    pub reverted_at: Duration,
+    /// Time until the hypothesis held again; `None` if it did not within `recover_within`.
+    #[serde(with = "opt_duration_text")]
+    pub ttr: Option<Duration>,
+    /// The limit.
+    #[serde(with = "duration_text")]
+    pub recover_within: Duration,
+}
+
+// === impl PlanSummary ===
+
+impl PlanSummary {
+    /// Summarizes a plan for the journal.
+    pub fn of(plan: &Plan) -> PlanSummary {
+        PlanSummary {
+            name: plan.name.clone(),
+            description: plan.description.clone(),
+            title: plan.title.clone(),
+            file: plan.file.clone(),
+            seed: plan.seed,
+            targets: plan
+                .targets
+                .iter()
+                .map(|t| TargetSummary {
+                    name: t.name.clone(),
+                    describe: match &t.kind {
+                        TargetKind::Proxy { listen, upstream } => {
+                            format!("proxy {listen} → {upstream}")
+                        }
+                        TargetKind::Process(sel) => format!("process {sel:?}"),
+                    },
+                    labels: t.labels.clone(),
+                })
+                .collect(),
+            monitors: plan
+                .monitors
+                .iter()
+                .map(|m| MonitorSummary {
+                    name: m.name.clone(),
+                    describe: match &m.probe {
+                        ProbePlan::Http(h) => format!(
+                            "{} {} every {}",
+                            h.method,
+                            h.url,
+                            format_duration(m.interval)
+                        ),
+                        ProbePlan::Tcp { address, .. } => {
+                            format!(
+                                "tcp connect {address} every {}",
+                                format_duration(m.interval)
+                            )
+                        }
+                    },
+                    interval: m.interval,
+                    expect: m.expect.iter().map(|e| e.text.clone()).collect(),
+                })
+                .collect(),
+            faults: plan
+                .faults
+                .iter()
+                .map(|f| FaultSummary {
+                    name: f.name.clone(),
+                    kind: f.kind.name().into(),
+                    describe: f.kind.describe(),
+                    targets: f.targets.clone(),
+                    scope: f.scope.to_string(),
+                    irreversible: f.kind.irreversible().map(str::to_string),
+                })
+                .collect(),
+            phases: PhasesSummary::from(plan.phases),
+            halt_when: plan.halt_when.iter().map(|e| e.text.clone()).collect(),
+        }
+    }
+}
+
+impl From<Phases> for PhasesSummary {
+    fn from(p: Phases) -> Self {
+        PhasesSummary {
+            baseline: p.baseline,
+            inject: p.inject,
+            recover_within: p.recover_within,
+        }
+    }
+}
+
+// === impl Report ===
+
+/// Why a journal could not be turned into a report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// The journal does not start with `run_started`.
+    #[error("the journal does not start with a run_started event")]
+    NoStart,
+}
+
+impl Report {
+    /// Computes the report of a run from its journal events.
+    pub fn from_events(events: &[Event]) -> Result<Report, ReportError> {
+        let Some(Event::RunStarted {
+            run_id,
+            started_at,
+            plan,
+            ..
+        }) = events.first()
+        else {
+            return Err(ReportError::NoStart);
+        };
+        let mut phase_start: BTreeMap<Phase, Duration> = BTreeMap::new();
+        let mut samples: Vec<Vec<(Phase, &Sample)>> = vec![Vec::new(); plan.monitors.len()];
+        let mut faults: Vec<FaultReport> = Vec::new();
+        let mut outcome = None;
+        let mut recovery = None;
+        let mut halted = None;
+        let mut end = Duration::ZERO;
+        for e in events {
+            match e {
+                Event::Phase { phase, at } => {
+                    phase_start.entry(*phase).or_insert(*at);
+                }
+                Event::Sample {
+                    monitor,
+                    phase,
+                    sample,
+                } => {
+                    if let Some(v) = samples.get_mut(*monitor) {
+                        v.push((*phase, sample));
+                    }
+                    end = end.max(sample.at + sample.latency);
+                }
+                Event::Injecting {
+                    fault,
+                    name,
+                    target,
+                    kind,
+                    ..
+                } => faults.push(FaultReport {
+                    id: *fault,
+                    name: name.clone(),
+                    kind: kind.clone(),
+                    target: target.clone(),
+                    describe: plan
+                        .faults
+                        .iter()
+                        .find(|f| &f.name == name)
+                        .map(|f| f.describe.clone())
+                        .unwrap_or_default(),
+                    injected_at: None,
+                    reverted_at: None,
+                    reverted_by: None,
+                    note: None,
+                    error: None,
+                }),
+                Event::Injected { fault, at } => {
+                    if let Some(f) = faults.iter_mut().find(|f| f.id == *fault) {
+                        f.injected_at = Some(*at);
+                    }
+                }
+                Event::InjectFailed { fault, error, .. } => {
+                    if let Some(f) = faults.iter_mut().find(|f| f.id == *fault) {
+                        f.error = Some(format!("inject failed: {error}"));
+                    }
+                }
+                Event::Reverted {
+                    fault,
+                    by,
+                    note,
+                    at,
+                } => {
+                    if let Some(f) = faults.iter_mut().find(|f| f.id == *fault) {
+                        // `recover` runs in another process; its clock is not the run's.
+                        f.reverted_at = (by != "recover").then_some(*at);
+                        f.reverted_by = Some(by.clone());
+                        f.note = note.clone();
+                    }
+                }
+                Event::RevertFailed { fault, error, .. } => {
+                    if let Some(f) = faults.iter_mut().find(|f| f.id == *fault) {
+                        f.error = Some(format!("revert failed: {error}"));
+                    }
+                }
+                Event::Halted { policy, reason, .. } => {
+                    halted = Some(format!("{policy}: {reason}"))
+                }
+                Event::Recovery {
+                    ttr, reverted_at, ..
+                } => {
+                    recovery = Some(RecoveryReport {
+                        reverted_at: *reverted_at,
+                        ttr: *ttr,
+                        recover_within: plan.phases.recover_within,
+                    });
+                }
+                Event::RunFinished { outcome: o, at } => {
+                    outcome = Some(o.clone());
+                    end = end.max(*at);
+                }
+                Event::RunStarted { .. } => {}
+            }
+        }
+
+        let span = |from: Option<Duration>, to: Option<Duration>| match (from, to) {
+            (Some(a), Some(b)) if b > a => b - a,
+            (Some(a), None) if end > a => end - a,
+            _ => Duration::ZERO,
+        };
+        let baseline_win = span(
+            phase_start.get(&Phase::Baseline).copied(),
+            phase_start.get(&Phase::Inject).copied(),
+        );
+        let observe_win = span(
+            phase_start.get(&Phase::Observe).copied(),
+            phase_start.get(&Phase::Recover).copied(),
+        );
+        let after_from = recovery
+            .as_ref()
+            .map(|r| r.reverted_at + r.ttr.unwrap_or_default());
+        let after_win = span(after_from, None);
+
+        let monitors = plan
+            .monitors
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let all = &samples[i];
+                let pick = |p: Phase| all.iter().filter(move |(ph, _)| *ph == p).map(|(_, s)| *s);
+                let base = WindowStats::from_samples(pick(Phase::Baseline), baseline_win);
+                let during = WindowStats::from_samples(pick(Phase::Observe), observe_win);
+                let after = match after_from {
+                    Some(t) => WindowStats::from_samples(
+                        all.iter()
+                            .filter(|(ph, s)| *ph == Phase::Recover && s.at >= t)
+                            .map(|(_, s)| *s),
+                        after_win,
+                    ),
+                    None => WindowStats::from_samples(std::iter::empty(), Duration::ZERO),
+                };
+                let expectations = m
+                    .expect
+                    .iter()
+                    .filter_map(|text| Expectation::parse(text).ok())
+                    .map(|e| {
+                        let (b, d, a) = (judge(&e, &base), judge(&e, &during), judge(&e, &after));
+                        let delta = match (b.value, d.value) {
+                            (Some(b), Some(d)) => Some(format_delta(&e.metric, d - b)),
+                            _ => None,
+                        };
+                        ExpectationReport {
+                            expect: e.text.clone(),
+                            baseline: b,
+                            during: d,
+                            after: a,
+                            delta,
+                        }
+                    })
+                    .collect();
+                MonitorReport {
+                    name: m.name.clone(),
+                    describe: m.describe.clone(),
+                    baseline: summarize(&base),
+                    during: summarize(&during),
+                    after: summarize(&after),
+                    expectations,
+                }
+            })
+            .collect::<Vec<_>>();
+
+        let findings = findings(
+            plan,
+            &monitors,
+            &faults,
+            recovery.as_ref(),
+            outcome.as_ref(),
+        );
+        Ok(Report {
+            run_id: run_id.clone(),
+            started_at: *started_at,
+            plan: plan.clone(),
+            outcome,
+            monitors,
+            faults,
+            recovery,
+            halted,
+            findings,
+            duration: end,
+        })
+    }
+
+    /// Renders the report for a terminal (plain text, no colour codes).
+    pub fn render_text(&self) -> String {
+        let mut o = String::new();
+        let p = &self.plan;
+        let _ = writeln!(
+            o,
+            "experiment  {}  (run {}, seed {})",
+            p.name, self.run_id.0, p.seed
+        );
+        let _ = writeln!(o, "hypothesis  {}", p.title);
+        let verdict = match &self.outcome {
+            Some(oc) => oc.headline(),
+            None => {
+                "UNFINISHED — the runner stopped before the end; run `chaosforge recover`".into()
+            }
+        };
+        let _ = writeln!(o, "outcome     {verdict}");
+        for m in &self.monitors {
+            let _ = writeln!(o, "\nmonitor {} ({})", m.name, m.describe);
+            let mut rows = vec![[
+                "".to_string(),
+                "baseline".into(),
+                "during fault".into(),
+                "delta".into(),
+                "after recovery".into(),
+            ]];
+            for e in &m.expectations {
+                rows.push([
+                    e.expect.clone(),
+                    e.baseline.cell(),
+                    e.during.cell(),
+                    e.delta.clone().unwrap_or_else(|| "-".into()),
+                    e.after.cell(),
+                ]);
+            }
+            rows.push([
+                "samples (ok/total)".into(),
+                m.baseline.counts(),
+                m.during.counts(),
+                String::new(),
+                m.after.counts(),
+            ]);
+            rows.push([
+                "latency p50 / p99".into(),
+                m.baseline.latencies(),
+                m.during.latencies(),
+                String::new(),
+                m.after.latencies(),
+            ]);
+            let widths: Vec<usize> = (0..5)
+                .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+                .collect();
+            for r in &rows {
+                let mut line = String::from(" ");
+                for (c, cell) in r.iter().enumerate() {
+                    let _ = write!(line, " {cell:<w$} ", w = widths[c]);
+                }
+                let _ = writeln!(o, "{}", line.trim_end());
+            }
+        }
+        if !self.faults.is_empty() {
+            let _ = writeln!(o, "\nfaults");
+            for f in &self.faults {
+                let at = |d: Option<Duration>| {
+                    d.map_or("-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()))
+                };
+                let reverted = match (&f.reverted_by, f.reverted_at) {
+                    (Some(by), _) if by == "recover" => "by `chaosforge recover`".to_string(),
+                    (Some(_), Some(t)) => format!("at {}", at(Some(t))),
+                    _ => "NOT reverted".to_string(),
+                };
+                let _ = writeln!(
+                    o,
+                    "  {} on {}: {}; injected at {}, reverted {}{}{}",
+                    f.name,
+                    f.target,
+                    f.describe,
+                    at(f.injected_at),
+                    reverted,
+                    f.note
+                        .as_ref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default(),
+                    f.error
+                        .as_ref()
+                        .map(|e| format!("; ERROR: {e}"))
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        if let Some(r) = &self.recovery {
+            let line = match r.ttr {
+                Some(t) => format!(
+                    "time to recover  {} (limit {})",
+                    format_duration(round_ms(t)),
+                    format_duration(r.recover_within)
+                ),
+                None => format!(
+                    "time to recover  did NOT recover within {}",
+                    format_duration(r.recover_within)
+                ),
+            };
+            let _ = writeln!(o, "\n{line}");
+        }
+        if let Some(h) = &self.halted {
+            let _ = writeln!(o, "halted by   {h}");
+        }
+        if !self.findings.is_empty() {
+            let _ = writeln!(o, "\nwhat to fix");
+            for f in &self.findings {
+                let _ = writeln!(o, "  - {f}");
+            }
+        }
+        o
+    }
+
+    /// Renders the report as pretty JSON.
+    pub fn render_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+fn judge(e: &Expectation, s: &WindowStats) -> Judged {
+    match e.judge(s) {
+        Verdict::Holds { observed } => Judged {
+            value: Some(observed),
+            shown: e.metric.format_value(observed),
+            held: Some(true),
+        },
+        Verdict::Violated { observed } => Judged {
+            value: Some(observed),
+            shown: e.metric.format_value(observed),
+            held: Some(false),
+        },
+        Verdict::NoData => Judged {
+            value: None,
+            shown: "no data".into(),
+            held: None,
+        },
+    }
+}
+
+fn format_delta(metric: &Metric, d: f64) -> String {
+    let sign = if d >= 0.0 { "+" } else { "-" };
+    match metric {
+        Metric::Availability | Metric::ErrorRate => format!("{sign}{:.1}pp", d.abs() * 100.0),
+        Metric::Latency(_) => format!(
+            "{sign}{}",
+            format_duration(Duration::from_secs_f64(d.abs()))
+        ),
+        Metric::Throughput => format!("{sign}{:.1}/s", d.abs()),
+    }
+}
+
+fn summarize(s: &WindowStats) -> WindowSummary {
+    let lat = |stat| {
+        s.latency
+            .as_ref()
+            .map(|l| Duration::from_secs_f64(l.get(stat)))
+    };
+    WindowSummary {
+        samples: s.samples,
+        ok: s.ok,
+        availability: s.availability,
+        latency_p50: lat(crate::hypothesis::LatencyStat::P50),
+        latency_p99: lat(crate::hypothesis::LatencyStat::P99),
+    }
+}
+
+impl WindowSummary {
+    fn counts(&self) -> String {
+        if self.samples == 0 {
+            "-".into()
+        } else {
+            format!("{}/{}", self.ok, self.samples)
+        }
+    }
+
+    fn latencies(&self) -> String {
+        match (self.latency_p50, self.latency_p99) {
+            (Some(a), Some(b)) => format!("{} / {}", format_duration(a), format_duration(b)),
+            _ => "-".into(),
+        }
+    }
+}
+
+impl Judged {
+    fn cell(&self) -> String {
+        match self.held {
+            Some(true) => format!("{} ok", self.shown),
+            Some(false) => format!("{} FAIL", self.shown),
+            None => self.shown.clone(),
+        }
+    }
+}
+
+/// Suggestions from what the run saw, by fault kind. Plain advice, each tied to an observation.
+fn findings(
+    plan: &PlanSummary,
+    monitors: &[MonitorReport],
+    faults: &[FaultReport],
+    recovery: Option<&RecoveryReport>,
+    outcome: Option<&Outcome>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let kinds: Vec<&str> = plan.faults.iter().map(|f| f.kind.as_str()).collect();
+    let fault_names: Vec<String> = plan
+        .faults
+        .iter()
+        .map(|f| format!("`{}` ({})", f.name, f.describe))
+        .collect();
+    for m in monitors {
+        for e in &m.expectations {
+            if e.during.held != Some(false) {
+                continue;
+            }
+            let advice = if e.expect.starts_with("latency")
+                && kinds
+                    .iter()
+                    .any(|k| matches!(*k, "latency" | "bandwidth" | "timeout"))
+            {
+                "give the calls to the degraded dependency a timeout shorter than the latency budget, and a fallback (cached or default answer) when it fires"
+            } else if kinds.iter().any(|k| matches!(*k, "down" | "reset")) {
+                "retry idempotent calls with backoff, and put a circuit breaker with a fallback in front of the failing dependency"
+            } else if kinds.iter().any(|k| matches!(*k, "pause" | "kill")) {
+                "detect the stalled or dead process (health checks with short timeouts) and fail over or restart it"
+            } else if kinds.contains(&"corrupt") {
+                "validate what comes over the wire (checksums, schema checks) and treat bad data as an error to retry"
+            } else {
+                "make the system degrade gracefully under this fault"
+            };
+            out.push(format!(
+                "{}: `{}` went from {} to {} under {}: {advice}.",
+                m.name,
+                e.expect,
+                e.baseline.shown,
+                e.during.shown,
+                fault_names.join(", ")
+            ));
+        }
+    }
+    if let Some(r) = recovery
+        && r.ttr.is_none()
+    {
+        out.push(format!(
+            "the system did not return to its steady state within {} after the faults were reverted: check reconnection, connection pools and backoff limits.",
+            format_duration(r.recover_within)
+        ));
+    }
+    for f in faults {
+        if f.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("revert failed"))
+        {
+            out.push(format!(
+                "fault `{}` on `{}` could not be reverted; run `chaosforge recover` and check the target by hand.",
+                f.name, f.target
+            ));
+        }
+    }
+    if matches!(outcome, Some(Outcome::NotSteady { .. })) {
+        out.push("the hypothesis did not hold before any fault: fix the steady state (or the expectations) first.".into());
+    }
+    out
+}
+
+/// Formats a phase duration for headlines.
+pub fn format_secs(d: Duration) -> String {
+    units::format_duration(round_ms(d))
+}

@@ -1,0 +1,470 @@
+//! The experiment file as written: plain serde data (`…Spec` types), nothing validated yet.
+//!
+//! Field names are a contract (users' files and external checks are written against them): add
+//! fields, never rename. Every doc comment here is the user reference for its field and ends up in
+//! the JSON Schema (`chaosforge schema`).
+//!
+//! Values with units (durations, ratios, rates) and expectations are kept as text here and parsed
+//! by [`crate::plan::compile`], so that one bad value never hides another: every problem in a file
+//! is reported at once, with the exact column inside the scalar.
+//!
+//! A target's kind and a fault's kind are each named by a key (`proxy:`, `latency:`), so they are
+//! optional fields here; `plan` checks that exactly one is present and turns them into the closed
+//! enums [`crate::plan::TargetKind`] and [`crate::plan::FaultKind`].
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A chaos experiment: a hypothesis about the steady state, the faults to inject, and the targets
+/// they act on.
+///
+/// ```yaml
+/// apiVersion: chaosforge/v1
+/// name: checkout-survives-slow-payments
+/// targets: [...]
+/// hypothesis: {...}
+/// faults: [...]
+/// phases: { baseline: 10s, inject: 30s, recover_within: 30s }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "chaosforge experiment")]
+pub struct ExperimentSpec {
+    /// Version of the file format. Always `chaosforge/v1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// Name of the experiment, used in reports and history (e.g. `checkout-survives-slow-payments`).
+    pub name: String,
+    /// What the experiment shows, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Seed for every random choice (target selection, toxicity, jitter). A rerun with the same
+    /// seed makes the same choices. Default: a random seed, recorded in the journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// The things faults act on.
+    #[serde(default)]
+    pub targets: Vec<TargetSpec>,
+    /// The steady-state claim: monitors and what they must show.
+    pub hypothesis: HypothesisSpec,
+    /// The faults to inject, all at once, during the inject phase.
+    #[serde(default)]
+    pub faults: Vec<FaultSpec>,
+    /// How long each phase lasts.
+    #[serde(default)]
+    pub phases: PhasesSpec,
+    /// Safety rules.
+    #[serde(default)]
+    pub policies: PoliciesSpec,
+}
+
+/// A thing a fault acts on. Exactly one of `proxy` or `process`.
+///
+/// ```yaml
+/// - name: payments-a
+///   proxy: { listen: "127.0.0.1:18081", upstream: "127.0.0.1:9002" }
+///   labels: { service: payments, zone: a }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// Unique name of the target.
+    pub name: String,
+    /// Labels that fault selectors match, e.g. `{ service: payments, zone: a, region: eu-west }`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// An in-process TCP fault proxy that the runner starts: the system under test talks to
+    /// `listen` instead of `upstream`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyTargetSpec>,
+    /// An existing process, found by pid, pidfile or a regex on its command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessTargetSpec>,
+}
+
+/// `proxy: { listen: "127.0.0.1:18081", upstream: "127.0.0.1:9002" }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyTargetSpec {
+    /// Address the proxy listens on, `host:port` (port 0 picks a free one).
+    pub listen: String,
+    /// Address each connection is forwarded to, `host:port`.
+    pub upstream: String,
+}
+
+/// Exactly one of `pid`, `pidfile` or `command`.
+///
+/// `process: { pidfile: /run/db.pid }`, `process: { command: "postgres: checkpointer" }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessTargetSpec {
+    /// A process id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i64>,
+    /// A file holding a process id, read when the run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pidfile: Option<String>,
+    /// A regular expression matched against each process's command line (`/proc/PID/cmdline`,
+    /// arguments joined by spaces); it must match exactly one process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+}
+
+/// The steady-state claim.
+///
+/// ```yaml
+/// hypothesis:
+///   title: checkout p99 < 300ms and availability >= 99%
+///   monitors:
+///     - name: checkout
+///       http: { url: "http://127.0.0.1:18080/checkout", interval: 100ms, timeout: 1s }
+///       expect: ["availability >= 99%", "latency.p99 < 300ms"]
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HypothesisSpec {
+    /// The claim in words, shown in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// What is measured, and what it must show.
+    pub monitors: Vec<MonitorSpec>,
+}
+
+/// A probe sampled on an interval, with expectations over its samples. Exactly one of `http` or
+/// `tcp`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSpec {
+    /// Unique name of the monitor.
+    pub name: String,
+    /// An HTTP request per sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpProbeSpec>,
+    /// A TCP connect per sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpProbeSpec>,
+    /// Expectations judged over the samples of a phase: `availability >= 99%`,
+    /// `error_rate < 1%`, `latency.p50|p90|p95|p99|max|min|mean < 300ms`, `throughput >= 50/s`.
+    #[serde(default)]
+    pub expect: Vec<String>,
+}
+
+/// `http: { url: "http://127.0.0.1:8080/health", interval: 100ms, timeout: 1s }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbeSpec {
+    /// The URL, `http://` or `https://`.
+    pub url: String,
+    /// HTTP method. Default `GET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Request headers, e.g. `{ Authorization: "Bearer …" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Time between the starts of two samples, e.g. `100ms`. Default `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// How long one request may take before it counts as failed. Default `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Statuses that count as success: `"2xx"`, `"200-299"`, `"200,204"`. Default 2xx and 3xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success: Option<String>,
+}
+
+/// `tcp: { address: "127.0.0.1:5432", interval: 200ms, timeout: 500ms }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProbeSpec {
+    /// `host:port` to connect to.
+    pub address: String,
+    /// Time between the starts of two samples. Default `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// How long a connect may take. Default `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// One fault: a name, exactly one fault kind (the key names it), and the targets it acts on.
+///
+/// ```yaml
+/// - name: slow-payments
+///   latency: { delay: 200ms, jitter: 20ms }
+///   target: { select: { service: payments }, scope: single }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Unique name of the fault.
+    pub name: String,
+    /// Which targets it acts on.
+    pub target: TargetSelectorSpec,
+    /// Proxy: delay every chunk of bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencySpec>,
+    /// Proxy: limit throughput.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<BandwidthSpec>,
+    /// Proxy: stop forwarding data, then close after a while or never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<TimeoutSpec>,
+    /// Proxy: reset connections (TCP RST).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<ResetSpec>,
+    /// Proxy: refuse new connections and drop open ones (the service is unavailable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<DownSpec>,
+    /// Proxy: flip bits in the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<CorruptSpec>,
+    /// Process: stop it (SIGSTOP); reverted with SIGCONT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseSpec>,
+    /// Process: send a signal (default SIGKILL). Irreversible: needs
+    /// `policies.allow_irreversible: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill: Option<KillSpec>,
+}
+
+/// `target: { select: { service: payments }, scope: single }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSelectorSpec {
+    /// Labels a target must all have (`name` also matches the target's name). Empty: every
+    /// target.
+    #[serde(default)]
+    pub select: BTreeMap<String, String>,
+    /// How many of the matching targets: `single` (default, chosen with the seed), `all`,
+    /// `{ count: 2 }` or `{ percent: 50 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeSpec>,
+}
+
+/// The blast radius among the matching targets.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ScopeSpec {
+    /// `single` or `all`.
+    Named(ScopeName),
+    /// `{ count: n }` or `{ percent: n }`.
+    Sized(SizedScopeSpec),
+}
+
+/// `single`: one matching target, chosen with the seed; `all`: every matching target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeName {
+    /// One target.
+    Single,
+    /// Every matching target.
+    All,
+}
+
+/// `{ count: 2 }` or `{ percent: 50 }` (rounded up, at least one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SizedScopeSpec {
+    /// This many matching targets, chosen with the seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    /// This percentage of the matching targets, e.g. `50` or `"50%"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<String>,
+}
+
+/// Which way the bytes a proxy fault acts on flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectionSpec {
+    /// Client → upstream (requests).
+    Upstream,
+    /// Upstream → client (responses). The default, as in Toxiproxy.
+    #[default]
+    Downstream,
+    /// Both ways.
+    Both,
+}
+
+/// `latency: { delay: 200ms, jitter: 20ms }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LatencySpec {
+    /// Added delay, e.g. `200ms`.
+    pub delay: String,
+    /// Uniform spread around the delay, e.g. `20ms`. Default `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<String>,
+    /// Which way. Default `downstream`.
+    #[serde(default)]
+    pub direction: DirectionSpec,
+    /// Share of connections affected, `100%` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toxicity: Option<String>,
+}
+
+/// `bandwidth: { rate: 1MB/s }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BandwidthSpec {
+    /// Bytes per second: `1MB/s`, `512KiB/s`, `8Mbit/s`.
+    pub rate: String,
+    /// Which way. Default `downstream`.
+    #[serde(default)]
+    pub direction: DirectionSpec,
+    /// Share of connections affected, `100%` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toxicity: Option<String>,
+}
+
+/// `timeout: { after: 5s }` (omit `after` to hold connections open forever)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutSpec {
+    /// Close the connection this long after the data stops; omitted: never close.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Which way. Default `downstream`.
+    #[serde(default)]
+    pub direction: DirectionSpec,
+    /// Share of connections affected, `100%` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toxicity: Option<String>,
+}
+
+/// `reset: { after: 0s }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetSpec {
+    /// How long after the fault reaches a connection it is reset. Default `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Share of connections affected, `100%` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toxicity: Option<String>,
+}
+
+/// `down: {}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DownSpec {}
+
+/// `corrupt: { probability: 1%, per: byte }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorruptSpec {
+    /// Chance that a unit (byte or chunk) gets one bit flipped, e.g. `1%`.
+    pub probability: String,
+    /// `byte` (default) or `chunk`.
+    #[serde(default)]
+    pub per: CorruptPerSpec,
+    /// Which way. Default `downstream`.
+    #[serde(default)]
+    pub direction: DirectionSpec,
+    /// Share of connections affected, `100%` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toxicity: Option<String>,
+}
+
+/// What a corruption probability applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CorruptPerSpec {
+    /// Every byte independently.
+    #[default]
+    Byte,
+    /// Every chunk read from the socket.
+    Chunk,
+}
+
+/// `pause: {}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PauseSpec {}
+
+/// `kill: { signal: SIGTERM }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KillSpec {
+    /// Signal name (`SIGKILL`, `SIGTERM`, `KILL`, …) or number. Default `SIGKILL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+}
+
+/// How long each phase lasts.
+///
+/// `phases: { baseline: 10s, inject: 30s, recover_within: 30s }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PhasesSpec {
+    /// Sampling before any fault; the hypothesis must hold here. Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    /// How long faults are held while monitors observe. Default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject: Option<String>,
+    /// The longest acceptable time for the hypothesis to hold again after faults are reverted.
+    /// Default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recover_within: Option<String>,
+}
+
+/// Safety rules.
+///
+/// `policies: { halt_when: ["availability < 50%"] }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesSpec {
+    /// Expectations (same grammar as `expect`) that, when met by any monitor over the last
+    /// `halt_window` of the observe phase, halt the run at once: faults are reverted, exit 3.
+    #[serde(default)]
+    pub halt_when: Vec<String>,
+    /// The sliding window `halt_when` is judged over. Default `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt_window: Option<String>,
+    /// Allow faults that cannot be undone (e.g. `kill`). Default `false`.
+    #[serde(default)]
+    pub allow_irreversible: bool,
+}
+
+// === impl ScopeSpec ===
+
+// By hand rather than `#[serde(untagged)]`: untagged enums answer every mistake with "data did
+// not match any variant", while a user who wrote `scope: singel` deserves the list of names.
+impl<'de> Deserialize<'de> for ScopeSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ScopeSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`single`, `all`, `{ count: n }` or `{ percent: n }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ScopeSpec, E> {
+                match v {
+                    "single" => Ok(ScopeSpec::Named(ScopeName::Single)),
+                    "all" => Ok(ScopeSpec::Named(ScopeName::All)),
+                    other => Err(E::unknown_variant(other, &["single", "all"])),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ScopeSpec, A::Error> {
+                SizedScopeSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ScopeSpec::Sized)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The JSON Schema (draft 2020-12) of the experiment file, generated from these types.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(ExperimentSpec);
+    serde_json::to_string_pretty(&schema).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

@@ -1,0 +1,174 @@
+//! The fault compliance harness: every fault kind must pass [`assert_fault_compliance`].
+//!
+//! It checks the contract of `docs/fault-contract.md` from the outside: injecting changes what
+//! `observe` sees; `Injecting` is journaled before the change; `revert` restores and journals
+//! `Reverted`; a second revert (from the journal record) is a no-op; dropping the guard reverts;
+//! and `recover` undoes a fault whose guard was forgotten, as after a crash.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::fault::{Fault, InjectCx};
+use crate::journal::{self, Event, FaultId, Journal};
+
+/// Runs the whole contract against `fault`. `observe` returns `true` while the fault is in
+/// effect, measured from outside (a client's round trip, `/proc/PID/stat`, …). `state_dir` must
+/// be an empty scratch directory. Panics with a message naming the broken clause.
+pub async fn assert_fault_compliance<F, Fut>(fault: &dyn Fault, state_dir: &Path, observe: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    assert!(
+        !observe().await,
+        "{}: the target already looks faulted before injection",
+        fault.kind()
+    );
+
+    // 1. inject → journaled first, observable; revert → restored and journaled.
+    let run = journal::new_run_id();
+    let j = Journal::create(state_dir, &run).expect("journal");
+    let cx = InjectCx {
+        journal: &j,
+        id: FaultId(0),
+        name: "compliance",
+    };
+    let guard = fault.inject(&cx).await.expect("inject");
+    let events = journal::read(j.path()).expect("read journal");
+    assert!(
+        matches!(events.first(), Some(Event::Injecting { .. })),
+        "{}: `Injecting` must be journaled by inject (found {events:?})",
+        fault.kind()
+    );
+    assert!(
+        eventually(&observe, true).await,
+        "{}: injecting changed nothing observable",
+        fault.kind()
+    );
+    guard.revert().await.expect("revert");
+    assert!(
+        eventually(&observe, false).await,
+        "{}: revert did not restore behaviour",
+        fault.kind()
+    );
+    let events = journal::read(j.path()).expect("read journal");
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Reverted {
+                fault: FaultId(0),
+                ..
+            }
+        )),
+        "{}: revert must journal `Reverted`",
+        fault.kind()
+    );
+    // 2. a second revert, from the record alone, is a no-op.
+    for (_, _, _, spec) in open_or_all(&events) {
+        spec.revert_detached().await.expect("second revert");
+    }
+    assert!(
+        !observe().await,
+        "{}: a second revert changed the target",
+        fault.kind()
+    );
+
+    // 3. dropping the guard reverts.
+    let cx = InjectCx {
+        journal: &j,
+        id: FaultId(1),
+        name: "compliance-drop",
+    };
+    let guard = fault.inject(&cx).await.expect("inject again");
+    assert!(
+        eventually(&observe, true).await,
+        "{}: second injection changed nothing",
+        fault.kind()
+    );
+    drop(guard);
+    assert!(
+        eventually(&observe, false).await,
+        "{}: dropping the guard did not revert",
+        fault.kind()
+    );
+    drop(j);
+
+    // 4. a forgotten guard (as after a crash) is undone by `recover` from the journal alone.
+    let run = journal::new_run_id();
+    let j = Journal::create(state_dir, &run).expect("journal");
+    let cx = InjectCx {
+        journal: &j,
+        id: FaultId(0),
+        name: "compliance-crash",
+    };
+    let guard = fault.inject(&cx).await.expect("inject for recover");
+    assert!(
+        eventually(&observe, true).await,
+        "{}: third injection changed nothing",
+        fault.kind()
+    );
+    let _ = guard.forget();
+    drop(j);
+    let summary = crate::recover::recover(state_dir).await.expect("recover");
+    assert!(
+        summary.faults.iter().all(|f| f.result.is_ok()),
+        "{}: recover failed: {summary:?}",
+        fault.kind()
+    );
+    if fault_survives_its_process(fault) {
+        assert!(
+            eventually(&observe, false).await,
+            "{}: recover did not revert",
+            fault.kind()
+        );
+    }
+    let again = crate::recover::recover(state_dir)
+        .await
+        .expect("recover again");
+    assert!(
+        again.is_empty(),
+        "{}: a second recover found work: {again:?}",
+        fault.kind()
+    );
+}
+
+/// Faults of an in-process proxy end with the process that holds them, so after a `forget` in
+/// a still-living test process they are legitimately still active; `recover` can only say so.
+fn fault_survives_its_process(fault: &dyn Fault) -> bool {
+    !matches!(
+        fault.kind(),
+        "latency" | "bandwidth" | "timeout" | "reset" | "down" | "corrupt"
+    )
+}
+
+fn open_or_all(events: &[Event]) -> Vec<(FaultId, String, String, crate::fault::RevertSpec)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Injecting {
+                fault,
+                name,
+                target,
+                revert,
+                ..
+            } => Some((*fault, name.clone(), target.clone(), revert.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Polls `observe` for up to 2 s until it returns `want`.
+async fn eventually<F, Fut>(observe: &F, want: bool) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..40 {
+        if observe().await == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
