@@ -332,7 +332,8 @@ impl Engine {
                 TargetKind::Process(sel) => match process::resolve(sel) {
                     Ok(p) => Resolved::Process(p),
                     Err(e) => {
-                        return errored(Phase::Validate, format!("target `{}`: {e}", t.name)).into();
+                        return errored(Phase::Validate, format!("target `{}`: {e}", t.name))
+                            .into();
                     }
                 },
             };

@@ -191,8 +191,8 @@ impl Metric {
 
     /// Formats a value of this metric in its unit, e.g. `99.5%`, `312ms` or `48.2/s`.
     ///
-    /// Ratios show up to three decimals of a percent, latencies use
-    /// [`format_duration`](crate::units::format_duration) (µs precision), and throughput up
+    /// Ratios show up to three decimals of a percent, latencies three significant digits
+    /// ([`format_duration_short`](crate::units::format_duration_short)), and throughput up
     /// to two decimals. Values this metric cannot hold (negative, NaN) are shown as numbers.
     pub fn format_value(&self, v: f64) -> String {
         match self {
@@ -200,7 +200,7 @@ impl Metric {
                 format!("{}%", trim_decimals(v * 100.0, 3))
             }
             Metric::Latency(_) => match Duration::try_from_secs_f64(v) {
-                Ok(d) => units::format_duration(d),
+                Ok(d) => units::format_duration_short(d),
                 Err(_) => format!("{v}s"),
             },
             Metric::Throughput => format!("{}/s", trim_decimals(v, 2)),

@@ -602,7 +602,7 @@ impl Report {
             let line = match r.ttr {
                 Some(t) => format!(
                     "time to recover  {} (limit {})",
-                    format_duration(round_ms(t)),
+                    units::format_duration_short(t),
                     format_duration(r.recover_within)
                 ),
                 None => format!(
@@ -692,7 +692,11 @@ impl WindowSummary {
 
     fn latencies(&self) -> String {
         match (self.latency_p50, self.latency_p99) {
-            (Some(a), Some(b)) => format!("{} / {}", format_duration(a), format_duration(b)),
+            (Some(a), Some(b)) => format!(
+                "{} / {}",
+                units::format_duration_short(a),
+                units::format_duration_short(b)
+            ),
             _ => "-".into(),
         }
     }

@@ -581,7 +581,13 @@ impl<'a, 't> Builder<'a, 't> {
         if documents == 0 {
             self.diags.push(Diagnostic::new(
                 self.file,
-                None,
+                // Point at the start, so every diagnostic reads file:line:col.
+                Some(Span {
+                    offset: 0,
+                    len: 0,
+                    line: 1,
+                    col: 1,
+                }),
                 "",
                 "the file is empty: expected a YAML or JSON document",
             ));

@@ -179,6 +179,35 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
+/// Formats a duration for people: three significant digits (`155ms`, `6.95ms`, `2.06s`).
+/// Lossy; the journal uses [`format_duration`].
+pub fn format_duration_short(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    let (v, unit) = if us < 1_000.0 {
+        (us, "µs")
+    } else if us < 1_000_000.0 {
+        (us / 1e3, "ms")
+    } else if us < 60e6 {
+        (us / 1e6, "s")
+    } else {
+        return format_duration(Duration::from_secs(d.as_secs()));
+    };
+    let decimals = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
+    format!("{s}{unit}")
+}
+
 fn trim_float(v: f64, unit: &str) -> String {
     let s = format!("{v:.3}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
@@ -327,6 +356,16 @@ mod tests {
             let d = Duration::from_millis(d);
             assert_eq!(parse_duration(&format_duration(d)), Ok(d));
         }
+    }
+
+    #[test]
+    fn short_formats() {
+        let f = |us: u64| format_duration_short(Duration::from_micros(us));
+        assert_eq!(f(155_119), "155ms");
+        assert_eq!(f(6_950), "6.95ms");
+        assert_eq!(f(2_060_000), "2.06s");
+        assert_eq!(f(42), "42µs");
+        assert_eq!(f(100_000), "100ms");
     }
 
     #[test]

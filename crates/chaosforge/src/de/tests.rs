@@ -134,7 +134,7 @@ fn unknown_fields_suggest_and_are_skipped() {
     assert_eq!(
         errors::<Exp>(text),
         "exp.yaml:2:1: sed: unknown field `sed`, did you mean `seed`?\n\
-         exp.yaml:5:14: faults[0].latency: missing field `delay`\n\
+         \
          exp.yaml:5:15: faults[0].latency.delya: unknown field `delya`, did you mean `delay`?\n\
          exp.yaml:6:5: faults[0].zzz: unknown field `zzz`, expected one of: name, latency, action, header\n"
     );
@@ -167,9 +167,9 @@ fn enums_report_unknown_variants_and_shapes() {
     let text = "name: x\ntargets:\n  - {name: a, port: 1, scope: singel}\n  - {name: b, port: 1, scope: {x: 1}}\nfaults:\n  - {name: f, action: {kil: {signal: x}}}\n  - {name: g, action: pause}\n  - {name: h, action: {pause: -1}}\n";
     assert_eq!(
         errors::<Exp>(text),
-        "exp.yaml:3:31: targets[0].scope: unknown variant `singel`, did you mean `single`?\n\
-         exp.yaml:4:32: targets[1].scope: unknown variant `x`, expected one of: single, all\n\
-         exp.yaml:6:24: faults[0].action: unknown variant `kil`, did you mean `kill`?\n\
+        "exp.yaml:3:31: targets[0].scope: unknown value `singel`, did you mean `single`?\n\
+         exp.yaml:4:32: targets[1].scope: unknown value `x`, expected one of: single, all\n\
+         exp.yaml:6:24: faults[0].action: unknown value `kil`, did you mean `kill`?\n\
          exp.yaml:7:23: faults[1].action: `pause` needs a value: write it as a map, `pause: …`\n\
          exp.yaml:8:31: faults[2].action.pause: expected an unsigned integer, found `-1`\n"
     );
@@ -268,11 +268,11 @@ fn fatal_parse_errors() {
     );
     assert_eq!(
         errors::<Exp>("# nothing\n"),
-        "exp.yaml: the file is empty: expected a YAML or JSON document\n"
+        "exp.yaml:1:1: the file is empty: expected a YAML or JSON document\n"
     );
     assert_eq!(
         errors::<Exp>(""),
-        "exp.yaml: the file is empty: expected a YAML or JSON document\n"
+        "exp.yaml:1:1: the file is empty: expected a YAML or JSON document\n"
     );
 }
 
@@ -360,9 +360,10 @@ fn many_problems_sorted_without_repeats() {
     let text = "naem: x\ntargets:\n  - {name: a, port: x}\n  - {name: b, port: 1, scope: al}\nfaults:\n  - {name: f, latency: {delay: 1}}\n";
     let doc = Document::parse("exp.yaml", text).unwrap();
     let diags = decode::<Exp>(&doc).unwrap_err();
-    assert_eq!(diags.len(), 5, "{diags}");
+    // `missing field name` is implied by `naem`'s did-you-mean, so it is not repeated.
+    assert_eq!(diags.len(), 4, "{diags}");
     let lines: Vec<u32> = diags.iter().map(|d| d.span.unwrap().line).collect();
-    assert_eq!(lines, [1, 1, 3, 4, 6]);
+    assert_eq!(lines, [1, 3, 4, 6]);
 }
 
 fn mutate(text: &str, ops: &[(u8, usize, u8)]) -> String {
