@@ -271,8 +271,15 @@ fn spawn_signal_watch(tx: watch::Sender<bool>) -> anyhow::Result<()> {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        eprintln!("\nsignal received: reverting every fault before exiting…");
+        eprintln!("\nsignal received: reverting every fault before exiting (again to force quit)…");
         let _ = tx.send(true);
+        // A second signal means the user wants out now; the journal still knows what is open.
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("forced exit: faults may still be active; run `chaosforge recover`");
+        std::process::exit(130);
     });
     Ok(())
 }

@@ -522,6 +522,11 @@ impl Engine {
         if let Some(o) = failure.or(halted) {
             return o.into();
         }
+        if run.interrupted {
+            // Interrupted while waiting for recovery: the faults are reverted, but the time to
+            // recover was not measured, so this is a halt, not a verdict.
+            return run.halt_by_signal().into();
+        }
         let observed = reverted_at
             .saturating_sub(observe_start)
             .min(plan.phases.inject);

@@ -264,3 +264,64 @@ fn the_report_can_be_rebuilt_from_the_journal_alone() {
         "report = f(journal)"
     );
 }
+
+#[test]
+fn kill_is_refused_without_the_policy_and_irreversible_with_it() {
+    let victim = Victim::start();
+    let up = EchoServer::start();
+    let dir = Dir::new();
+    let text = |allow: bool| {
+        format!(
+            r#"apiVersion: chaosforge/v1
+name: kill-test
+targets: [{{ name: victim, process: {{ pid: {pid} }} }}]
+hypothesis:
+  monitors: [{{ name: port, tcp: {{ address: "{up}", interval: 50ms }}, expect: ["availability >= 90%"] }}]
+faults: [{{ name: kill-it, kill: {{ signal: SIGTERM }}, target: {{ select: {{ name: victim }} }} }}]
+phases: {{ baseline: 300ms, inject: 300ms, recover_within: 2s }}
+policies: {{ allow_irreversible: {allow} }}
+"#,
+            pid = victim.pid(),
+            up = up.addr
+        )
+    };
+    let refused = dir.write("no.yaml", &text(false));
+    let out = chaosforge()
+        .arg("run")
+        .arg(&refused)
+        .arg("--state-dir")
+        .arg(dir.state())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("irreversible"));
+    assert_ne!(
+        victim.state(),
+        '?',
+        "nothing may happen to the victim without the policy"
+    );
+
+    let allowed = dir.write("yes.yaml", &text(true));
+    let mut victim = victim;
+    let out = chaosforge()
+        .arg("run")
+        .arg(&allowed)
+        .arg("--state-dir")
+        .arg(dir.state())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The monitored port is unaffected, so the hypothesis holds; the victim is gone for good.
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("irreversible"), "{stdout}");
+    let status = victim.child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(15), "the victim died of SIGTERM");
+    let rec = chaosforge()
+        .arg("recover")
+        .arg("--state-dir")
+        .arg(dir.state())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&rec.stdout).contains("nothing to recover"));
+}

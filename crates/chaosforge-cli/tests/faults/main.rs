@@ -52,7 +52,9 @@ fn round_trip(addr: std::net::SocketAddr) -> Option<(Duration, bool)> {
 
 async fn proxy_case(fault: ProxyFault, faulted: fn(Option<(Duration, bool)>) -> bool) {
     let up = echo();
-    let proxy: Arc<dyn ProxyControl> = TcpProxy::start("p", "127.0.0.1:0", &up.to_string(), 1).await.unwrap();
+    let proxy: Arc<dyn ProxyControl> = TcpProxy::start("p", "127.0.0.1:0", &up.to_string(), 1)
+        .await
+        .unwrap();
     let addr = proxy.listen_addr();
     let kind = match &fault {
         ProxyFault::Latency { .. } => "latency",
@@ -69,7 +71,11 @@ async fn proxy_case(fault: ProxyFault, faulted: fn(Option<(Duration, bool)>) -> 
     };
     let dir = tempfile::tempdir().unwrap();
     assert_fault_compliance(&f, dir.path(), || async move {
-        faulted(tokio::task::spawn_blocking(move || round_trip(addr)).await.unwrap())
+        faulted(
+            tokio::task::spawn_blocking(move || round_trip(addr))
+                .await
+                .unwrap(),
+        )
     })
     .await;
     proxy.shutdown().await;
@@ -78,7 +84,10 @@ async fn proxy_case(fault: ProxyFault, faulted: fn(Option<(Duration, bool)>) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_complies() {
     proxy_case(
-        ProxyFault::Latency { delay: Duration::from_millis(150), jitter: Duration::ZERO },
+        ProxyFault::Latency {
+            delay: Duration::from_millis(150),
+            jitter: Duration::ZERO,
+        },
         |r| r.is_some_and(|(rtt, _)| rtt >= Duration::from_millis(140)),
     )
     .await;
@@ -91,15 +100,25 @@ async fn down_complies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_complies() {
-    proxy_case(ProxyFault::Corrupt { probability: Ratio::ONE, per: CorruptUnit::Byte }, |r| {
-        r.is_some_and(|(_, intact)| !intact)
-    })
+    proxy_case(
+        ProxyFault::Corrupt {
+            probability: Ratio::ONE,
+            per: CorruptUnit::Byte,
+        },
+        |r| r.is_some_and(|(_, intact)| !intact),
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_complies() {
-    proxy_case(ProxyFault::Reset { after: Duration::ZERO }, |r| r.is_none()).await;
+    proxy_case(
+        ProxyFault::Reset {
+            after: Duration::ZERO,
+        },
+        |r| r.is_none(),
+    )
+    .await;
 }
 
 /// A `sleep` process killed and reaped when the test ends, whatever happened.
@@ -114,10 +133,18 @@ impl Drop for Victim {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_complies_and_recover_resumes_a_forgotten_pause() {
-    let victim = Victim(std::process::Command::new("sleep").arg("60").spawn().unwrap());
+    let victim = Victim(
+        std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap(),
+    );
     let pid = victim.0.id() as i32;
     let process = resolve(&ProcessSelector::Pid(pid)).unwrap();
-    let f = PauseFault { target: "victim".into(), process };
+    let f = PauseFault {
+        target: "victim".into(),
+        process,
+    };
     let dir = tempfile::tempdir().unwrap();
     // Stopped (`T`) is the fault, seen from outside in /proc.
     assert_fault_compliance(&f, dir.path(), || async move {
