@@ -28,6 +28,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # chaosforge::testkit::assert_isolated();
 //! // An upstream that answers "pong".
 //! let upstream = TcpListener::bind("127.0.0.1:0").await?;
 //! let upstream_addr = upstream.local_addr()?.to_string();

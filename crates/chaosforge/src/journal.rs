@@ -279,12 +279,17 @@ impl Journal {
         }
         let path = dir.join("journal.jsonl");
         let file = OpenOptions::new()
+            .read(true)
             .append(true)
             .open(&path)
             .map_err(|source| JournalError::Io {
                 path: path.clone(),
                 source,
             })?;
+        drop_torn_tail(&file).map_err(|source| JournalError::Io {
+            path: path.clone(),
+            source,
+        })?;
         Ok(Some(Journal {
             inner: Arc::new(Mutex::new(Inner { file, _lock: lock })),
             path,
@@ -336,6 +341,38 @@ impl Journal {
         }
         Ok(())
     }
+}
+
+/// Cuts a torn last line (a runner killed mid-write) so that what is appended next starts on a
+/// line of its own; otherwise the new bytes would glue onto it and corrupt the journal.
+fn drop_torn_tail(file: &File) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut f = file;
+    // Scan back in blocks for the last newline.
+    let mut end = len;
+    let mut buf = vec![0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let n = (end - start) as usize;
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut buf[..n])?;
+        if let Some(i) = buf[..n].iter().rposition(|b| *b == b'\n') {
+            let keep = start + i as u64 + 1;
+            if keep != len {
+                file.set_len(keep)?;
+                file.sync_data()?;
+            }
+            return Ok(());
+        }
+        end = start;
+    }
+    // Not one complete line: everything is torn.
+    if len > 0 {
+        file.set_len(0)?;
+        file.sync_data()?;
+    }
+    Ok(())
 }
 
 /// Reads every event of a journal. A torn last line (the runner died mid-write) is skipped;
@@ -418,3 +455,6 @@ pub fn runs(state_dir: &Path) -> Result<Vec<RunDir>, JournalError> {
 pub fn new_run_id() -> RunId {
     RunId(uuid::Uuid::now_v7().to_string())
 }
+
+#[cfg(test)]
+mod tests;

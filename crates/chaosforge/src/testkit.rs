@@ -172,3 +172,47 @@ where
     }
     false
 }
+
+/// Panics unless this process's network namespace has no default route (IPv4 or IPv6).
+///
+/// Every test that opens a socket calls it first: test traffic goes only to loopback, and it is
+/// sent from a namespace where nothing else is reachable, so a wrong address can never reach the
+/// outside world. `scripts/test` runs the suite in such a namespace (`unshare --net`).
+pub fn assert_isolated() {
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let verdict = CHECKED.get_or_init(|| match default_routes() {
+        Ok(routes) if routes.is_empty() => Ok(()),
+        Ok(routes) => Err(format!(
+            "refusing to generate network traffic: this network namespace has a default route ({}). \
+             Run the tests with `scripts/test`, which runs them in a network namespace with only loopback.",
+            routes.join("; ")
+        )),
+        Err(e) => Err(format!("refusing to generate network traffic: cannot read the routing table: {e}")),
+    });
+    if let Err(why) = verdict {
+        panic!("{why}");
+    }
+}
+
+/// Default routes of this namespace, read from `/proc/net/route` and `/proc/net/ipv6_route`
+/// (what `ip route show default` prints, without needing `ip`).
+fn default_routes() -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for line in std::fs::read_to_string("/proc/net/route")?.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // Destination 0 with mask 0 is the default route.
+        if f.len() > 7 && f[1] == "00000000" && f[7] == "00000000" {
+            out.push(format!("IPv4 via {}", f[0]));
+        }
+    }
+    if let Ok(v6) = std::fs::read_to_string("/proc/net/ipv6_route") {
+        for line in v6.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Destination ::/0 on a real device (the kernel lists `lo` unreachable entries too).
+            if f.len() > 9 && f[0].chars().all(|c| c == '0') && f[1] == "00" && f[9] != "lo" {
+                out.push(format!("IPv6 via {}", f[9]));
+            }
+        }
+    }
+    Ok(out)
+}

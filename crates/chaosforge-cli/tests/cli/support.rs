@@ -28,6 +28,7 @@ pub struct Dir {
 
 impl Dir {
     pub fn new() -> Self {
+        chaosforge::testkit::assert_isolated();
         Dir {
             tmp: tempfile::tempdir().unwrap(),
         }
@@ -69,6 +70,7 @@ pub struct EchoServer {
 
 impl EchoServer {
     pub fn start() -> Self {
+        chaosforge::testkit::assert_isolated();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         l.set_nonblocking(true).unwrap();

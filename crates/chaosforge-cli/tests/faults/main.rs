@@ -19,6 +19,7 @@ use chaosforge_proxy::TcpProxy;
 
 /// An echo upstream on loopback (a thread per connection; the test process ends them).
 fn echo() -> std::net::SocketAddr {
+    chaosforge::testkit::assert_isolated();
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {

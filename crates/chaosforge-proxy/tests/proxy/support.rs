@@ -38,6 +38,7 @@ where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    chaosforge::testkit::assert_isolated();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -112,6 +113,7 @@ pub fn latency(ms: u64) -> ProxyFault {
 
 /// A client connection with Nagle off (so small pings go out at once).
 pub async fn connect(addr: SocketAddr) -> TcpStream {
+    chaosforge::testkit::assert_isolated();
     let stream = within(Duration::from_secs(5), TcpStream::connect(addr))
         .await
         .unwrap();

@@ -87,6 +87,7 @@ mod tests {
 
     #[tokio::test]
     async fn connects_to_an_open_port() {
+        crate::testkit::assert_isolated();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let probe = TcpProbe::new("db", address, Duration::from_secs(1));
@@ -99,6 +100,7 @@ mod tests {
     #[tokio::test]
     async fn closed_port_is_refused() {
         // Bind then drop: the port was just free, and nothing listens on it now.
+        crate::testkit::assert_isolated();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         drop(listener);
@@ -122,6 +124,7 @@ mod tests {
         // Linux drops a SYN when the listener's accept queue is full, so once a never-accepting
         // listener with a backlog of 1 is saturated, further connects hang: a loopback-only way
         // to make a connect outlive the probe's timeout.
+        crate::testkit::assert_isolated();
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let listener = socket.listen(1).unwrap();

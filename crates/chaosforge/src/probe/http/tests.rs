@@ -24,6 +24,7 @@ impl Drop for Server {
 }
 
 async fn server() -> Server {
+    crate::testkit::assert_isolated();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let connections = Arc::new(AtomicUsize::new(0));
@@ -226,6 +227,7 @@ async fn timeout_is_a_failure_with_latency_near_the_timeout() {
 
 #[tokio::test]
 async fn closed_port_is_connection_refused() {
+    crate::testkit::assert_isolated();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
