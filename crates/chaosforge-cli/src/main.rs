@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 mod demo;
 mod progress;
+mod proxy_cmd;
 
 /// Prove, with real faults and real measurements, that a system survives what production throws
 /// at it.
@@ -77,6 +78,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Serve the Toxiproxy-compatible HTTP API and fault proxies
+    Proxy(proxy_cmd::ProxyArgs),
     /// Print the JSON Schema of the experiment file
     Schema,
     /// Start a small demo system on loopback and run a latency experiment against two variants
@@ -159,6 +162,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Demo { state } => demo::run(&state_dir(state)?).await,
+        Command::Proxy(args) => proxy_cmd::run(args).await,
     }
 }
 

@@ -365,13 +365,17 @@ impl Engine {
         drop(tx);
         run.collect_until(Instant::now() + plan.phases.baseline, |_| None::<()>)
             .await;
-        run.settle().await;
+        run.settle(monitors).await;
         if run.interrupted {
             return run.halt_by_signal().into();
         }
         let failures = run.judge(Phase::Baseline, plan.phases.baseline);
         if !failures.is_empty() {
             return Outcome::NotSteady { reasons: failures }.into();
+        }
+        if plan.faults.is_empty() {
+            // Nothing to inject: the experiment is a steady-state check, and it held.
+            return Outcome::Confirmed.into();
         }
 
         // Inject.
@@ -711,9 +715,11 @@ impl Run<'_> {
         None
     }
 
-    /// Waits (at most one probe timeout) until every monitor has delivered a sample that started
-    /// after now, so that samples started in the phase just ended are in before it is judged.
-    async fn settle(&mut self) {
+    /// Waits (at most one probe timeout and interval) until every sample that started before
+    /// now has been recorded, so that the phase just ended is judged on all of its samples: a
+    /// monitor is settled when nothing of it is in flight, or when a sample that started after
+    /// now came in.
+    async fn settle(&mut self, monitors: &[MonitorHandle]) {
         let boundary = self.journal.now();
         let longest = self
             .plan
@@ -722,12 +728,22 @@ impl Run<'_> {
             .map(|m| m.probe.timeout() + m.interval)
             .max()
             .unwrap_or_default();
-        let n = self.plan.monitors.len();
-        self.collect_until(Instant::now() + longest, |run| {
-            let done = (0..n).all(|i| run.samples[i].iter().any(|(_, s)| s.at >= boundary));
-            done.then_some(())
-        })
-        .await;
+        let deadline = Instant::now() + longest;
+        loop {
+            while let Ok(s) = self.rx.try_recv() {
+                self.record(s);
+            }
+            let settled = monitors.iter().enumerate().all(|(i, h)| {
+                h.in_flight() == 0 || self.samples[i].iter().any(|(_, s)| s.at >= boundary)
+            });
+            if settled || Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                Some(s) = self.rx.recv() => self.record(s),
+                _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+            }
+        }
     }
 
     fn halt_by_signal(&self) -> Outcome {

@@ -46,6 +46,8 @@ pub struct MonitorSample {
 pub struct MonitorHandle {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    slots: Arc<Semaphore>,
+    max_in_flight: usize,
 }
 
 /// Starts sampling `probe` every `interval`, the first sample at once, on the current runtime.
@@ -75,16 +77,22 @@ fn spawn_bounded(
     max_in_flight: usize,
 ) -> MonitorHandle {
     let (stop, stopped) = oneshot::channel();
+    let slots = Arc::new(Semaphore::new(max_in_flight));
     let task = tokio::spawn(schedule(
         index,
         probe,
         interval.max(MIN_INTERVAL),
         epoch,
         tx,
-        max_in_flight,
+        slots.clone(),
         stopped,
     ));
-    MonitorHandle { stop, task }
+    MonitorHandle {
+        stop,
+        task,
+        slots,
+        max_in_flight,
+    }
 }
 
 async fn schedule(
@@ -93,10 +101,10 @@ async fn schedule(
     interval: Duration,
     epoch: Instant,
     tx: mpsc::UnboundedSender<MonitorSample>,
-    max_in_flight: usize,
+    slots: Arc<Semaphore>,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    let slots = Arc::new(Semaphore::new(max_in_flight));
+    let max_in_flight = slots.available_permits();
     let mut in_flight = JoinSet::new();
     let mut ticks = tokio::time::interval(interval);
     let mut skipped = 0u64;
@@ -156,6 +164,13 @@ fn report_panic(index: usize, name: &str, done: Result<(), tokio::task::JoinErro
 // === impl MonitorHandle ===
 
 impl MonitorHandle {
+    /// Samples started but not yet sent. A sample's slot is released only after it was sent,
+    /// so 0 means every sample started so far is in the channel.
+    pub fn in_flight(&self) -> usize {
+        self.max_in_flight
+            .saturating_sub(self.slots.available_permits())
+    }
+
     /// Stops starting new samples and waits until every sample in flight has been sent.
     ///
     /// The wait is bounded by the probe's timeout. After this returns, the monitor sends
