@@ -25,13 +25,16 @@ pub(crate) const EXPERIMENT: &str = include_str!("../../../examples/demo-checkou
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
-    /// 150 ms timeout on the payments call, and a cached price when it fires.
+    /// 100 ms timeout on the payments call, and a cached price when it fires.
     Resilient,
     /// Waits for payments however long it takes.
     Naive,
 }
 
-pub(crate) async fn run(state_dir: &Path) -> anyhow::Result<u8> {
+pub(crate) async fn run(
+    state_dir: &Path,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<u8> {
     let backend = start_backend().await?;
     println!("demo: payments backend on {backend}");
     let mut outcomes = Vec::new();
@@ -60,9 +63,13 @@ pub(crate) async fn run(state_dir: &Path) -> anyhow::Result<u8> {
             .map_err(|d| anyhow::anyhow!("bundled experiment is invalid:\n{d}"))?;
         let plan = chaosforge::plan::compile(&doc, &spec, None)
             .map_err(|d| anyhow::anyhow!("bundled experiment is invalid:\n{d}"))?;
-        let result = crate::run(&plan, state_dir).await?;
+        let result = crate::run(&plan, state_dir, shutdown.clone()).await?;
         print!("{}", result.report.render_text());
         outcomes.push((label, result.outcome));
+        if *shutdown.borrow() {
+            println!("\ndemo interrupted; the rest is skipped");
+            return Ok(3);
+        }
     }
     println!("\n=== demo summary ===");
     for (label, o) in &outcomes {
@@ -127,7 +134,7 @@ async fn start_gateway(variant: Variant, payments: SocketAddr) -> anyhow::Result
             let call = async { client.get(&url).send().await?.text().await };
             match variant {
                 Variant::Resilient => {
-                    match tokio::time::timeout(Duration::from_millis(150), call).await {
+                    match tokio::time::timeout(Duration::from_millis(100), call).await {
                         Ok(Ok(price)) => respond(
                             StatusCode::OK,
                             &format!(r#"{{"order":"ok","payments":{price}}}"#),
@@ -165,6 +172,8 @@ where
 {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, most likely: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let h = handler.clone();

@@ -136,7 +136,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             let Some(plan) = load(&file, seed) else {
                 return Ok(2);
             };
-            let result = run(&plan, &state_dir(state)?).await?;
+            let result = run(&plan, &state_dir(state)?, signals()?).await?;
             print!("{}", result.report.render_text());
             if let Some(path) = report_json {
                 std::fs::write(&path, result.report.render_json())
@@ -161,7 +161,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             println!("{schema}");
             Ok(0)
         }
-        Command::Demo { state } => demo::run(&state_dir(state)?).await,
+        Command::Demo { state } => demo::run(&state_dir(state)?, signals()?).await,
         Command::Proxy(args) => proxy_cmd::run(args).await,
     }
 }
@@ -254,9 +254,12 @@ fn show_plan(file: &Path, seed: Option<u64>) -> u8 {
 }
 
 /// Runs a plan with a progress display and SIGINT/SIGTERM wired to a halt.
-pub(crate) async fn run(plan: &Plan, state_dir: &Path) -> anyhow::Result<RunResult> {
-    let (tx, rx) = watch::channel(false);
-    spawn_signal_watch(tx)?;
+/// Runs a plan with a progress display; `rx` (from [`signals`]) turning true halts it.
+pub(crate) async fn run(
+    plan: &Plan,
+    state_dir: &Path,
+    rx: watch::Receiver<bool>,
+) -> anyhow::Result<RunResult> {
     let ui = progress::Ui::new(std::io::stderr().is_terminal());
     let ui2 = ui.clone();
     let engine = Engine::new(Arc::new(chaosforge_proxy::InProcessBackend), state_dir)
@@ -266,14 +269,20 @@ pub(crate) async fn run(plan: &Plan, state_dir: &Path) -> anyhow::Result<RunResu
     Ok(result?)
 }
 
-fn spawn_signal_watch(tx: watch::Sender<bool>) -> anyhow::Result<()> {
+/// One watcher for the whole process: SIGINT, SIGTERM or SIGHUP (a closed terminal) turns the
+/// returned flag on, which halts runs (faults reverted, journal closed); a second signal exits at
+/// once.
+pub(crate) fn signals() -> anyhow::Result<watch::Receiver<bool>> {
     use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = watch::channel(false);
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     tokio::spawn(async move {
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
+            _ = hup.recv() => {}
         }
         eprintln!("\nsignal received: reverting every fault before exiting (again to force quit)…");
         let _ = tx.send(true);
@@ -281,11 +290,12 @@ fn spawn_signal_watch(tx: watch::Sender<bool>) -> anyhow::Result<()> {
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
+            _ = hup.recv() => {}
         }
         eprintln!("forced exit: faults may still be active; run `chaosforge recover`");
         std::process::exit(130);
     });
-    Ok(())
+    Ok(rx)
 }
 
 async fn recover_cmd(state_dir: &Path) -> anyhow::Result<u8> {
@@ -310,6 +320,9 @@ async fn recover_cmd(state_dir: &Path) -> anyhow::Result<u8> {
             "skipped run {}: it is still running and in charge of its faults",
             r.0
         );
+    }
+    for (r, e) in &summary.failed_runs {
+        println!("FAILED to recover run {}: {e}", r.0);
     }
     if summary.is_empty() {
         println!("nothing to recover");

@@ -164,6 +164,7 @@ struct Run<'p> {
     rx: mpsc::UnboundedReceiver<MonitorSample>,
     progress: Option<ProgressFn>,
     shutdown: watch::Receiver<bool>,
+    signals_gone: bool,
     interrupted: bool,
 }
 
@@ -244,6 +245,7 @@ impl Engine {
             rx,
             progress: self.progress.clone(),
             shutdown,
+            signals_gone: false,
             interrupted: false,
         };
         let mut proxies: Vec<Arc<dyn ProxyControl>> = Vec::new();
@@ -359,6 +361,7 @@ impl Engine {
         // Baseline.
         let epoch = run.journal.epoch();
         run.enter(Phase::Baseline, Some(plan.phases.baseline));
+        let baseline_start = run.journal.now();
         for (i, (probe, interval)) in probes.into_iter().enumerate() {
             monitors.push(spawn_monitor(i, probe, interval, epoch, tx.clone()));
         }
@@ -369,7 +372,11 @@ impl Engine {
         if run.interrupted {
             return run.halt_by_signal().into();
         }
-        let failures = run.judge(Phase::Baseline, plan.phases.baseline);
+        // The window the report will use too: from the phase's start to now (settled).
+        let failures = run.judge(
+            Phase::Baseline,
+            run.journal.now().saturating_sub(baseline_start),
+        );
         if !failures.is_empty() {
             return Outcome::NotSteady { reasons: failures }.into();
         }
@@ -451,9 +458,16 @@ impl Engine {
                             error: e.to_string(),
                             at: run.journal.now(),
                         });
-                        // Nothing stayed applied (a fault undoes its partial work), so close
-                        // the record; anything else is left open for `recover`.
-                        if !matches!(e, crate::fault::FaultError::Journal(_)) {
+                        // Close the record only when nothing stayed applied: a journal error
+                        // means nothing was announced; a target error means nothing was touched;
+                        // an apply error says whether its rollback worked. What is left open is
+                        // `recover`'s.
+                        let nothing_applied = match &e {
+                            crate::fault::FaultError::Journal(_) => false,
+                            crate::fault::FaultError::Apply { undone, .. } => *undone,
+                            _ => true,
+                        };
+                        if nothing_applied {
                             let _ = run.journal.append_durable(&Event::Reverted {
                                 fault: id,
                                 by: "run".into(),
@@ -491,6 +505,7 @@ impl Engine {
 
         // Recover: always, whatever happened above.
         run.enter(Phase::Recover, Some(plan.phases.recover_within));
+        let recover_start = run.journal.now();
         let mut revert_errors = Vec::new();
         while let Some(g) = guards.pop() {
             let id = g.id();
@@ -509,6 +524,9 @@ impl Engine {
             ttr = run
                 .await_recovery(reverted_at, plan.phases.recover_within)
                 .await;
+        }
+        // Interrupted while waiting: recovery was not measured, so there is nothing to record.
+        if next_id > 0 && !run.interrupted {
             let _ = run.journal.append_durable(&Event::Recovery {
                 ttr,
                 reverted_at,
@@ -531,9 +549,8 @@ impl Engine {
             // recover was not measured, so this is a halt, not a verdict.
             return run.halt_by_signal().into();
         }
-        let observed = reverted_at
-            .saturating_sub(observe_start)
-            .min(plan.phases.inject);
+        // The observe phase as the report sees it: from its start to the start of recover.
+        let observed = recover_start.saturating_sub(observe_start);
         Decided::Judge {
             observed,
             recovered: next_id == 0 || ttr.is_some(),
@@ -603,18 +620,24 @@ impl Run<'_> {
         let phase = self.phases.last().map_or(Phase::Validate, |(p, _)| *p);
         let started = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut monitors_gone = false;
         let (mut n, mut ok) = (0usize, 0usize);
         loop {
             tokio::select! {
                 _ = sleep_until(deadline) => return None,
-                changed = self.shutdown.changed() => {
-                    if changed.is_err() || *self.shutdown.borrow() {
-                        self.interrupted = true;
-                        return None;
+                changed = self.shutdown.changed(), if !self.signals_gone => {
+                    match changed {
+                        Ok(()) if *self.shutdown.borrow() => {
+                            self.interrupted = true;
+                            return None;
+                        }
+                        Ok(()) => {}
+                        // The sender is gone: nobody can ask for a halt any more.
+                        Err(_) => self.signals_gone = true,
                     }
                 }
                 _ = tick.tick() => self.emit(Progress::Tick { phase, elapsed: started.elapsed(), samples: n, ok }),
-                s = self.rx.recv() => match s {
+                s = self.rx.recv(), if !monitors_gone => match s {
                     Some(s) => {
                         n += 1;
                         ok += usize::from(s.sample.ok);
@@ -623,8 +646,9 @@ impl Run<'_> {
                             return Some(o);
                         }
                     }
-                    // All monitors gone: nothing more to watch, just wait out the phase.
-                    None => { sleep_until(deadline).await; return None; }
+                    // All monitors gone: nothing more to watch; wait out the phase, still
+                    // listening for a halt.
+                    None => monitors_gone = true,
                 },
             }
         }
@@ -689,8 +713,18 @@ impl Run<'_> {
         let now = self.journal.now();
         for (i, m) in self.plan.monitors.iter().enumerate() {
             let w = window.max(intervals[i] * 3);
-            let since = now.saturating_sub(w).max(from);
-            let stats = self.stats(i, |(p, s)| *p == Phase::Observe && s.at >= since, w);
+            // Judge only a full window: one unlucky first sample must not halt a run.
+            if now.saturating_sub(from) < w {
+                continue;
+            }
+            let since = now - w;
+            // By completion time: a request that hung for its whole timeout finishes inside the
+            // window although it started before it, and it is exactly what a halt rule is for.
+            let stats = self.stats(
+                i,
+                |(p, s)| *p == Phase::Observe && s.at + s.latency >= since,
+                w,
+            );
             for r in rules {
                 if let Verdict::Holds { observed } = r.judge(&stats) {
                     let reason = format!(
@@ -716,9 +750,7 @@ impl Run<'_> {
     }
 
     /// Waits (at most one probe timeout and interval) until every sample that started before
-    /// now has been recorded, so that the phase just ended is judged on all of its samples: a
-    /// monitor is settled when nothing of it is in flight, or when a sample that started after
-    /// now came in.
+    /// now has been recorded, so that the phase just ended is judged on all of its samples.
     async fn settle(&mut self, monitors: &[MonitorHandle]) {
         let boundary = self.journal.now();
         let longest = self
@@ -733,9 +765,9 @@ impl Run<'_> {
             while let Ok(s) = self.rx.try_recv() {
                 self.record(s);
             }
-            let settled = monitors.iter().enumerate().all(|(i, h)| {
-                h.in_flight() == 0 || self.samples[i].iter().any(|(_, s)| s.at >= boundary)
-            });
+            let settled = monitors
+                .iter()
+                .all(|h| h.oldest_in_flight().is_none_or(|t| t >= boundary));
             if settled || Instant::now() >= deadline {
                 return;
             }
@@ -759,22 +791,31 @@ impl Run<'_> {
         }
     }
 
-    /// Waits until every monitor's most recent samples (at least 3, about one second's worth)
-    /// taken after `reverted_at` satisfy its expectations; returns the time to recover, measured
+    /// Waits until every monitor's most recent samples taken after `reverted_at` (a window of
+    /// [`recovery_window`] samples) all satisfy its expectations; returns the time to recover,
     /// from `reverted_at` to the start of the first sample of that healthy window.
+    ///
+    /// A window counts if it *starts* within `limit`; its later samples may come after the limit,
+    /// so collection goes on for one window's length past it. A healthy system is therefore never
+    /// refuted because its interval is long compared to `recover_within`.
     async fn await_recovery(&mut self, reverted_at: Duration, limit: Duration) -> Option<Duration> {
-        let deadline = Instant::now() + limit;
         let plan = self.plan;
-        let ks: Vec<usize> = plan
+        if plan.monitors.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let ks: Vec<usize> = plan.monitors.iter().map(recovery_window).collect();
+        let slack = plan
             .monitors
             .iter()
-            .map(|m| {
-                ((Duration::from_secs(1).as_secs_f64() / m.interval.as_secs_f64()).ceil() as usize)
-                    .clamp(3, 20)
-            })
-            .collect();
-        let healthy = |run: &Run<'_>| -> Option<Duration> {
+            .zip(&ks)
+            .map(|(m, k)| m.interval * (*k as u32).saturating_sub(1) + m.probe.timeout())
+            .max()
+            .unwrap_or_default();
+        let latest_start = reverted_at + limit;
+        // Some(Some(ttr)): recovered; Some(None): can no longer recover in time; None: not yet.
+        let judge = |run: &Run<'_>| -> Option<Option<Duration>> {
             let mut first = Duration::ZERO;
+            let mut pending = false;
             for (i, m) in plan.monitors.iter().enumerate() {
                 let mut after: Vec<&Sample> = run.samples[i]
                     .iter()
@@ -783,7 +824,8 @@ impl Run<'_> {
                     .collect();
                 after.sort_by_key(|s| s.at);
                 if after.len() < ks[i] {
-                    return None;
+                    pending = true;
+                    continue;
                 }
                 let win = &after[after.len() - ks[i]..];
                 let span = (win[win.len() - 1].at - win[0].at).max(m.interval);
@@ -793,17 +835,29 @@ impl Run<'_> {
                     .iter()
                     .all(|e| matches!(e.judge(&stats), Verdict::Holds { .. }))
                 {
-                    return None;
+                    if win[0].at > latest_start {
+                        // Every later window starts later still: too late.
+                        return Some(None);
+                    }
+                    pending = true;
+                    continue;
                 }
                 first = first.max(win[0].at);
             }
-            Some(first.saturating_sub(reverted_at))
+            if pending {
+                return None;
+            }
+            Some((first <= latest_start).then(|| first.saturating_sub(reverted_at)))
         };
-        if plan.monitors.is_empty() {
-            return Some(Duration::ZERO);
-        }
-        self.collect_until(deadline, healthy).await
+        let deadline = Instant::now() + limit + slack;
+        self.collect_until(deadline, judge).await.flatten()
     }
+}
+
+/// How many consecutive healthy samples show that a monitor recovered: about one second's
+/// worth, at least 3 (one sample proves little), at most 20.
+pub fn recovery_window(m: &crate::plan::MonitorPlan) -> usize {
+    ((Duration::from_secs(1).as_secs_f64() / m.interval.as_secs_f64()).ceil() as usize).clamp(3, 20)
 }
 
 fn during(phase: Phase) -> &'static str {

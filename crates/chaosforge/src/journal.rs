@@ -11,7 +11,7 @@
 //! them.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +22,6 @@ use crate::engine::{Outcome, Phase};
 use crate::fault::RevertSpec;
 use crate::probe::Sample;
 use crate::report::PlanSummary;
-use crate::units::duration_text;
 
 /// Identifies one run: a UUIDv7, so that directory listings sort by start time.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -56,7 +55,7 @@ pub enum Event {
         /// Which.
         phase: Phase,
         /// When.
-        #[serde(with = "duration_text")]
+        #[serde(rename = "at_ms", with = "crate::units::millis")]
         at: Duration,
     },
     /// One probe measurement.
@@ -82,7 +81,7 @@ pub enum Event {
         /// How to undo it, from this record alone.
         revert: RevertSpec,
         /// When.
-        #[serde(with = "duration_text")]
+        #[serde(rename = "at_ms", with = "crate::units::millis")]
         at: Duration,
     },
     /// Injection completed.
@@ -90,7 +89,7 @@ pub enum Event {
         /// The fault instance.
         fault: FaultId,
         /// When.
-        #[serde(with = "duration_text")]
+        #[serde(rename = "at_ms", with = "crate::units::millis")]
         at: Duration,
     },
     /// Injection failed; anything partly done is still to be reverted.
@@ -100,7 +99,7 @@ pub enum Event {
         /// Why.
         error: String,
         /// When.
-        #[serde(with = "duration_text")]
+        #[serde(rename = "at_ms", with = "crate::units::millis")]
         at: Duration,
     },
     /// The fault was reverted (or found to need no revert).
@@ -114,7 +113,7 @@ pub enum Event {
         note: Option<String>,
         /// When (for `recover`, relative to the journal's run start is meaningless: wall time
         /// of the recovery lives in `note`).
-        #[serde(with = "duration_text")]
+        #[serde(rename = "at_ms", with = "crate::units::millis")]
         at: Duration,
     },
     /// Reverting failed; the fault may still be active.
@@ -124,7 +123,7 @@ pub enum Event {
         /// Why.
         error: String,
         /// When.
-        #[serde(with = "duration_text")]
+        #[serde(rename = "at_ms", with = "crate::units::millis")]
         at: Duration,
     },
     /// A policy halted the run.
@@ -134,7 +133,7 @@ pub enum Event {
         /// Why, with the observed value.
         reason: String,
         /// When.
-        #[serde(with = "duration_text")]
+        #[serde(rename = "at_ms", with = "crate::units::millis")]
         at: Duration,
     },
     /// The hypothesis held again after the faults were reverted (`ttr` is the time to recover),
@@ -143,15 +142,16 @@ pub enum Event {
         /// Time from the last revert until the hypothesis held again.
         #[serde(
             default,
+            rename = "ttr_ms",
             skip_serializing_if = "Option::is_none",
-            with = "crate::units::opt_duration_text"
+            with = "crate::units::opt_millis"
         )]
         ttr: Option<Duration>,
         /// When the faults were all reverted.
-        #[serde(with = "duration_text")]
+        #[serde(rename = "reverted_at_ms", with = "crate::units::millis")]
         reverted_at: Duration,
         /// When the judgement was made.
-        #[serde(with = "duration_text")]
+        #[serde(rename = "at_ms", with = "crate::units::millis")]
         at: Duration,
     },
     /// Last line of a run.
@@ -159,7 +159,7 @@ pub enum Event {
         /// How it ended.
         outcome: Outcome,
         /// When.
-        #[serde(with = "duration_text")]
+        #[serde(rename = "at_ms", with = "crate::units::millis")]
         at: Duration,
     },
 }
@@ -378,24 +378,23 @@ fn drop_torn_tail(file: &File) -> std::io::Result<()> {
 /// Reads every event of a journal. A torn last line (the runner died mid-write) is skipped;
 /// a bad line elsewhere is an error.
 pub fn read(path: &Path) -> Result<Vec<Event>, JournalError> {
-    let file = File::open(path).map_err(|source| JournalError::Io {
+    let bytes = fs::read(path).map_err(|source| JournalError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let lines: Vec<String> = BufReader::new(file)
-        .lines()
-        .collect::<Result<_, _>>()
-        .map_err(|source| JournalError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    // Split bytes, not text: a line torn inside a multi-byte character must not make the whole
+    // journal unreadable.
+    let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    let last = lines
+        .iter()
+        .rposition(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .unwrap_or(0);
     let mut events = Vec::with_capacity(lines.len());
-    let last = lines.len().saturating_sub(1);
     for (i, l) in lines.iter().enumerate() {
-        if l.trim().is_empty() {
+        if l.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_str::<Event>(l) {
+        match serde_json::from_slice::<Event>(l) {
             Ok(e) => events.push(e),
             Err(_) if i == last => break,
             Err(e) => {

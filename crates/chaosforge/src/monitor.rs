@@ -48,7 +48,11 @@ pub struct MonitorHandle {
     task: tokio::task::JoinHandle<()>,
     slots: Arc<Semaphore>,
     max_in_flight: usize,
+    started: InFlight,
 }
+
+/// Start times (since the epoch) of the samples in flight, by sample number.
+type InFlight = Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Duration>>>;
 
 /// Starts sampling `probe` every `interval`, the first sample at once, on the current runtime.
 ///
@@ -78,13 +82,14 @@ fn spawn_bounded(
 ) -> MonitorHandle {
     let (stop, stopped) = oneshot::channel();
     let slots = Arc::new(Semaphore::new(max_in_flight));
+    let started = InFlight::default();
     let task = tokio::spawn(schedule(
         index,
         probe,
         interval.max(MIN_INTERVAL),
         epoch,
         tx,
-        slots.clone(),
+        (slots.clone(), started.clone()),
         stopped,
     ));
     MonitorHandle {
@@ -92,6 +97,7 @@ fn spawn_bounded(
         task,
         slots,
         max_in_flight,
+        started,
     }
 }
 
@@ -101,10 +107,11 @@ async fn schedule(
     interval: Duration,
     epoch: Instant,
     tx: mpsc::UnboundedSender<MonitorSample>,
-    slots: Arc<Semaphore>,
+    (slots, started): (Arc<Semaphore>, InFlight),
     mut stopped: oneshot::Receiver<()>,
 ) {
     let max_in_flight = slots.available_permits();
+    let mut seq = 0u64;
     let mut in_flight = JoinSet::new();
     let mut ticks = tokio::time::interval(interval);
     let mut skipped = 0u64;
@@ -133,12 +140,16 @@ async fn schedule(
                     tracing::info!(monitor = index, probe = probe.name(), skipped, "sampling resumed");
                     skipped = 0;
                 }
-                let (probe, tx) = (probe.clone(), tx.clone());
+                let (probe, tx, started) = (probe.clone(), tx.clone(), started.clone());
+                seq += 1;
+                let id = seq;
                 in_flight.spawn(async move {
                     let at = Instant::now().saturating_duration_since(epoch);
+                    lock(&started).insert(id, at);
                     let sample = probe.sample().await.started_at(at);
                     // A closed receiver means the run no longer wants samples; nothing to do.
                     let _ = tx.send(MonitorSample { monitor: index, sample });
+                    lock(&started).remove(&id);
                     drop(slot);
                 });
             }
@@ -148,6 +159,11 @@ async fn schedule(
     while let Some(done) = in_flight.join_next().await {
         report_panic(index, probe.name(), done);
     }
+}
+
+fn lock(m: &InFlight) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Duration>> {
+    // The map stays consistent even if a holder panicked: every operation is a single call.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Probes must not panic; if one does, say so loudly rather than lose the sample silently.
@@ -164,6 +180,11 @@ fn report_panic(index: usize, name: &str, done: Result<(), tokio::task::JoinErro
 // === impl MonitorHandle ===
 
 impl MonitorHandle {
+    /// The start time of the oldest sample still in flight (not yet sent), if any.
+    pub fn oldest_in_flight(&self) -> Option<Duration> {
+        lock(&self.started).values().min().copied()
+    }
+
     /// Samples started but not yet sent. A sample's slot is released only after it was sent,
     /// so 0 means every sample started so far is in the channel.
     pub fn in_flight(&self) -> usize {

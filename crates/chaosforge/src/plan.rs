@@ -431,6 +431,15 @@ impl Cx<'_> {
         d
     }
 
+    /// A sampling interval: positive, and at least 1 ms (the monitor's scheduling resolution).
+    fn interval(&mut self, path: &str, text: Option<&str>) -> Duration {
+        let d = self.positive_duration(path, text, Duration::from_secs(1));
+        if !d.is_zero() && d < crate::monitor::MIN_INTERVAL {
+            self.err(path, "must be at least 1ms");
+        }
+        d
+    }
+
     fn ratio(&mut self, path: &str, text: Option<&str>, default: Ratio) -> Ratio {
         match text {
             None => default,
@@ -592,15 +601,10 @@ impl Cx<'_> {
                 .enumerate()
                 .filter_map(|(j, t)| self.expectation(&format!("{base}.expect[{j}]"), t))
                 .collect();
-            let default_interval = Duration::from_secs(1);
             let (probe, interval) = match (&m.http, &m.tcp) {
                 (Some(h), None) => {
                     let p = format!("{base}.http");
-                    let interval = self.positive_duration(
-                        &format!("{p}.interval"),
-                        h.interval.as_deref(),
-                        default_interval,
-                    );
+                    let interval = self.interval(&format!("{p}.interval"), h.interval.as_deref());
                     let timeout = self.positive_duration(
                         &format!("{p}.timeout"),
                         h.timeout.as_deref(),
@@ -654,11 +658,7 @@ impl Cx<'_> {
                 }
                 (None, Some(t)) => {
                     let p = format!("{base}.tcp");
-                    let interval = self.positive_duration(
-                        &format!("{p}.interval"),
-                        t.interval.as_deref(),
-                        default_interval,
-                    );
+                    let interval = self.interval(&format!("{p}.interval"), t.interval.as_deref());
                     let timeout = self.positive_duration(
                         &format!("{p}.timeout"),
                         t.timeout.as_deref(),

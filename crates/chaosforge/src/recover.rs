@@ -33,84 +33,107 @@ pub struct RecoverSummary {
     pub closed_runs: Vec<RunId>,
     /// Live runs with open faults, left to their runner.
     pub live_runs: Vec<RunId>,
+    /// Runs whose journal could not be read or written, with the error.
+    pub failed_runs: Vec<(RunId, String)>,
 }
 
 impl RecoverSummary {
-    /// `true` when there was nothing to do.
+    /// `true` when there was nothing to do and nothing left undone.
     pub fn is_empty(&self) -> bool {
-        self.faults.is_empty() && self.closed_runs.is_empty()
+        self.faults.is_empty()
+            && self.closed_runs.is_empty()
+            && self.live_runs.is_empty()
+            && self.failed_runs.is_empty()
     }
 
-    /// `true` when a revert failed.
+    /// `true` when a revert failed or a run could not be handled.
     pub fn has_failures(&self) -> bool {
-        self.faults.iter().any(|f| f.result.is_err())
+        self.faults.iter().any(|f| f.result.is_err()) || !self.failed_runs.is_empty()
     }
 }
 
 /// Reverts every open fault of every dead run under `state_dir`. Idempotent.
+///
+/// One unreadable run does not stop the others: it is listed in `failed_runs`.
 pub async fn recover(state_dir: &Path) -> Result<RecoverSummary, JournalError> {
     let mut summary = RecoverSummary::default();
     for run in journal::runs(state_dir)? {
-        let path = run.dir.join("journal.jsonl");
-        let events = journal::read(&path)?;
-        let finished = events
-            .iter()
-            .any(|e| matches!(e, Event::RunFinished { .. }));
-        let open = journal::open_faults(&events);
-        if finished && open.is_empty() {
-            continue;
-        }
-        let Some(j) = Journal::open_dead(&run.dir)? else {
-            if !open.is_empty() {
-                summary.live_runs.push(run.id.clone());
-            }
-            continue;
-        };
-        // Undo in reverse order of injection, as the runner would have.
-        for (fault, name, target, spec) in open.into_iter().rev() {
-            let result = spec.revert_detached().await.map_err(|e| e.to_string());
-            let event = match &result {
-                Ok(note) => Event::Reverted {
-                    fault,
-                    by: "recover".into(),
-                    note: Some(format!("{note} (at {})", jiff::Timestamp::now())),
-                    at: j.now(),
-                },
-                Err(error) => Event::RevertFailed {
-                    fault,
-                    error: error.clone(),
-                    at: j.now(),
-                },
-            };
-            j.append_durable(&event)?;
-            summary.faults.push(RecoveredFault {
-                run: run.id.clone(),
-                fault,
-                name,
-                target,
-                result,
-            });
-        }
-        if !finished {
-            let phase = events
-                .iter()
-                .rev()
-                .find_map(|e| match e {
-                    Event::Phase { phase, .. } => Some(*phase),
-                    _ => None,
-                })
-                .unwrap_or(Phase::Validate);
-            j.append_durable(&Event::RunFinished {
-                outcome: Outcome::Errored {
-                    phase,
-                    error:
-                        "the runner stopped before the end; faults reverted by `chaosforge recover`"
-                            .into(),
-                },
-                at: j.now(),
-            })?;
-            summary.closed_runs.push(run.id.clone());
+        if let Err(e) = recover_run(&run, &mut summary).await {
+            summary.failed_runs.push((run.id.clone(), e.to_string()));
         }
     }
     Ok(summary)
+}
+
+async fn recover_run(
+    run: &journal::RunDir,
+    summary: &mut RecoverSummary,
+) -> Result<(), JournalError> {
+    let path = run.dir.join("journal.jsonl");
+    // A first look without the lock, only to skip finished runs cheaply.
+    let events = journal::read(&path)?;
+    let finished = events
+        .iter()
+        .any(|e| matches!(e, Event::RunFinished { .. }));
+    if finished && journal::open_faults(&events).is_empty() {
+        return Ok(());
+    }
+    let Some(j) = Journal::open_dead(&run.dir)? else {
+        if !journal::open_faults(&events).is_empty() {
+            summary.live_runs.push(run.id.clone());
+        }
+        return Ok(());
+    };
+    // Decide from what the journal says now that we hold the lock: the runner may have
+    // finished (and reverted everything) between the first look and taking the lock.
+    let events = journal::read(&path)?;
+    let finished = events
+        .iter()
+        .any(|e| matches!(e, Event::RunFinished { .. }));
+    let open = journal::open_faults(&events);
+    // Undo in reverse order of injection, as the runner would have.
+    for (fault, name, target, spec) in open.into_iter().rev() {
+        let result = spec.revert_detached().await.map_err(|e| e.to_string());
+        let event = match &result {
+            Ok(note) => Event::Reverted {
+                fault,
+                by: "recover".into(),
+                note: Some(format!("{note} (at {})", jiff::Timestamp::now())),
+                at: j.now(),
+            },
+            Err(error) => Event::RevertFailed {
+                fault,
+                error: error.clone(),
+                at: j.now(),
+            },
+        };
+        j.append_durable(&event)?;
+        summary.faults.push(RecoveredFault {
+            run: run.id.clone(),
+            fault,
+            name,
+            target,
+            result,
+        });
+    }
+    if !finished {
+        let phase = events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::Phase { phase, .. } => Some(*phase),
+                _ => None,
+            })
+            .unwrap_or(Phase::Validate);
+        j.append_durable(&Event::RunFinished {
+            outcome: Outcome::Errored {
+                phase,
+                error: "the runner stopped before the end; faults reverted by `chaosforge recover`"
+                    .into(),
+            },
+            at: j.now(),
+        })?;
+        summary.closed_runs.push(run.id.clone());
+    }
+    Ok(())
 }

@@ -303,7 +303,8 @@ pub struct LatencySpec {
     /// Which way. Default `downstream`.
     #[serde(default)]
     pub direction: DirectionSpec,
-    /// Share of connections affected, `100%` by default.
+    /// Share of connections affected, `100%` by default. Decided once per connection: a client
+    /// that keeps one connection alive (as HTTP monitors do) sees all or none of the fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toxicity: Option<String>,
 }

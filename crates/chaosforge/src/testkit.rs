@@ -21,7 +21,7 @@ where
     Fut: Future<Output = bool>,
 {
     assert!(
-        !observe().await,
+        eventually(&observe, false).await,
         "{}: the target already looks faulted before injection",
         fault.kind()
     );
@@ -69,7 +69,7 @@ where
         spec.revert_detached().await.expect("second revert");
     }
     assert!(
-        !observe().await,
+        eventually(&observe, false).await,
         "{}: a second revert changed the target",
         fault.kind()
     );
@@ -92,6 +92,25 @@ where
         "{}: dropping the guard did not revert",
         fault.kind()
     );
+    // The drop's revert runs in the background; its `Reverted` line must be in before the
+    // journal is released, or step 4's recover would find run 1 still open.
+    for _ in 0..100 {
+        let events = journal::read(j.path()).expect("read journal");
+        if events.iter().any(|e| {
+            matches!(
+                e,
+                Event::Reverted {
+                    fault: FaultId(1),
+                    ..
+                }
+            )
+        }) {
+            // Let the task that wrote it finish and release its copy of the journal (and lock).
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(j);
 
     // 4. a forgotten guard (as after a crash) is undone by `recover` from the journal alone.

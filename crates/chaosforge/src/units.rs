@@ -391,6 +391,56 @@ mod tests {
     }
 }
 
+/// Serde for a `Duration` as fractional milliseconds with microsecond precision (`12.345`).
+///
+/// Microseconds are enough for latency and keep journal lines short; rounding on the way in
+/// makes a serialize/deserialize round trip exact at that precision.
+pub mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `12.345`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        // u128 → f64 is exact below 2^53 µs (about 285 years).
+        s.serialize_f64(d.as_micros() as f64 / 1000.0)
+    }
+
+    /// Reads fractional milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms = f64::deserialize(d)?;
+        let micros = (ms * 1000.0).round();
+        if !micros.is_finite() || micros < 0.0 || micros > u64::MAX as f64 {
+            return Err(serde::de::Error::custom(format!(
+                "`{ms}` is not a valid number of milliseconds"
+            )));
+        }
+        Ok(Duration::from_micros(micros as u64))
+    }
+}
+
+/// Like [`millis`], for `Option<Duration>` (`null` when absent).
+pub mod opt_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `null` or `12.345`.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::millis::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads `null` or fractional milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct W(#[serde(with = "super::millis")] Duration);
+        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
 /// Serde helpers writing a [`Duration`] as text (`"250ms"`), for the journal and reports.
 pub mod duration_text {
     use std::time::Duration;

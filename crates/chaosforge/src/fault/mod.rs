@@ -97,11 +97,14 @@ pub enum FaultError {
         /// What is wrong.
         message: String,
     },
-    /// Applying failed. `undone` says whether what was partly applied was undone.
+    /// Applying failed. `undone` says whether what was partly applied was undone; when it was
+    /// not, the journal entry stays open for `recover`.
     #[error("injecting failed: {message}")]
     Apply {
         /// What went wrong.
         message: String,
+        /// Whether nothing of it is left applied.
+        undone: bool,
     },
 }
 

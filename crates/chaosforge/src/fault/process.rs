@@ -69,6 +69,7 @@ impl Fault for PauseFault {
             RevertSpec::ContinueProcess { pid, start_time },
         )?;
         signal(pid, Signal::STOP).map_err(|e| FaultError::Apply {
+            undone: true,
             message: format!("SIGSTOP to {pid}: {e}"),
         })?;
         Ok(cx.guard(Box::new(Continue(self.process))))
@@ -109,9 +110,11 @@ impl Fault for KillFault {
             },
         )?;
         let sig = Signal::from_named_raw(self.signal).ok_or_else(|| FaultError::Apply {
+            undone: true,
             message: format!("signal {} is not supported", self.signal),
         })?;
         signal(pid, sig).map_err(|e| FaultError::Apply {
+            undone: true,
             message: format!("{} to {pid}: {e}", self.signal_name),
         })?;
         Ok(Guard::irreversible(cx, reason))
@@ -221,6 +224,17 @@ pub fn resolve(sel: &ProcessSelector) -> Result<ProcessId, String> {
         }
     };
     let start_time = start_time_of(pid).ok_or_else(|| format!("process {pid} does not exist"))?;
+    // Stopping the runner (or a process it runs under) would freeze the very thing that must
+    // revert the fault, and `recover` would keep seeing a live run.
+    let mut ancestor = Some(std::process::id() as i32);
+    while let Some(a) = ancestor.filter(|a| *a > 1) {
+        if a == pid {
+            return Err(format!(
+                "pid {pid} is chaosforge itself or one of its parents; refusing to act on it"
+            ));
+        }
+        ancestor = stat_fields(a).and_then(|f| f.get(1)?.parse().ok());
+    }
     Ok(ProcessId { pid, start_time })
 }
 
@@ -266,11 +280,17 @@ mod tests {
     }
 
     #[test]
-    fn own_process_is_found_and_running() {
+    fn other_processes_are_found_but_never_chaosforge_itself() {
         let me = std::process::id() as i32;
         assert!(start_time_of(me).is_some());
         assert!(matches!(state_of(me), Some('R' | 'S')));
-        assert_eq!(resolve(&ProcessSelector::Pid(me)).map(|p| p.pid), Ok(me));
+        let err = resolve(&ProcessSelector::Pid(me)).unwrap_err();
+        assert!(err.contains("chaosforge itself"), "{err}");
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let pid = child.id() as i32;
+        assert_eq!(resolve(&ProcessSelector::Pid(pid)).map(|p| p.pid), Ok(pid));
+        let _ = child.kill();
+        let _ = child.wait();
         assert!(resolve(&ProcessSelector::Pid(i32::MAX)).is_err());
     }
 }

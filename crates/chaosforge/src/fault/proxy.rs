@@ -78,11 +78,19 @@ impl Fault for ProxyToxicFault {
         for (i, t) in self.toxics.iter().enumerate() {
             if let Err(e) = self.proxy.add_toxic(t.clone()).await {
                 // Take back the ones already added, so a half-applied fault never lingers.
+                let mut left = Vec::new();
                 for added in &self.toxics[..i] {
-                    let _ = self.proxy.remove_toxic(&added.name).await;
+                    if let Err(e) = self.proxy.remove_toxic(&added.name).await {
+                        left.push(format!("`{}` ({e})", added.name));
+                    }
+                }
+                let mut message = format!("adding toxic `{}`: {e}", t.name);
+                if !left.is_empty() {
+                    message.push_str(&format!("; could not take back {}", left.join(", ")));
                 }
                 return Err(FaultError::Apply {
-                    message: format!("adding toxic `{}`: {e}", t.name),
+                    message,
+                    undone: left.is_empty(),
                 });
             }
         }
@@ -96,12 +104,19 @@ impl Fault for ProxyToxicFault {
 #[async_trait]
 impl Revert for RemoveToxics {
     async fn revert(self: Box<Self>) -> Result<String, BoxError> {
-        let mut removed = 0;
+        // Try every toxic even if one fails: a half-reverted fault is worse than a slow error.
+        let (mut removed, mut errors) = (0, Vec::new());
         for n in &self.names {
-            if self.proxy.remove_toxic(n).await? {
-                removed += 1;
+            match self.proxy.remove_toxic(n).await {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(e) => errors.push(format!("`{n}`: {e}")),
             }
         }
-        Ok(format!("removed {removed} toxic(s)"))
+        if errors.is_empty() {
+            Ok(format!("removed {removed} toxic(s)"))
+        } else {
+            Err(format!("could not remove {}", errors.join(", ")).into())
+        }
     }
 }

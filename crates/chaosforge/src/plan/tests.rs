@@ -980,7 +980,7 @@ fn check_diagnostics_are_located(text: &str) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 30000,
+        cases: 512,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

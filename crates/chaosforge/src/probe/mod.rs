@@ -32,10 +32,10 @@ pub use tcp::TcpProbe;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// When the probe *started*, relative to the run's epoch. Set by the monitor, not the probe.
-    #[serde(rename = "at_ms", with = "millis")]
+    #[serde(rename = "at_ms", with = "crate::units::millis")]
     pub at: Duration,
     /// How long the measurement took, up to success, failure or timeout.
-    #[serde(rename = "latency_ms", with = "millis")]
+    #[serde(rename = "latency_ms", with = "crate::units::millis")]
     pub latency: Duration,
     /// Whether the target answered as the probe's success criteria require.
     pub ok: bool,
@@ -151,32 +151,6 @@ impl Sample {
 /// Formats a timeout for a sample's error text: `timeout after 1s`.
 pub(crate) fn timeout_text(timeout: Duration) -> String {
     format!("timeout after {}", crate::units::format_duration(timeout))
-}
-
-/// Serde for a `Duration` as fractional milliseconds with microsecond precision (`12.345`).
-///
-/// Microseconds are enough for latency and keep journal lines short; rounding on the way in
-/// makes a serialize/deserialize round trip exact at that precision.
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        // u128 → f64 is exact below 2^53 µs (about 285 years).
-        s.serialize_f64(d.as_micros() as f64 / 1000.0)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let ms = f64::deserialize(d)?;
-        let micros = (ms * 1000.0).round();
-        if !micros.is_finite() || micros < 0.0 || micros > u64::MAX as f64 {
-            return Err(serde::de::Error::custom(format!(
-                "`{ms}` is not a valid number of milliseconds"
-            )));
-        }
-        Ok(Duration::from_micros(micros as u64))
-    }
 }
 
 #[cfg(test)]
