@@ -2,15 +2,19 @@
 //! [`ConnState`] through which any part (a link, a toxic deadline, `down`, `shutdown`) ends it.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
 
 use chaosforge::fault::net::Stream;
+use socket2::SockRef;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::link::{Link, closed};
-use crate::proxy::Shared;
+use crate::proxy::{ConnectionInfo, Shared};
 use crate::toxic::{Ending, mix};
 
 /// Whether a connection is open, and if not how its sockets are to be closed.
@@ -32,6 +36,11 @@ pub(crate) struct Conn {
     state: watch::Sender<ConnState>,
     /// How many directions have forwarded their EOF; at two the connection is over.
     drained: AtomicU8,
+    /// The client's address.
+    peer: SocketAddr,
+    opened: Instant,
+    /// Bytes read so far, indexed by `Stream as usize` (upstream = from the client).
+    bytes: [AtomicU64; 2],
 }
 
 /// Removes a connection from the registry however its task ends (even if cancelled).
@@ -48,15 +57,23 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Arc<Conn>, client: TcpStrea
         id: conn.id,
     };
     let mut state = conn.subscribe();
+    let target = shared.upstream();
     // Like Toxiproxy, accept first and dial afterwards: a failed dial shows as connect + EOF.
     let upstream = tokio::select! {
         biased;
         _ = closed(&mut state) => return,
-        dialled = TcpStream::connect(shared.upstream()) => match dialled {
+        dialled = TcpStream::connect(&*target) => match dialled {
             Ok(upstream) => upstream,
             Err(error) => {
                 let proxy = shared.name();
                 tracing::debug!(proxy, conn = conn.id, %error, "cannot dial upstream");
+                if shared.resets_unreachable() {
+                    // RST instead of FIN: the client sees the connection fail, not an empty
+                    // answer it might take for a valid one.
+                    if let Err(error) = SockRef::from(&client).set_linger(Some(Duration::ZERO)) {
+                        tracing::debug!(conn = conn.id, %error, "cannot set SO_LINGER 0");
+                    }
+                }
                 return;
             }
         },
@@ -72,8 +89,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Arc<Conn>, client: TcpStrea
     let link = |stream: Stream| Link {
         stream,
         conn: &conn,
+        shared: &shared,
         toxics: shared.subscribe_toxics(),
         seed: mix(mix(shared.seed(), conn.id), stream as u64),
+        counters: shared.link_counters(stream),
     };
     tokio::join!(
         link(Stream::Upstream).run(client_r, upstream_w),
@@ -85,12 +104,31 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: Arc<Conn>, client: TcpStrea
 // === impl Conn ===
 
 impl Conn {
-    /// A new open connection with accept number `id`.
-    pub(crate) fn new(id: u64) -> Conn {
+    /// A new open connection with accept number `id`, from the client at `peer`.
+    pub(crate) fn new(id: u64, peer: SocketAddr) -> Conn {
         Conn {
             id,
             state: watch::Sender::new(ConnState::Open),
             drained: AtomicU8::new(0),
+            peer,
+            opened: Instant::now(),
+            bytes: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+
+    /// Counts `n` bytes read for `stream`.
+    pub(crate) fn count(&self, stream: Stream, n: usize) {
+        self.bytes[stream as usize].fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// A snapshot for the connection listing.
+    pub(crate) fn info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            id: self.id,
+            client: self.peer,
+            upstream_bytes: self.bytes[Stream::Upstream as usize].load(Ordering::Relaxed),
+            downstream_bytes: self.bytes[Stream::Downstream as usize].load(Ordering::Relaxed),
+            age: self.opened.elapsed(),
         }
     }
 

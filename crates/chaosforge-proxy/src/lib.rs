@@ -1,15 +1,22 @@
 //! chaosforge's in-process TCP fault proxy: forwards each client connection to an upstream and
-//! applies Toxiproxy-style toxics ([`ProxyToxic`]) to its bytes.
+//! applies Toxiproxy-style toxics to its bytes, and a Toxiproxy-compatible HTTP API over it.
 //!
-//! Where to start: [`TcpProxy::start`], then the [`ProxyControl`] methods.
+//! Where to start: [`TcpProxy::start`], then the [`ProxyControl`] methods (the engine); or
+//! [`ApiServer`] (what `chaosforge proxy` serves).
 //!
 //! Module map:
-//! - `proxy`: [`TcpProxy`] (listener, accept loop, connection registry, toxic list, `down`/up)
-//!   and [`InProcessBackend`].
+//! - `api`: [`ApiServer`], the Toxiproxy 2.12 HTTP API (routes, JSON shapes, errors, populate).
+//! - `model`: [`Toxic`] and [`ToxicKind`], this crate's toxic model; the engine's
+//!   [`ProxyToxic`]s map onto it.
+//! - `metrics`: [`Metrics`], Prometheus counters updated while bytes flow.
+//! - `proxy`: [`TcpProxy`] (listener, accept loop, connection registry, toxic list,
+//!   enable/disable, `down`/up, live listen/upstream changes) and [`InProcessBackend`].
 //! - `conn`: one connection: dials the upstream, runs its two links, ends them together.
 //! - `link`: one direction of a connection: reader, toxic chain, writer, half-close.
 //! - `toxic`: the per-link toxic chain, and one file per behaviour (`latency`, `bandwidth`,
-//!   `timeout`, `reset`, `corrupt`). `down` acts on the listener, in `proxy`.
+//!   `slow_close`, `timeout`, `reset_peer`, `slicer`, `limit_data`, `corrupt`, the engine's
+//!   `hold` and `reset`; `noop`, `loss`, `blackhole` are one line each in the chain). `down`
+//!   acts on the listener, in `proxy`.
 //!
 //! How toxics reach open connections: the proxy publishes its toxic list through a
 //! `tokio::sync::watch` channel; every link's writer reconciles its own chain with the latest
@@ -64,8 +71,11 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod api;
 mod conn;
 mod link;
+pub mod metrics;
+pub mod model;
 mod proxy;
 mod toxic;
 
@@ -73,4 +83,7 @@ pub use chaosforge::fault::net::{
     ProxyBackend, ProxyControl, ProxyError, ProxyFault, ProxyToxic, Stream,
 };
 
-pub use crate::proxy::{InProcessBackend, TcpProxy};
+pub use crate::api::{ApiServer, ServeOptions};
+pub use crate::metrics::Metrics;
+pub use crate::model::{Toxic, ToxicKind};
+pub use crate::proxy::{ConnectionInfo, InProcessBackend, ProxyOptions, TcpProxy};

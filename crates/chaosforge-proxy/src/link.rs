@@ -24,7 +24,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
 use crate::conn::{Conn, ConnState};
-use crate::toxic::{Chain, Chunk, Next, ToxicList};
+use crate::metrics::LinkCounters;
+use crate::model::stream_name;
+use crate::proxy::Shared;
+use crate::toxic::{Chain, Chunk, Next, Poll, Reconciled, ToxicList};
 
 /// Largest read, and so the largest chunk (Toxiproxy's `io.Copy` buffer is the same size).
 pub(crate) const CHUNK_SIZE: usize = 32 * 1024;
@@ -43,10 +46,13 @@ const TIMER_SLACK: Duration = Duration::from_millis(1);
 pub(crate) struct Link<'c> {
     pub(crate) stream: Stream,
     pub(crate) conn: &'c Conn,
+    pub(crate) shared: &'c Shared,
     /// The proxy's toxic list; the writer reconciles its chain with it between steps.
     pub(crate) toxics: watch::Receiver<ToxicList>,
     /// Seeds this link's toxics (proxy seed, connection number, stream).
     pub(crate) seed: u64,
+    /// Byte counters of this direction, when the proxy has metrics.
+    pub(crate) counters: Option<LinkCounters>,
 }
 
 /// What the writer is waiting for in one turn of its loop.
@@ -64,8 +70,8 @@ impl Link<'_> {
     /// Pumps bytes until the connection ends. Returns only once both halves may be dropped.
     pub(crate) async fn run(self, src: OwnedReadHalf, dst: OwnedWriteHalf) {
         let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
-        let conn = self.conn;
-        tokio::join!(read(conn, src, tx), self.write(dst, rx));
+        let (conn, stream, counters) = (self.conn, self.stream, self.counters.clone());
+        tokio::join!(read(conn, stream, counters, src, tx), self.write(dst, rx));
     }
 
     /// The writer: advances queued chunks through the chain, writes them, forwards EOF as a
@@ -73,7 +79,8 @@ impl Link<'_> {
     async fn write(mut self, mut dst: OwnedWriteHalf, mut rx: mpsc::Receiver<Chunk>) {
         let mut state = self.conn.subscribe();
         let mut chain = Chain::new(self.stream, self.seed);
-        chain.reconcile(&self.toxics.borrow_and_update(), Instant::now());
+        let changes = chain.reconcile(&self.toxics.borrow_and_update(), Instant::now());
+        self.apply(changes);
         let mut work: VecDeque<Chunk> = VecDeque::new();
         // The reader is done (EOF or error) and every chunk it sent is in `work`.
         let mut eof = false;
@@ -83,7 +90,14 @@ impl Link<'_> {
         let mut watching = true;
         loop {
             if watching && self.toxics.has_changed().unwrap_or(false) {
-                chain.reconcile(&self.toxics.borrow_and_update(), Instant::now());
+                let changes = chain.reconcile(&self.toxics.borrow_and_update(), Instant::now());
+                self.apply(changes);
+            }
+            if work.is_empty()
+                && let Some(ending) = chain.ending()
+            {
+                // Everything that passed is written (limit_data reached): end like Toxiproxy.
+                self.conn.end(ending);
             }
             let wait = match chain.advance(&mut work, Instant::now() + TIMER_SLACK) {
                 Next::Write => {
@@ -99,16 +113,20 @@ impl Link<'_> {
                 Next::Wait(at) => Wait::Until(at),
                 Next::Hold => Wait::Change,
                 Next::Idle if !eof => Wait::Chunk,
-                Next::Idle if drained || chain.holds_eof() => Wait::Change,
-                Next::Idle => {
-                    // Propagate the half-close; the other direction goes on.
-                    if let Err(error) = dst.shutdown().await {
-                        tracing::debug!(conn = self.conn.id(), ?error, "half-close failed");
+                Next::Idle if drained => Wait::Change,
+                Next::Idle => match chain.poll_eof(Instant::now() + TIMER_SLACK) {
+                    Poll::Until(at) => Wait::Until(at),
+                    Poll::Hold | Poll::Drop => Wait::Change,
+                    Poll::Ready => {
+                        // Propagate the half-close; the other direction goes on.
+                        if let Err(error) = dst.shutdown().await {
+                            tracing::debug!(conn = self.conn.id(), ?error, "half-close failed");
+                        }
+                        drained = true;
+                        self.conn.drained();
+                        continue;
                     }
-                    drained = true;
-                    self.conn.drained();
-                    continue;
-                }
+                },
             };
             let deadline = chain.deadline();
             // Placeholders where a branch is disabled: `select!` still evaluates the expression.
@@ -122,7 +140,11 @@ impl Link<'_> {
                 end = closed(&mut state) => return finish(dst, end),
                 // `changed` marks the new list as seen, so reconcile here and now.
                 changed = self.toxics.changed(), if watching => match changed {
-                    Ok(()) => chain.reconcile(&self.toxics.borrow_and_update(), Instant::now()),
+                    Ok(()) => {
+                        let changes =
+                            chain.reconcile(&self.toxics.borrow_and_update(), Instant::now());
+                        self.apply(changes);
+                    }
                     Err(_) => watching = false,
                 },
                 _ = sleep_until(end_at), if deadline.is_some() => {
@@ -162,7 +184,12 @@ impl Link<'_> {
                 }
                 written = dst.write(data) => match written {
                     Ok(0) => return Err(self.conn.fail(&io::Error::from(io::ErrorKind::WriteZero))),
-                    Ok(n) => data = &data[n..],
+                    Ok(n) => {
+                        data = &data[n..];
+                        if let Some(counters) = &self.counters {
+                            counters.sent.inc_by(n as u64);
+                        }
+                    }
                     Err(error) => return Err(self.conn.fail(&error)),
                 },
             }
@@ -171,9 +198,30 @@ impl Link<'_> {
     }
 }
 
-/// The reader: reads chunks from `src`, stamps them, queues them. Dropping `tx` tells the writer
-/// the stream ended; a read error ends the whole connection.
-async fn read(conn: &Conn, mut src: OwnedReadHalf, tx: mpsc::Sender<Chunk>) {
+impl Link<'_> {
+    /// Acts on what a reconcile changed: counts activations, ends the connection if a removed
+    /// toxic says so.
+    fn apply(&self, changes: Reconciled) {
+        if let Some(metrics) = self.shared.metrics() {
+            for (toxic, kind) in &changes.activated {
+                metrics.activated(self.shared.name(), toxic, kind, stream_name(self.stream));
+            }
+        }
+        if let Some(ending) = changes.ending {
+            self.conn.end(ending);
+        }
+    }
+}
+
+/// The reader: reads chunks from `src`, stamps them, counts them, queues them. Dropping `tx`
+/// tells the writer the stream ended; a read error ends the whole connection.
+async fn read(
+    conn: &Conn,
+    stream: Stream,
+    counters: Option<LinkCounters>,
+    mut src: OwnedReadHalf,
+    tx: mpsc::Sender<Chunk>,
+) {
     let mut state = conn.subscribe();
     let mut buf = BytesMut::new();
     loop {
@@ -187,7 +235,11 @@ async fn read(conn: &Conn, mut src: OwnedReadHalf, tx: mpsc::Sender<Chunk>) {
         };
         match read {
             Ok(0) => return,
-            Ok(_) => {
+            Ok(n) => {
+                conn.count(stream, n);
+                if let Some(counters) = &counters {
+                    counters.received.inc_by(n as u64);
+                }
                 let chunk = Chunk::new(buf.split(), Instant::now());
                 tokio::select! {
                     biased;

@@ -1,13 +1,14 @@
-//! The proxy: listener and accept loop, connection registry, toxic list, and `down`/up.
+//! The proxy: listener and accept loop, connection registry, toxic list, enable/disable and
+//! `down`/up, and the live changes of listen address and upstream the HTTP API makes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chaosforge::fault::net::{ProxyBackend, ProxyControl, ProxyError, ProxyFault, ProxyToxic};
+use chaosforge::fault::net::{ProxyBackend, ProxyControl, ProxyError, ProxyToxic, Stream};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::net::TcpListener;
@@ -15,24 +16,26 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::conn::{self, Conn};
+use crate::metrics::{ByteLabels, LinkCounters, Metrics};
+use crate::model::{Toxic, ToxicKind, stream_name};
 use crate::toxic::{ToxicEntry, ToxicList, chance, happens, mix};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 
-/// An in-process TCP proxy that forwards every client to `upstream` through its toxics.
+/// An in-process TCP proxy that forwards every client to its upstream through its toxics.
 ///
-/// Start it with [`TcpProxy::start`] inside a Tokio runtime and drive it through
-/// [`ProxyControl`]. Each accepted client gets its own upstream connection and two links (one
-/// per [`Stream`](chaosforge::fault::net::Stream)), which see toxic changes at the next chunk
+/// Start it with [`TcpProxy::start`] (the engine) or [`TcpProxy::create`] (the HTTP API) inside
+/// a Tokio runtime and drive it through [`ProxyControl`] or the inherent methods. Each accepted
+/// client gets its own upstream connection and two links (one per
+/// [`Stream`](chaosforge::fault::net::Stream)), which see toxic changes at the next chunk
 /// boundary. Dropping the proxy stops its listener and closes its connections, like
 /// [`ProxyControl::shutdown`] (which is the way to wait for it).
 #[derive(Debug)]
 pub struct TcpProxy {
-    /// The concrete bound address; `down` and up rebind exactly this one.
-    listen_addr: SocketAddr,
     shared: Arc<Shared>,
-    /// Serialises toxic changes, `down`/up and shutdown (they await the accept task).
+    /// Serialises toxic changes, enable/disable, `down`/up and shutdown (they await the accept
+    /// task).
     control: tokio::sync::Mutex<Control>,
 }
 
@@ -40,12 +43,43 @@ pub struct TcpProxy {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InProcessBackend;
 
+/// How a proxy is set up, beyond its name and addresses.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyOptions {
+    /// Drives every random choice (toxicity rolls, jitter, corruption, slicing).
+    pub seed: u64,
+    /// Where to count bytes, connections and toxic activations; `None` counts nothing.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Reset (RST) a client whose upstream cannot be dialled, instead of Toxiproxy's connect
+    /// followed by EOF, so the client sees a failure rather than an empty answer.
+    pub reset_unreachable: bool,
+}
+
+/// One open connection, as `GET /proxies/{name}/connections` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// Accept number within the proxy.
+    pub id: u64,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// Bytes read from the client so far.
+    pub upstream_bytes: u64,
+    /// Bytes read from the upstream so far.
+    pub downstream_bytes: u64,
+    /// Time since the connection was accepted.
+    pub age: Duration,
+}
+
 /// What the accept loop and connections share with the proxy handle.
 #[derive(Debug)]
 pub(crate) struct Shared {
     name: String,
-    upstream: String,
+    upstream: RwLock<Arc<str>>,
+    /// The concrete address the listener is (or was last) bound to.
+    bound: Mutex<Option<SocketAddr>>,
     seed: u64,
+    reset_unreachable: AtomicBool,
+    metrics: Option<Arc<Metrics>>,
     /// The toxic list every link watches.
     toxics: watch::Sender<ToxicList>,
     /// Open connections by accept number, so `down` and `shutdown` can end them.
@@ -62,9 +96,14 @@ struct Control {
     downs: BTreeSet<u64>,
     /// Rolls the toxicity of `down` toxics (they belong to the proxy, not to a connection).
     rng: SmallRng,
-    /// The accept loop; `None` while down or after shutdown. It owns the listener.
+    /// The accept loop; `None` while disabled, down or after shutdown. It owns the listener.
     accept: Option<JoinHandle<()>>,
+    /// False after shutdown: nothing can be changed any more.
     running: bool,
+    /// Toxiproxy's `enabled`: the listener should be bound (unless a `down` toxic applies).
+    enabled: bool,
+    /// Toxiproxy's `listen`: as given until the first bind, then the concrete bound address.
+    listen: String,
 }
 
 // === impl TcpProxy ===
@@ -89,49 +128,95 @@ impl TcpProxy {
         seed: u64,
     ) -> Result<Arc<TcpProxy>, ProxyError> {
         check_host_port(upstream)?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| ProxyError::Bind {
-                addr: listen.to_owned(),
-                source,
-            })?;
-        let listen_addr = listener.local_addr()?;
+        let options = ProxyOptions {
+            seed,
+            ..ProxyOptions::default()
+        };
+        TcpProxy::create(name, listen, upstream, true, options).await
+    }
+
+    /// A proxy as the HTTP API creates it: bound at once if `enabled` (and `listen` is then
+    /// rewritten to the concrete address), else only recorded until enabled. `upstream` is not
+    /// checked: like Toxiproxy, it is dialled per connection and a failure ends that client.
+    ///
+    /// # Errors
+    ///
+    /// [`ProxyError::Bind`] if `enabled` and `listen` cannot be resolved or bound; then no
+    /// proxy exists.
+    pub async fn create(
+        name: &str,
+        listen: &str,
+        upstream: &str,
+        enabled: bool,
+        options: ProxyOptions,
+    ) -> Result<Arc<TcpProxy>, ProxyError> {
         let shared = Arc::new(Shared {
             name: name.to_owned(),
-            upstream: upstream.to_owned(),
-            seed,
+            upstream: RwLock::new(Arc::from(upstream)),
+            bound: Mutex::new(None),
+            seed: options.seed,
+            reset_unreachable: AtomicBool::new(options.reset_unreachable),
+            metrics: options.metrics,
             toxics: watch::Sender::new(Arc::new(Vec::new())),
             conns: Mutex::new(BTreeMap::new()),
             next_conn: AtomicU64::new(0),
         });
-        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
-        tracing::debug!(proxy = name, %listen_addr, upstream, "proxy started");
-        Ok(Arc::new(TcpProxy {
-            listen_addr,
+        let proxy = TcpProxy {
             shared,
             control: tokio::sync::Mutex::new(Control {
                 toxics: Vec::new(),
                 next_toxic: 0,
                 downs: BTreeSet::new(),
-                rng: SmallRng::seed_from_u64(mix(seed, u64::MAX)),
-                accept: Some(accept),
+                rng: SmallRng::seed_from_u64(mix(options.seed, u64::MAX)),
+                accept: None,
                 running: true,
+                enabled: false,
+                listen: listen.to_owned(),
             }),
-        }))
+        };
+        if enabled {
+            let mut control = proxy.control.lock().await;
+            proxy.enable(&mut control).await?;
+        }
+        tracing::debug!(proxy = name, listen, upstream, enabled, "proxy created");
+        Ok(Arc::new(proxy))
     }
 
-    /// The proxy's name, as given to [`TcpProxy::start`].
+    /// The proxy's name, as given when it was started.
     pub fn name(&self) -> &str {
         &self.shared.name
     }
 
-    /// The upstream address, as given to [`TcpProxy::start`].
-    pub fn upstream(&self) -> &str {
-        &self.shared.upstream
+    /// The upstream address (`host:port`, dialled per connection).
+    pub fn upstream(&self) -> String {
+        self.shared.upstream().to_string()
+    }
+
+    /// Toxiproxy's `listen`: the concrete bound address once the proxy has been enabled, the
+    /// address as given before that.
+    pub async fn listen(&self) -> String {
+        self.control.lock().await.listen.clone()
+    }
+
+    /// Toxiproxy's `enabled`.
+    pub async fn enabled(&self) -> bool {
+        self.control.lock().await.enabled
+    }
+
+    /// Whether the proxy resets clients whose upstream cannot be dialled.
+    pub fn resets_unreachable(&self) -> bool {
+        self.shared.reset_unreachable.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`ProxyOptions::reset_unreachable`] for the connections accepted from now on.
+    pub fn set_reset_unreachable(&self, reset: bool) {
+        self.shared
+            .reset_unreachable
+            .store(reset, Ordering::Relaxed);
     }
 
     /// The toxics in chain order (creation order), both streams.
-    pub async fn toxics(&self) -> Vec<ProxyToxic> {
+    pub async fn toxics(&self) -> Vec<Toxic> {
         self.control
             .lock()
             .await
@@ -141,7 +226,17 @@ impl TcpProxy {
             .collect()
     }
 
-    /// Whether the proxy accepts connections: started, not shut down, and not `down`.
+    /// The toxic called `name`, if any.
+    pub async fn toxic(&self, name: &str) -> Option<Toxic> {
+        let control = self.control.lock().await;
+        control
+            .toxics
+            .iter()
+            .find(|e| e.toxic.name == name)
+            .map(|e| e.toxic.clone())
+    }
+
+    /// Whether the proxy accepts connections: started, enabled, not shut down, and not `down`.
     pub async fn is_listening(&self) -> bool {
         self.control.lock().await.accept.is_some()
     }
@@ -149,6 +244,156 @@ impl TcpProxy {
     /// The number of connections currently open (accepted and not yet closed).
     pub fn connection_count(&self) -> usize {
         self.shared.lock_conns().len()
+    }
+
+    /// The open connections, in accept order.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.shared
+            .lock_conns()
+            .values()
+            .map(|c| c.info())
+            .collect()
+    }
+
+    /// Toxiproxy's proxy update: a changed `listen` (compared after resolving, so
+    /// `localhost:P` equals `127.0.0.1:P`) or `upstream` stops the proxy, closing its
+    /// connections; then the proxy is started or stopped to match `enabled`. Toxics stay.
+    ///
+    /// # Errors
+    ///
+    /// [`ProxyError::Address`] if `listen` does not resolve; [`ProxyError::Bind`] if it cannot
+    /// be bound (the proxy is then left disabled); [`ProxyError::NotRunning`] after shutdown.
+    pub async fn update(
+        &self,
+        listen: &str,
+        upstream: &str,
+        enabled: bool,
+    ) -> Result<(), ProxyError> {
+        let mut control = self.control.lock().await;
+        if !control.running {
+            return Err(ProxyError::NotRunning(self.shared.name.clone()));
+        }
+        let new = resolve(listen).await?;
+        let current = resolve(&control.listen).await.ok();
+        if current != Some(new) || *self.shared.upstream() != *upstream {
+            self.disable(&mut control).await;
+            control.listen = listen.to_owned();
+            *self
+                .shared
+                .upstream
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Arc::from(upstream);
+        }
+        if enabled != control.enabled {
+            if enabled {
+                self.enable(&mut control).await?;
+            } else {
+                self.disable(&mut control).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an update to (`listen`, `upstream`) would leave the proxy as it is (populate
+    /// keeps such proxies, with their toxics and connections). Port 0 never matches.
+    pub async fn same_addresses(&self, listen: &str, upstream: &str) -> bool {
+        let listen_now = self.listen().await;
+        if *self.shared.upstream() != *upstream {
+            return false;
+        }
+        match (resolve(listen).await, resolve(&listen_now).await) {
+            (Ok(a), Ok(b)) => a == b && a.port() != 0,
+            _ => false,
+        }
+    }
+
+    /// Adds a toxic at the end of its stream's chain (see [`ProxyControl::add_toxic`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ProxyError::DuplicateToxic`] if the name is taken (on either stream);
+    /// [`ProxyError::NotRunning`] after shutdown.
+    pub async fn add(&self, toxic: Toxic) -> Result<(), ProxyError> {
+        let mut control = self.control.lock().await;
+        if !control.running {
+            return Err(ProxyError::NotRunning(self.shared.name.clone()));
+        }
+        if control.toxics.iter().any(|e| e.toxic.name == toxic.name) {
+            return Err(ProxyError::DuplicateToxic(toxic.name));
+        }
+        let id = control.next_toxic;
+        control.next_toxic += 1;
+        if matches!(toxic.kind, ToxicKind::Down)
+            && happens(&mut control.rng, chance(f64::from(toxic.toxicity)))
+        {
+            if control.downs.is_empty() {
+                self.go_down(&mut control).await;
+            }
+            control.downs.insert(id);
+        }
+        tracing::debug!(proxy = %self.shared.name, toxic = %toxic.name, "toxic added");
+        control.toxics.push(ToxicEntry { id, rev: 0, toxic });
+        self.shared.publish(&control.toxics);
+        Ok(())
+    }
+
+    /// Replaces the toxic called `name` by what `change` makes of it, keeping its place in the
+    /// chain. Open links re-instantiate it (re-rolling its toxicity, as Toxiproxy restarts the
+    /// toxic) at their next chunk boundary; a `limit_data` count carries over.
+    ///
+    /// Returns `Ok(None)` when no such toxic exists, and `change`'s error unchanged.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `change` returns.
+    pub async fn update_toxic<E>(
+        &self,
+        name: &str,
+        change: impl FnOnce(&Toxic) -> Result<Toxic, E>,
+    ) -> Result<Option<Toxic>, E> {
+        let mut control = self.control.lock().await;
+        let Some(entry) = control.toxics.iter_mut().find(|e| e.toxic.name == name) else {
+            return Ok(None);
+        };
+        let mut updated = change(&entry.toxic)?;
+        // Name, type and stream are fixed; only attributes and toxicity change.
+        updated.name.clone_from(&entry.toxic.name);
+        updated.stream = entry.toxic.stream;
+        updated.stream_text.clone_from(&entry.toxic.stream_text);
+        entry.toxic = updated.clone();
+        entry.rev += 1;
+        self.shared.publish(&control.toxics);
+        Ok(Some(updated))
+    }
+
+    /// Removes every toxic (Toxiproxy's reset), releasing held data and ending connections a
+    /// `timeout` toxic applied to.
+    ///
+    /// # Errors
+    ///
+    /// [`ProxyError::Bind`] if removing a `down` toxic cannot rebind the listener.
+    pub async fn clear_toxics(&self) -> Result<(), ProxyError> {
+        for toxic in self.toxics().await {
+            self.remove_toxic(&toxic.name).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts accepting: binds `listen` (the concrete address from now on) unless a `down`
+    /// toxic applies. Idempotent.
+    async fn enable(&self, control: &mut Control) -> Result<(), ProxyError> {
+        control.enabled = true;
+        if let Err(error) = self.go_up(control).await {
+            control.enabled = false;
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Stops accepting and ends every open connection. Idempotent.
+    async fn disable(&self, control: &mut Control) {
+        control.enabled = false;
+        self.go_down(control).await;
     }
 
     /// Takes the listener down and ends every open connection. Waits until the listener is
@@ -162,17 +407,24 @@ impl TcpProxy {
         self.shared.close_all();
     }
 
-    /// Binds the same concrete address again and restarts accepting.
+    /// Binds `listen` and starts accepting, if enabled, running and not `down`. The first bind
+    /// turns `listen` into the concrete address, so later ones rebind exactly that port.
     async fn go_up(&self, control: &mut Control) -> Result<(), ProxyError> {
-        if control.accept.is_some() {
+        if control.accept.is_some()
+            || !control.running
+            || !control.enabled
+            || !control.downs.is_empty()
+        {
             return Ok(());
         }
-        let listener = TcpListener::bind(self.listen_addr)
-            .await
-            .map_err(|source| ProxyError::Bind {
-                addr: self.listen_addr.to_string(),
-                source,
-            })?;
+        let listener = bind(&control.listen).await?;
+        let bound = listener.local_addr()?;
+        control.listen = bound.to_string();
+        *self
+            .shared
+            .bound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(bound);
         control.accept = Some(tokio::spawn(accept_loop(
             listener,
             Arc::clone(&self.shared),
@@ -183,35 +435,18 @@ impl TcpProxy {
 
 #[async_trait]
 impl ProxyControl for TcpProxy {
+    /// The concrete bound address; `0.0.0.0:0` if the proxy was never bound.
     fn listen_addr(&self) -> SocketAddr {
-        self.listen_addr
+        self.shared
+            .bound()
+            .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
     }
 
     /// Appends the toxic to its stream's chain. Open connections pick it up at their next chunk
     /// boundary, rolling its toxicity once each. A `down` toxic (whatever its stream) closes
     /// the listener and ends every open connection before this returns.
     async fn add_toxic(&self, toxic: ProxyToxic) -> Result<(), ProxyError> {
-        let mut control = self.control.lock().await;
-        if !control.running {
-            return Err(ProxyError::NotRunning(self.shared.name.clone()));
-        }
-        if control.toxics.iter().any(|e| e.toxic.name == toxic.name) {
-            return Err(ProxyError::DuplicateToxic(toxic.name));
-        }
-        let id = control.next_toxic;
-        control.next_toxic += 1;
-        if matches!(toxic.fault, ProxyFault::Down)
-            && happens(&mut control.rng, chance(toxic.toxicity))
-        {
-            if control.downs.is_empty() {
-                self.go_down(&mut control).await;
-            }
-            control.downs.insert(id);
-        }
-        tracing::debug!(proxy = %self.shared.name, toxic = %toxic.name, "toxic added");
-        control.toxics.push(ToxicEntry { id, toxic });
-        self.shared.publish(&control.toxics);
-        Ok(())
+        self.add(Toxic::from_engine(toxic)?).await
     }
 
     /// Removes the toxic; open connections stop applying it at their next chunk boundary, and
@@ -223,8 +458,12 @@ impl ProxyControl for TcpProxy {
             return Ok(false);
         };
         let id = control.toxics[at].id;
-        if control.downs.contains(&id) && control.downs.len() == 1 && control.running {
-            self.go_up(&mut control).await?;
+        if control.downs.contains(&id) && control.downs.len() == 1 {
+            control.downs.remove(&id);
+            if let Err(error) = self.go_up(&mut control).await {
+                control.downs.insert(id);
+                return Err(error);
+            }
         }
         control.downs.remove(&id);
         control.toxics.remove(at);
@@ -277,12 +516,35 @@ impl Shared {
         &self.name
     }
 
-    pub(crate) fn upstream(&self) -> &str {
-        &self.upstream
+    pub(crate) fn upstream(&self) -> Arc<str> {
+        Arc::clone(&self.upstream.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     pub(crate) fn seed(&self) -> u64 {
         self.seed
+    }
+
+    pub(crate) fn resets_unreachable(&self) -> bool {
+        self.reset_unreachable.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_deref()
+    }
+
+    fn bound(&self) -> Option<SocketAddr> {
+        *self.bound.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The byte counters of one direction, labelled as Toxiproxy labels them.
+    pub(crate) fn link_counters(&self, stream: Stream) -> Option<LinkCounters> {
+        let metrics = self.metrics.as_ref()?;
+        Some(metrics.link(&ByteLabels {
+            direction: stream_name(stream).to_owned(),
+            listener: self.bound().map(|a| a.to_string()).unwrap_or_default(),
+            proxy: self.name.clone(),
+            upstream: self.upstream().to_string(),
+        }))
     }
 
     pub(crate) fn subscribe_toxics(&self) -> watch::Receiver<ToxicList> {
@@ -291,7 +553,11 @@ impl Shared {
 
     /// Drops a closed connection from the registry.
     pub(crate) fn forget_conn(&self, id: u64) {
-        self.lock_conns().remove(&id);
+        if self.lock_conns().remove(&id).is_some()
+            && let Some(metrics) = &self.metrics
+        {
+            metrics.connection(&self.name, -1);
+        }
     }
 
     fn publish(&self, toxics: &[ToxicEntry]) {
@@ -299,9 +565,15 @@ impl Shared {
         self.toxics.send_replace(Arc::new(toxics.to_vec()));
     }
 
-    fn register(&self) -> Arc<Conn> {
-        let conn = Arc::new(Conn::new(self.next_conn.fetch_add(1, Ordering::Relaxed)));
+    fn register(&self, peer: SocketAddr) -> Arc<Conn> {
+        let conn = Arc::new(Conn::new(
+            self.next_conn.fetch_add(1, Ordering::Relaxed),
+            peer,
+        ));
         self.lock_conns().insert(conn.id(), Arc::clone(&conn));
+        if let Some(metrics) = &self.metrics {
+            metrics.connection(&self.name, 1);
+        }
         conn
     }
 
@@ -324,8 +596,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((client, peer)) => {
-                let conn = shared.register();
+                let conn = shared.register(peer);
                 tracing::trace!(proxy = %shared.name, conn = conn.id(), %peer, "accepted");
+                // A panic in a connection task ends that task only: tokio catches it, and the
+                // registry entry is removed by the task's drop guard while unwinding.
                 tokio::spawn(conn::serve(Arc::clone(&shared), conn, client));
             }
             Err(error) => {
@@ -334,6 +608,47 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// Resolves `host:port` to one address, IPv4 first (as Go resolves `localhost`).
+async fn resolve(addr: &str) -> Result<SocketAddr, ProxyError> {
+    let bad = |reason: String| ProxyError::Address {
+        addr: addr.to_owned(),
+        reason,
+    };
+    if addr.is_empty() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+    }
+    let mut all: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| bad(e.to_string()))?
+        .collect();
+    all.sort_by_key(|a| !a.is_ipv4());
+    all.into_iter()
+        .next()
+        .ok_or_else(|| bad("no address".to_owned()))
+}
+
+/// Binds `listen`: every interface (IPv6 and IPv4 if the host has IPv6) when empty, as
+/// Toxiproxy does; else the resolved address, IPv4 first.
+async fn bind(listen: &str) -> Result<TcpListener, ProxyError> {
+    let bind_error = |source| ProxyError::Bind {
+        addr: listen.to_owned(),
+        source,
+    };
+    if listen.is_empty() {
+        return match TcpListener::bind("[::]:0").await {
+            Ok(listener) => Ok(listener),
+            Err(_) => TcpListener::bind("0.0.0.0:0").await.map_err(bind_error),
+        };
+    }
+    let addr = resolve(listen).await.map_err(|e| {
+        bind_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            e.to_string(),
+        ))
+    })?;
+    TcpListener::bind(addr).await.map_err(bind_error)
 }
 
 /// Checks that `addr` looks like `host:port` (it is resolved only when dialled).

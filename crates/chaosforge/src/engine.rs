@@ -368,7 +368,7 @@ impl Engine {
         drop(tx);
         run.collect_until(Instant::now() + plan.phases.baseline, |_| None::<()>)
             .await;
-        run.settle(monitors).await;
+        run.settle(monitors, Phase::Baseline).await;
         if run.interrupted {
             return run.halt_by_signal().into();
         }
@@ -751,7 +751,7 @@ impl Run<'_> {
 
     /// Waits (at most one probe timeout and interval) until every sample that started before
     /// now has been recorded, so that the phase just ended is judged on all of its samples.
-    async fn settle(&mut self, monitors: &[MonitorHandle]) {
+    async fn settle(&mut self, monitors: &[MonitorHandle], phase: Phase) {
         let boundary = self.journal.now();
         let longest = self
             .plan
@@ -765,9 +765,12 @@ impl Run<'_> {
             while let Ok(s) = self.rx.try_recv() {
                 self.record(s);
             }
-            let settled = monitors
-                .iter()
-                .all(|h| h.oldest_in_flight().is_none_or(|t| t >= boundary));
+            // Settled: nothing started before the boundary is still out, and the phase has at
+            // least one sample (a monitor may not have started its first one yet).
+            let settled = monitors.iter().enumerate().all(|(i, h)| {
+                h.oldest_in_flight().is_none_or(|t| t >= boundary)
+                    && self.samples[i].iter().any(|(p, _)| *p == phase)
+            });
             if settled || Instant::now() >= deadline {
                 return;
             }

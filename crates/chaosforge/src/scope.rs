@@ -62,7 +62,10 @@ impl std::fmt::Display for Scope {
         match self {
             Scope::Single => f.write_str("single"),
             Scope::Count(n) => write!(f, "count {n}"),
-            Scope::Fraction(x) => write!(f, "{}%", x * 100.0),
+            Scope::Fraction(x) => {
+                let pct = format!("{:.2}", x * 100.0);
+                write!(f, "{}%", pct.trim_end_matches('0').trim_end_matches('.'))
+            }
             Scope::All => f.write_str("all"),
         }
     }
@@ -75,10 +78,9 @@ pub fn matches(
     name: &str,
     labels: &BTreeMap<String, String>,
 ) -> bool {
-    selector.iter().all(|(k, v)| match labels.get(k) {
-        Some(l) => l == v,
-        None => k == "name" && v == name,
-    })
+    selector
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v) || (k == "name" && v == name))
 }
 
 // === impl SeededRng ===

@@ -1,4 +1,4 @@
-//! `timeout`: the stream stops (data and EOF are held, not dropped) and the connection is closed
+//! `hold` (the engine's `timeout`): the stream stops (data and EOF are held, not dropped) and the connection is closed
 //! `after` the toxic started to apply, or never. Removing the toxic releases what was held, in
 //! order, on connections that are still open.
 //!
@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Per-link state of a timeout toxic.
+/// Per-link state of a hold toxic.
 #[derive(Debug)]
-pub(crate) struct Timeout {
+pub(crate) struct Hold {
     after: Option<Duration>,
 }
 
-impl Timeout {
-    pub(crate) fn new(after: Option<Duration>) -> Timeout {
-        Timeout { after }
+impl Hold {
+    pub(crate) fn new(after: Option<Duration>) -> Hold {
+        Hold { after }
     }
 
     /// When the connection closes, counted from when the toxic started to apply (`since`).

@@ -12,28 +12,43 @@
 //! passed yet. That is what keeps bytes from being lost, duplicated or reordered while toxics
 //! change under an open connection.
 //!
+//! A toxic says what happens to the chunk in front of it ([`Poll`]): pass, wait, hold, or be
+//! dropped. The end of a stream goes through the chain too ([`Chain::poll_eof`]), after every
+//! chunk, so `slow_close` and `reset_peer` can act on it.
+//!
 //! `down` is not here: it acts on the listener, see `proxy.rs`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use chaosforge::fault::net::{ProxyFault, ProxyToxic, Stream};
-use chaosforge::units::Ratio;
+use chaosforge::fault::net::Stream;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
 
+use crate::model::{Toxic, ToxicKind};
+
 mod bandwidth;
 mod corrupt;
+mod hold;
 mod latency;
+mod limit_data;
 mod reset;
+mod reset_peer;
+mod slicer;
+mod slow_close;
 mod timeout;
 
 use self::bandwidth::Bandwidth;
 use self::corrupt::Corrupt;
+use self::hold::Hold;
 use self::latency::Latency;
+use self::limit_data::LimitData;
 use self::reset::Reset;
+use self::reset_peer::ResetPeer;
+use self::slicer::Slicer;
+use self::slow_close::SlowClose;
 use self::timeout::Timeout;
 
 /// The toxics of a proxy as published to its links, in creation (= chain) order.
@@ -44,7 +59,9 @@ pub(crate) type ToxicList = Arc<Vec<ToxicEntry>>;
 pub(crate) struct ToxicEntry {
     /// Unique per proxy and increasing in creation order.
     pub(crate) id: u64,
-    pub(crate) toxic: ProxyToxic,
+    /// Bumped by every update of the toxic, so links re-instantiate (and re-roll) it.
+    pub(crate) rev: u64,
+    pub(crate) toxic: Toxic,
 }
 
 /// A piece of data read from one side, on its way through the chain to the other side.
@@ -61,7 +78,7 @@ pub(crate) struct Chunk {
     release: Option<(u64, Instant)>,
 }
 
-/// What a toxic says about the chunk in front of it.
+/// What a toxic says about the chunk (or end of stream) in front of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Poll {
     /// It may pass now.
@@ -70,6 +87,8 @@ pub(crate) enum Poll {
     Until(Instant),
     /// It may not pass while the toxic is there.
     Hold,
+    /// It is dropped (never for the end of stream).
+    Drop,
 }
 
 /// What the link writer should do next with its work queue.
@@ -94,6 +113,15 @@ pub(crate) enum Ending {
     Reset,
 }
 
+/// What a [`Chain::reconcile`] changed that the link has to act on.
+#[derive(Debug, Default)]
+pub(crate) struct Reconciled {
+    /// Toxics that became active on this link: (name, type), for the activation metric.
+    pub(crate) activated: Vec<(String, &'static str)>,
+    /// A removed toxic ends the connection (Toxiproxy's `timeout` cleanup).
+    pub(crate) ending: Option<Ending>,
+}
+
 /// The toxics of one link, with their per-link state.
 #[derive(Debug)]
 pub(crate) struct Chain {
@@ -107,6 +135,7 @@ pub(crate) struct Chain {
 #[derive(Debug)]
 struct LinkToxic {
     id: u64,
+    rev: u64,
     /// The toxicity roll for this link; an inactive toxic is skipped (a no-op).
     active: bool,
     /// When the toxic started to apply to this link; timers count from here.
@@ -120,9 +149,19 @@ struct LinkToxic {
 enum Behaviour {
     Latency(Latency),
     Bandwidth(Bandwidth),
+    /// Bandwidth 0: nothing passes (held, so removing the toxic releases it).
+    Stall,
+    SlowClose(SlowClose),
     Timeout(Timeout),
-    Reset(Reset),
+    ResetPeer(ResetPeer),
+    Slicer(Slicer),
+    LimitData(LimitData),
+    Noop,
     Corrupt(Corrupt),
+    Loss(f64),
+    Blackhole,
+    Hold(Hold),
+    Reset(Reset),
 }
 
 /// Mixes seeds (SplitMix64 finalizer) so that nearby inputs give unrelated RNG streams.
@@ -135,10 +174,9 @@ pub(crate) fn mix(a: u64, b: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A probability usable with `random::<f64>() < p`. `Ratio` deserializes without range
-/// checks, so anything outside `0..=1` (or NaN) is clamped rather than trusted.
-pub(crate) fn chance(ratio: Ratio) -> f64 {
-    let p = ratio.get();
+/// A probability usable with `random::<f64>() < p`: anything outside `0..=1` (or NaN) is
+/// clamped rather than trusted (the engine's `Ratio` deserializes without range checks).
+pub(crate) fn chance(p: f64) -> f64 {
     if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) }
 }
 
@@ -181,27 +219,52 @@ impl Chain {
     }
 
     /// Brings the chain up to date with `list`: toxics still listed keep their state and their
-    /// toxicity roll, new ones are instantiated (and rolled) as of `now`, removed ones are
-    /// dropped. Toxics of the other stream, and `down`, are not part of a link.
-    pub(crate) fn reconcile(&mut self, list: &[ToxicEntry], now: Instant) {
+    /// toxicity roll, updated ones are re-instantiated and re-rolled (keeping a `limit_data`
+    /// count), new ones are instantiated (and rolled) as of `now`, removed ones are dropped.
+    /// Toxics of the other stream, and `down`, are not part of a link.
+    pub(crate) fn reconcile(&mut self, list: &[ToxicEntry], now: Instant) -> Reconciled {
+        let mut out = Reconciled::default();
         let mut old = std::mem::take(&mut self.toxics).into_iter().peekable();
+        let removed = |gone: LinkToxic, out: &mut Reconciled| {
+            if gone.active && matches!(gone.behaviour, Behaviour::Timeout(_)) {
+                out.ending = Some(Ending::Close);
+            }
+        };
         for entry in list {
             if entry.toxic.stream != self.stream {
                 continue;
             }
             // Both lists are sorted by id, so one merge pass finds the survivors.
-            while old.next_if(|t| t.id < entry.id).is_some() {}
-            if let Some(kept) = old.next_if(|t| t.id == entry.id) {
-                self.toxics.push(kept);
-            } else if let Some(fresh) = LinkToxic::new(entry, self.seed, now) {
-                self.toxics.push(fresh);
+            while let Some(gone) = old.next_if(|t| t.id < entry.id) {
+                removed(gone, &mut out);
+            }
+            match old.next_if(|t| t.id == entry.id) {
+                Some(kept) if kept.rev == entry.rev => self.toxics.push(kept),
+                kept => {
+                    let sent = match kept.map(|k| k.behaviour) {
+                        Some(Behaviour::LimitData(l)) => l.sent,
+                        _ => 0,
+                    };
+                    if let Some(fresh) = LinkToxic::new(entry, self.seed, now, sent) {
+                        if fresh.active {
+                            out.activated
+                                .push((entry.toxic.name.clone(), entry.toxic.kind.type_name()));
+                        }
+                        self.toxics.push(fresh);
+                    }
+                }
             }
         }
+        for gone in old {
+            removed(gone, &mut out);
+        }
+        out
     }
 
     /// Moves the front chunk of `work` as far through the chain as it may go at `now`, and says
-    /// what the writer has to do next. A toxic that splits a chunk (bandwidth) leaves the rest
-    /// right behind it in `work`, still in front of every later chunk.
+    /// what the writer has to do next. A toxic that splits a chunk (bandwidth, slicer) leaves
+    /// the rest right behind it in `work`, still in front of every later chunk; a toxic that
+    /// drops a chunk removes it from `work`.
     pub(crate) fn advance(&mut self, work: &mut VecDeque<Chunk>, now: Instant) -> Next {
         loop {
             let Some(chunk) = work.front_mut() else {
@@ -218,21 +281,41 @@ impl Chain {
                 Poll::Ready => {}
                 Poll::Until(when) => return Next::Wait(when),
                 Poll::Hold => return Next::Hold,
+                Poll::Drop => {
+                    work.pop_front();
+                    continue;
+                }
             }
-            let rest = toxic.pass(chunk);
+            let rest = toxic.pass(chunk, now);
             chunk.next = toxic.id + 1;
             chunk.release = None;
+            if chunk.data.is_empty() {
+                work.pop_front();
+            }
             if let Some(rest) = rest {
-                work.insert(1, rest);
+                work.insert(usize::from(!work.is_empty()), rest);
             }
         }
     }
 
-    /// Whether an end of stream must wait: a `timeout` toxic holds everything, EOF included.
-    pub(crate) fn holds_eof(&self) -> bool {
-        self.toxics
-            .iter()
-            .any(|t| t.active && matches!(t.behaviour, Behaviour::Timeout(_)))
+    /// Whether the end of the stream may be passed on at `now` (call once every chunk is out).
+    /// `Drop` never comes back: a toxic that swallows the end holds it instead.
+    pub(crate) fn poll_eof(&mut self, now: Instant) -> Poll {
+        for t in self.toxics.iter_mut().filter(|t| t.active) {
+            match &mut t.behaviour {
+                Behaviour::Hold(_) => return Poll::Hold,
+                Behaviour::SlowClose(b) => match b.poll_eof(now) {
+                    Poll::Ready => {}
+                    wait => return wait,
+                },
+                Behaviour::ResetPeer(b) => {
+                    b.trigger(now);
+                    return Poll::Hold;
+                }
+                _ => {}
+            }
+        }
+        Poll::Ready
     }
 
     /// The earliest time a toxic of this link ends the connection, and how.
@@ -241,11 +324,22 @@ impl Chain {
             .iter()
             .filter(|t| t.active)
             .filter_map(|t| match &t.behaviour {
-                Behaviour::Timeout(b) => b.deadline(t.since).map(|at| (at, Ending::Close)),
+                Behaviour::Hold(b) => b.deadline(t.since).map(|at| (at, Ending::Close)),
                 Behaviour::Reset(b) => Some((b.deadline(t.since), Ending::Reset)),
+                Behaviour::Timeout(b) => b.deadline().map(|at| (at, Ending::Close)),
+                Behaviour::ResetPeer(b) => b.deadline().map(|at| (at, Ending::Reset)),
                 _ => None,
             })
             .min_by_key(|(at, _)| *at)
+    }
+
+    /// How the connection ends once everything that passed is written: a `limit_data` toxic
+    /// that reached its limit closes it.
+    pub(crate) fn ending(&self) -> Option<Ending> {
+        self.toxics
+            .iter()
+            .any(|t| t.active && matches!(&t.behaviour, Behaviour::LimitData(l) if l.exhausted))
+            .then_some(Ending::Close)
     }
 
     /// Number of toxics instantiated on this link and how many of them are active (tests).
@@ -262,27 +356,40 @@ impl Chain {
 
 impl LinkToxic {
     /// Instantiates `entry` on a link and rolls its toxicity; `None` for proxy-wide faults.
-    fn new(entry: &ToxicEntry, link_seed: u64, now: Instant) -> Option<LinkToxic> {
-        let mut rng = SmallRng::seed_from_u64(mix(link_seed, entry.id));
+    /// `sent` carries a `limit_data` count over an update.
+    fn new(entry: &ToxicEntry, link_seed: u64, now: Instant, sent: u64) -> Option<LinkToxic> {
+        let mut rng = SmallRng::seed_from_u64(mix(mix(link_seed, entry.id), entry.rev));
         // The roll is the first draw, so it depends only on (seed, connection, stream, toxic).
-        let active = happens(&mut rng, chance(entry.toxic.toxicity));
-        let behaviour = match &entry.toxic.fault {
-            ProxyFault::Latency { delay, jitter } => {
-                Behaviour::Latency(Latency::new(*delay, *jitter))
+        let active = happens(&mut rng, chance(f64::from(entry.toxic.toxicity)));
+        let behaviour = match &entry.toxic.kind {
+            ToxicKind::Latency { latency, jitter } => {
+                Behaviour::Latency(Latency::new(*latency, *jitter))
             }
-            ProxyFault::Bandwidth { rate } => Behaviour::Bandwidth(Bandwidth::new(*rate, now)),
-            ProxyFault::Timeout { after } => Behaviour::Timeout(Timeout::new(*after)),
-            ProxyFault::Reset { after } => Behaviour::Reset(Reset::new(*after)),
-            ProxyFault::Corrupt { probability, per } => {
+            ToxicKind::Bandwidth { rate: 0 } => Behaviour::Stall,
+            ToxicKind::Bandwidth { rate } => Behaviour::Bandwidth(Bandwidth::new(*rate, now)),
+            ToxicKind::SlowClose { delay } => Behaviour::SlowClose(SlowClose::new(*delay)),
+            ToxicKind::Timeout { timeout } => Behaviour::Timeout(Timeout::new(*timeout, now)),
+            ToxicKind::ResetPeer { timeout } => Behaviour::ResetPeer(ResetPeer::new(*timeout)),
+            ToxicKind::Slicer {
+                average_size,
+                size_variation,
+                delay,
+            } => Behaviour::Slicer(Slicer::new(*average_size, *size_variation, *delay)),
+            ToxicKind::LimitData { bytes } => Behaviour::LimitData(LimitData::new(*bytes, sent)),
+            ToxicKind::Noop => Behaviour::Noop,
+            ToxicKind::Corrupt { probability, per } => {
                 Behaviour::Corrupt(Corrupt::new(chance(*probability), *per))
             }
-            // Acts on the listener, not on links (see proxy.rs); unknown future kinds are
-            // ignored by links rather than guessed at.
-            ProxyFault::Down => return None,
-            _ => return None,
+            ToxicKind::Loss { probability } => Behaviour::Loss(chance(*probability)),
+            ToxicKind::Blackhole => Behaviour::Blackhole,
+            ToxicKind::Hold { after } => Behaviour::Hold(Hold::new(*after)),
+            ToxicKind::Reset { after } => Behaviour::Reset(Reset::new(*after)),
+            // Acts on the listener, not on links (see proxy.rs).
+            ToxicKind::Down => return None,
         };
         Some(LinkToxic {
             id: entry.id,
+            rev: entry.rev,
             active,
             since: now,
             rng,
@@ -295,8 +402,33 @@ impl LinkToxic {
         let (poll, release) = match &mut self.behaviour {
             Behaviour::Latency(b) => b.poll(chunk.stamp, booked, &mut self.rng, now),
             Behaviour::Bandwidth(b) => b.poll(chunk.data.len(), chunk.stamp, booked, now),
-            Behaviour::Timeout(_) => (Poll::Hold, None),
-            Behaviour::Reset(_) | Behaviour::Corrupt(_) => (Poll::Ready, None),
+            Behaviour::Slicer(_) => match booked {
+                Some(at) if at > now => (Poll::Until(at), booked),
+                _ => (Poll::Ready, None),
+            },
+            Behaviour::Stall | Behaviour::Hold(_) => (Poll::Hold, None),
+            Behaviour::Timeout(b) => {
+                b.touch(now);
+                (Poll::Drop, None)
+            }
+            Behaviour::ResetPeer(b) => {
+                b.trigger(now);
+                (Poll::Drop, None)
+            }
+            Behaviour::Blackhole => (Poll::Drop, None),
+            Behaviour::Loss(p) => {
+                let p = *p;
+                let lost = happens(&mut self.rng, p);
+                (if lost { Poll::Drop } else { Poll::Ready }, None)
+            }
+            Behaviour::LimitData(b) => {
+                // Exhausted: what comes after the limit is dropped; the link closes once idle.
+                (if b.exhausted { Poll::Drop } else { Poll::Ready }, None)
+            }
+            Behaviour::SlowClose(_)
+            | Behaviour::Noop
+            | Behaviour::Reset(_)
+            | Behaviour::Corrupt(_) => (Poll::Ready, None),
         };
         if let Some(when) = release {
             chunk.release = Some((self.id, when));
@@ -305,7 +437,8 @@ impl LinkToxic {
     }
 
     /// Lets the chunk pass (after `poll` said `Ready`); returns the part left behind, if any.
-    fn pass(&mut self, chunk: &mut Chunk) -> Option<Chunk> {
+    /// May leave `chunk` empty (all of it cut away), which the caller drops.
+    fn pass(&mut self, chunk: &mut Chunk, now: Instant) -> Option<Chunk> {
         match &mut self.behaviour {
             Behaviour::Latency(_) => {
                 if let Some(when) = chunk.release_for(self.id) {
@@ -322,11 +455,38 @@ impl LinkToxic {
                     release: None,
                 })
             }
+            Behaviour::Slicer(b) => {
+                let piece = b.next_piece(chunk.data.len(), &mut self.rng);
+                if piece >= chunk.data.len() {
+                    return None;
+                }
+                let rest = chunk.data.split_off(piece);
+                let release = (!b.delay.is_zero()).then(|| (self.id, now + b.delay));
+                Some(Chunk {
+                    data: rest,
+                    stamp: chunk.stamp,
+                    next: self.id,
+                    release,
+                })
+            }
+            Behaviour::LimitData(b) => {
+                let take = b.admit(chunk.data.len());
+                chunk.data.truncate(take);
+                None
+            }
             Behaviour::Corrupt(b) => {
                 b.apply(&mut chunk.data, &mut self.rng);
                 None
             }
-            Behaviour::Timeout(_) | Behaviour::Reset(_) => None,
+            Behaviour::Stall
+            | Behaviour::SlowClose(_)
+            | Behaviour::Timeout(_)
+            | Behaviour::ResetPeer(_)
+            | Behaviour::Noop
+            | Behaviour::Loss(_)
+            | Behaviour::Blackhole
+            | Behaviour::Hold(_)
+            | Behaviour::Reset(_) => None,
         }
     }
 }

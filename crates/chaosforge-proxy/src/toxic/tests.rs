@@ -3,19 +3,22 @@
 
 use std::time::Duration;
 
-use chaosforge::fault::net::CorruptUnit;
+use chaosforge::fault::net::{CorruptUnit, ProxyFault, ProxyToxic};
+use chaosforge::units::Ratio;
 
 use super::*;
 
 fn entry(id: u64, stream: Stream, toxicity: f64, fault: ProxyFault) -> ToxicEntry {
     ToxicEntry {
         id,
-        toxic: ProxyToxic {
+        rev: 0,
+        toxic: Toxic::from_engine(ProxyToxic {
             name: format!("t{id}"),
             stream,
             toxicity: Ratio::new(toxicity).unwrap(),
             fault,
-        },
+        })
+        .unwrap(),
     }
 }
 
@@ -171,7 +174,7 @@ fn removing_toxics_mid_chunk_loses_and_reorders_nothing() {
     let now = drain(&mut chain, &mut work, t0, &mut out);
     assert!(out.is_empty());
     assert_eq!(chain.advance(&mut work, now), Next::Hold);
-    assert!(chain.holds_eof());
+    assert_eq!(chain.poll_eof(now), Poll::Hold);
     // Remove the timeout: slices flow at 100 kB/s (1000-byte slices).
     chain.reconcile(std::slice::from_ref(&bandwidth), now);
     let mut now = now;

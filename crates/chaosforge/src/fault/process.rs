@@ -286,7 +286,10 @@ mod tests {
         assert!(matches!(state_of(me), Some('R' | 'S')));
         let err = resolve(&ProcessSelector::Pid(me)).unwrap_err();
         assert!(err.contains("chaosforge itself"), "{err}");
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let pid = child.id() as i32;
         assert_eq!(resolve(&ProcessSelector::Pid(pid)).map(|p| p.pid), Ok(pid));
         let _ = child.kill();

@@ -273,6 +273,21 @@ fn a_torn_last_line_is_skipped() {
 }
 
 #[test]
+fn a_line_torn_inside_a_multibyte_character_is_skipped() {
+    let (_state, _dir, path) = journal_with(&[injecting(0, "a", "t")]);
+    let line = serde_json::to_vec(&Event::Halted {
+        policy: "halt_when".into(),
+        reason: "latency ≥ 2s".into(),
+        at: ms(1),
+    })
+    .unwrap();
+    // Cut between the bytes of `≥` (three bytes in UTF-8).
+    let cut = line.iter().position(|&b| b == 0xE2).unwrap() + 1;
+    append_raw(&path, &line[..cut]);
+    assert_eq!(read(&path).unwrap(), [injecting(0, "a", "t")]);
+}
+
+#[test]
 fn blank_lines_are_ignored() {
     let (_state, _dir, path) = journal_with(&[injecting(0, "a", "t")]);
     append_raw(&path, b"\n   \n");
@@ -310,8 +325,9 @@ fn a_missing_journal_is_an_io_error() {
     assert!(matches!(read(&path), Err(JournalError::Io { path: p, .. }) if p == path));
 }
 
-/// The runner dies mid-line; `recover` then appends `Reverted` and `RunFinished`. Were they glued
-/// onto the torn line, the journal would become unreadable for every later `recover` or `report`.
+/// The runner dies mid-line; `recover` then appends `Reverted` and `RunFinished`. Were the
+/// appended bytes to continue the torn line, it would no longer be the last one and the journal
+/// would become unreadable for every later `recover` and `report`; `open_dead` cuts the torn tail.
 #[test]
 fn appending_after_a_torn_line_keeps_the_journal_readable() {
     let (_state, dir, path) = journal_with(&[injecting(0, "a", "t")]);
