@@ -310,6 +310,15 @@ impl Engine {
         let mut resolved: BTreeMap<&str, Resolved> = BTreeMap::new();
         for t in &plan.targets {
             let r = match &t.kind {
+                TargetKind::RemoteProxy { api, name } => {
+                    match crate::fault::remote::RemoteProxy::connect(api, name).await {
+                        Ok(p) => Resolved::Proxy(Arc::new(p)),
+                        Err(e) => {
+                            return errored(Phase::Validate, format!("target `{}`: {e}", t.name))
+                                .into();
+                        }
+                    }
+                }
                 TargetKind::Proxy { listen, upstream } => {
                     match self
                         .proxies

@@ -72,6 +72,13 @@ pub enum TargetKind {
         /// `host:port` to forward to.
         upstream: String,
     },
+    /// A proxy on a running `chaosforge proxy` or Toxiproxy server, driven through its API.
+    RemoteProxy {
+        /// Base URL of the API, without a trailing slash.
+        api: String,
+        /// The proxy's name there.
+        name: String,
+    },
     /// An existing process.
     Process(ProcessSelector),
 }
@@ -490,14 +497,7 @@ impl Cx<'_> {
             .map(|(i, t)| {
                 let base = format!("targets[{i}]");
                 let kind = match (&t.proxy, &t.process) {
-                    (Some(p), None) => {
-                        self.address(&format!("{base}.proxy.listen"), &p.listen);
-                        self.address(&format!("{base}.proxy.upstream"), &p.upstream);
-                        TargetKind::Proxy {
-                            listen: p.listen.clone(),
-                            upstream: p.upstream.clone(),
-                        }
-                    }
+                    (Some(p), None) => self.proxy_target(&format!("{base}.proxy"), p)?,
                     (None, Some(p)) => {
                         TargetKind::Process(self.process(&format!("{base}.process"), p)?)
                     }
@@ -523,6 +523,42 @@ impl Cx<'_> {
                 })
             })
             .collect()
+    }
+
+    fn proxy_target(&mut self, base: &str, p: &spec::ProxyTargetSpec) -> Option<TargetKind> {
+        match (&p.listen, &p.upstream, &p.api, &p.name) {
+            (Some(listen), Some(upstream), None, None) => {
+                self.address(&format!("{base}.listen"), listen);
+                self.address(&format!("{base}.upstream"), upstream);
+                Some(TargetKind::Proxy {
+                    listen: listen.clone(),
+                    upstream: upstream.clone(),
+                })
+            }
+            (None, None, Some(api), Some(name)) => {
+                match reqwest::Url::parse(api) {
+                    Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                    _ => self.err(
+                        &format!("{base}.api"),
+                        format!("`{api}` is not an http(s) URL of a proxy API, e.g. `http://127.0.0.1:8474`"),
+                    ),
+                }
+                if name.trim().is_empty() {
+                    self.err(&format!("{base}.name"), "empty proxy name");
+                }
+                Some(TargetKind::RemoteProxy {
+                    api: api.trim_end_matches('/').to_string(),
+                    name: name.clone(),
+                })
+            }
+            _ => {
+                self.err(
+                    base,
+                    "give either `listen` and `upstream` (a proxy the runner starts) or `api` and `name` (a proxy on a running server)",
+                );
+                None
+            }
+        }
     }
 
     fn process(&mut self, base: &str, p: &spec::ProcessTargetSpec) -> Option<ProcessSelector> {
@@ -756,8 +792,10 @@ impl Cx<'_> {
                 };
                 let ok = matches!(
                     (&target.kind, class),
-                    (TargetKind::Proxy { .. }, TargetClass::Proxy)
-                        | (TargetKind::Process(_), TargetClass::Process)
+                    (
+                        TargetKind::Proxy { .. } | TargetKind::RemoteProxy { .. },
+                        TargetClass::Proxy
+                    ) | (TargetKind::Process(_), TargetClass::Process)
                 );
                 if !ok {
                     wrong.push(t.name.as_str());

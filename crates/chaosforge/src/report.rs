@@ -246,6 +246,7 @@ impl PlanSummary {
                 .map(|t| TargetSummary {
                     name: t.name.clone(),
                     describe: match &t.kind {
+                        TargetKind::RemoteProxy { api, name } => format!("proxy `{name}` at {api}"),
                         TargetKind::Proxy { listen, upstream } => {
                             format!("proxy {listen} → {upstream}")
                         }

@@ -84,14 +84,27 @@ pub struct TargetSpec {
     pub process: Option<ProcessTargetSpec>,
 }
 
-/// `proxy: { listen: "127.0.0.1:18081", upstream: "127.0.0.1:9002" }`
+/// A TCP fault proxy, in one of two shapes:
+///
+/// - in-process, started by the runner: `proxy: { listen: "127.0.0.1:18081", upstream: "127.0.0.1:9002" }`
+/// - an existing proxy on a running `chaosforge proxy` or Toxiproxy server, driven through its
+///   HTTP API: `proxy: { api: "http://127.0.0.1:8474", name: payments }`. Its faults outlive
+///   the runner, so `chaosforge recover` reverts them through the same API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyTargetSpec {
-    /// Address the proxy listens on, `host:port` (port 0 picks a free one).
-    pub listen: String,
-    /// Address each connection is forwarded to, `host:port`.
-    pub upstream: String,
+    /// In-process: address the proxy listens on, `host:port` (port 0 picks a free one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// In-process: address each connection is forwarded to, `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Remote: base URL of the server's HTTP API, e.g. `http://127.0.0.1:8474`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    /// Remote: the proxy's name on that server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Exactly one of `pid`, `pidfile` or `command`.

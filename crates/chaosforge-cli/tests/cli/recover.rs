@@ -135,3 +135,147 @@ phases: {{ baseline: 300ms, inject: 60s, recover_within: 5s }}
     assert_eq!(runner.wait().unwrap().code(), Some(3));
     assert!(wait_for(Duration::from_secs(2), || victim.state() != 'T'));
 }
+
+/// A `chaosforge proxy` server on a free loopback port, killed when dropped.
+struct ProxyServer {
+    child: std::process::Child,
+    api: String,
+}
+
+impl ProxyServer {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = chaosforge()
+            .args(["proxy", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let api = format!("127.0.0.1:{port}");
+        assert!(wait_for(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(&api).is_ok()
+        }));
+        ProxyServer { child, api }
+    }
+
+    /// One HTTP/1.1 request; returns (status, body).
+    fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.api).unwrap();
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (
+            status,
+            out.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+        )
+    }
+}
+
+impl Drop for ProxyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn faults_on_a_remote_proxy_outlive_a_killed_runner_and_recover_removes_them() {
+    let up = EchoServer::start();
+    let server = ProxyServer::start();
+    let (status, _) = server.http(
+        "POST",
+        "/proxies",
+        &format!(
+            r#"{{"name":"payments","listen":"127.0.0.1:0","upstream":"{}"}}"#,
+            up.addr
+        ),
+    );
+    assert_eq!(status, 201);
+    let dir = Dir::new();
+    let exp = dir.write(
+        "remote.yaml",
+        &format!(
+            r#"apiVersion: chaosforge/v1
+name: remote-proxy
+targets:
+  - name: payments
+    proxy: {{ api: "http://{api}", name: payments }}
+hypothesis:
+  monitors: [{{ name: port, tcp: {{ address: "{up}", interval: 100ms }}, expect: ["availability >= 90%"] }}]
+faults:
+  - name: slow
+    latency: {{ delay: 300ms, direction: both }}
+    target: {{ select: {{ name: payments }} }}
+  - name: off
+    down: {{}}
+    target: {{ select: {{ name: payments }} }}
+phases: {{ baseline: 300ms, inject: 60s, recover_within: 5s }}
+"#,
+            api = server.api,
+            up = up.addr
+        ),
+    );
+    let mut runner = chaosforge()
+        .arg("run")
+        .arg(&exp)
+        .arg("--state-dir")
+        .arg(dir.state())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let injected = || {
+        let (_, body) = server.http("GET", "/proxies/payments", "");
+        body.contains(r#""enabled":false"#)
+            && body.contains("slow.upstream")
+            && body.contains("slow.downstream")
+    };
+    assert!(
+        wait_for(Duration::from_secs(15), injected),
+        "the runner never injected on the remote proxy"
+    );
+    signal(&runner, rustix::process::Signal::KILL);
+    runner.wait().unwrap();
+    assert!(
+        injected(),
+        "the server keeps the faults after the runner died"
+    );
+
+    let out = chaosforge()
+        .arg("recover")
+        .arg("--state-dir")
+        .arg(dir.state())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let (_, body) = server.http("GET", "/proxies/payments", "");
+    assert!(
+        body.contains(r#""enabled":true"#),
+        "recover re-enables the proxy: {body}"
+    );
+    assert!(
+        body.contains(r#""toxics":[]"#),
+        "recover removes the toxics: {body}"
+    );
+    let again = chaosforge()
+        .arg("recover")
+        .arg("--state-dir")
+        .arg(dir.state())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        "nothing to recover"
+    );
+}

@@ -26,6 +26,7 @@ use crate::journal::{Event, FaultId, Journal, JournalError};
 pub mod net;
 pub mod process;
 pub mod proxy;
+pub mod remote;
 
 /// An error a revert reports; kept as text in the journal.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -66,6 +67,18 @@ pub enum RevertSpec {
         target: String,
         /// Toxic names on it.
         toxics: Vec<String>,
+    },
+    /// Toxics on a proxy of a running proxy server (it outlives the runner): delete them, and
+    /// re-enable the proxy if a `down` was in force, through its HTTP API.
+    RemoteToxics {
+        /// Base URL of the API.
+        api: String,
+        /// The proxy's name.
+        proxy: String,
+        /// Toxic names.
+        toxics: Vec<String>,
+        /// Whether the proxy was disabled (`down`).
+        reenable: bool,
     },
     /// Send SIGCONT to a stopped process — if it is still the same process (pid and start time
     /// match), so that a recycled pid is never touched.
@@ -277,6 +290,12 @@ impl RevertSpec {
             RevertSpec::InProcessToxics { target, .. } => Ok(format!(
                 "proxy `{target}` ran inside the runner and ended with it; nothing left to undo"
             )),
+            RevertSpec::RemoteToxics {
+                api,
+                proxy,
+                toxics,
+                reenable,
+            } => remote::revert_detached(api, proxy, toxics, *reenable).await,
             RevertSpec::ContinueProcess { pid, start_time } => {
                 process::continue_if_same(*pid, *start_time)
             }

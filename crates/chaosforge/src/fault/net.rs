@@ -120,6 +120,9 @@ pub enum ProxyError {
     /// The proxy is gone (shut down).
     #[error("proxy `{0}` is not running")]
     NotRunning(String),
+    /// A remote proxy's API refused or failed.
+    #[error("proxy API: {0}")]
+    Remote(String),
     /// Any other I/O failure.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -139,6 +142,15 @@ pub trait ProxyControl: fmt::Debug + Send + Sync {
 
     /// Stops listening and closes every connection. Idempotent.
     async fn shutdown(&self);
+
+    /// How `chaosforge recover` undoes `toxics` from the journal alone. An in-process proxy ends
+    /// with its runner, so by default there is nothing left to undo after a crash.
+    fn revert_spec(&self, target: &str, toxics: &[ProxyToxic]) -> super::RevertSpec {
+        super::RevertSpec::InProcessToxics {
+            target: target.to_string(),
+            toxics: toxics.iter().map(|t| t.name.clone()).collect(),
+        }
+    }
 }
 
 /// Starts proxies for `proxy` targets. `chaosforge-proxy` implements it in-process.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::net::{ProxyControl, ProxyFault, ProxyToxic, Stream};
-use super::{BoxError, Fault, FaultError, Guard, InjectCx, Revert, RevertSpec};
+use super::{BoxError, Fault, FaultError, Guard, InjectCx, Revert};
 use crate::units::Ratio;
 
 /// A toxic (or a pair, for both streams) on one proxy target.
@@ -70,10 +70,7 @@ impl Fault for ProxyToxicFault {
         cx.announce(
             &self.target,
             self.kind,
-            RevertSpec::InProcessToxics {
-                target: self.target.clone(),
-                toxics: names.clone(),
-            },
+            self.proxy.revert_spec(&self.target, &self.toxics),
         )?;
         for (i, t) in self.toxics.iter().enumerate() {
             if let Err(e) = self.proxy.add_toxic(t.clone()).await {
