@@ -155,7 +155,7 @@ pub fn did_you_mean<'a>(
     let word_l = word.to_ascii_lowercase();
     candidates
         .into_iter()
-        .map(|c| (levenshtein(&word_l, &c.to_ascii_lowercase()), c))
+        .map(|c| (edit_distance(&word_l, &c.to_ascii_lowercase()), c))
         .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
@@ -163,7 +163,7 @@ pub fn did_you_mean<'a>(
 
 /// Edit distance counting a swap of neighbouring letters as one edit (optimal string alignment):
 /// `delya` is one typo away from `delay`, not two.
-fn levenshtein(a: &str, b: &str) -> usize {
+pub fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
     let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for (i, row) in d.iter_mut().enumerate() {

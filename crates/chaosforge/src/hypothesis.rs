@@ -654,7 +654,7 @@ fn did_you_mean(word: &str, candidates: &[&str]) -> String {
     let budget = (lower.chars().count() / 3).clamp(1, 3);
     let mut best: Vec<(&str, usize)> = candidates
         .iter()
-        .map(|c| (*c, edit_distance(&lower, c)))
+        .map(|c| (*c, crate::diag::edit_distance(&lower, c)))
         .filter(|&(_, d)| d <= budget)
         .collect();
     best.sort_by_key(|&(_, d)| d);
@@ -664,32 +664,6 @@ fn did_you_mean(word: &str, candidates: &[&str]) -> String {
         }
         _ => String::new(),
     }
-}
-
-/// Levenshtein distance counting a swap of two neighbours as one edit (`availabiltiy`).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = v;
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 /// Formats `v` with at most `places` decimals, without trailing zeros (`99.5`, `100`).

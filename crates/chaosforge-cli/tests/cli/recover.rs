@@ -5,47 +5,18 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{Dir, EchoServer, Victim, chaosforge, signal, wait_for};
+use crate::support::{
+    Dir, EchoServer, Victim, chaosforge, pause_experiment, signal, spawn_run, wait_for,
+};
 
 #[test]
 fn recover_resumes_a_process_paused_by_a_killed_runner() {
     let victim = Victim::start();
     let up = EchoServer::start();
     let dir = Dir::new();
-    let exp = dir.write(
-        "pause.yaml",
-        &format!(
-            r#"apiVersion: chaosforge/v1
-name: crash-test
-targets:
-  - name: victim
-    process: {{ pid: {pid} }}
-    labels: {{ service: victim }}
-hypothesis:
-  monitors:
-    - name: port
-      tcp: {{ address: "{up}", interval: 100ms }}
-      expect: ["availability >= 90%"]
-faults:
-  - name: freeze
-    pause: {{}}
-    target: {{ select: {{ service: victim }} }}
-phases: {{ baseline: 300ms, inject: 60s, recover_within: 5s }}
-"#,
-            pid = victim.pid(),
-            up = up.addr
-        ),
-    );
+    let exp = dir.write("pause.yaml", &pause_experiment(&victim, &up));
     assert_ne!(victim.state(), 'T');
-    let mut runner = chaosforge()
-        .arg("run")
-        .arg(&exp)
-        .arg("--state-dir")
-        .arg(dir.state())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut runner = spawn_run(&exp, &dir);
     assert!(
         wait_for(Duration::from_secs(15), || victim.state() == 'T'),
         "the runner never paused the victim"
@@ -108,15 +79,7 @@ phases: {{ baseline: 300ms, inject: 60s, recover_within: 5s }}
             up = up.addr
         ),
     );
-    let mut runner = chaosforge()
-        .arg("run")
-        .arg(&exp)
-        .arg("--state-dir")
-        .arg(dir.state())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut runner = spawn_run(&exp, &dir);
     assert!(wait_for(Duration::from_secs(15), || victim.state() == 'T'));
     let out = chaosforge()
         .arg("recover")
@@ -225,15 +188,7 @@ phases: {{ baseline: 300ms, inject: 60s, recover_within: 5s }}
             up = up.addr
         ),
     );
-    let mut runner = chaosforge()
-        .arg("run")
-        .arg(&exp)
-        .arg("--state-dir")
-        .arg(dir.state())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut runner = spawn_run(&exp, &dir);
     let injected = || {
         let (_, body) = server.http("GET", "/proxies/payments", "");
         body.contains(r#""enabled":false"#)

@@ -1,12 +1,13 @@
 //! `chaosforge run` end to end against real loopback servers and processes: outcomes and exit
 //! codes, the report, the journal, halts, and reverting on SIGTERM.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use chaosforge::journal::{self, Event};
 
-use crate::support::{Dir, EchoServer, Victim, chaosforge, signal, wait_for};
+use crate::support::{
+    Dir, EchoServer, Victim, chaosforge, pause_experiment, signal, spawn_run, wait_for,
+};
 
 fn proxy_experiment(upstream: &str, fault: &str, expect: &str, extra: &str) -> String {
     format!(
@@ -170,39 +171,8 @@ fn sigterm_reverts_everything_before_exiting() {
     let victim = Victim::start();
     let dir = Dir::new();
     let up = EchoServer::start();
-    let exp = dir.write(
-        "pause.yaml",
-        &format!(
-            r#"apiVersion: chaosforge/v1
-name: pause-test
-targets:
-  - name: victim
-    process: {{ pid: {pid} }}
-    labels: {{ service: victim }}
-hypothesis:
-  monitors:
-    - name: port
-      tcp: {{ address: "{up}", interval: 100ms }}
-      expect: ["availability >= 90%"]
-faults:
-  - name: freeze
-    pause: {{}}
-    target: {{ select: {{ service: victim }} }}
-phases: {{ baseline: 300ms, inject: 60s, recover_within: 5s }}
-"#,
-            pid = victim.pid(),
-            up = up.addr
-        ),
-    );
-    let mut child = chaosforge()
-        .arg("run")
-        .arg(&exp)
-        .arg("--state-dir")
-        .arg(dir.state())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let exp = dir.write("pause.yaml", &pause_experiment(&victim, &up));
+    let mut child = spawn_run(&exp, &dir);
     assert!(
         wait_for(Duration::from_secs(15), || victim.state() == 'T'),
         "the victim was never stopped"

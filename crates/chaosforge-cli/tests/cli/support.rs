@@ -154,3 +154,42 @@ pub fn signal(child: &Child, sig: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, sig).unwrap();
 }
+
+/// An experiment that pauses `victim` for a long inject phase, watched by a TCP monitor on `up`
+/// (which the pause does not affect).
+pub fn pause_experiment(victim: &Victim, up: &EchoServer) -> String {
+    format!(
+        r#"apiVersion: chaosforge/v1
+name: pause-test
+targets:
+  - name: victim
+    process: {{ pid: {pid} }}
+    labels: {{ service: victim }}
+hypothesis:
+  monitors:
+    - name: port
+      tcp: {{ address: "{up}", interval: 100ms }}
+      expect: ["availability >= 90%"]
+faults:
+  - name: freeze
+    pause: {{}}
+    target: {{ select: {{ service: victim }} }}
+phases: {{ baseline: 300ms, inject: 60s, recover_within: 5s }}
+"#,
+        pid = victim.pid(),
+        up = up.addr
+    )
+}
+
+/// Starts `chaosforge run` on `exp` in the background, output discarded.
+pub fn spawn_run(exp: &Path, dir: &Dir) -> Child {
+    chaosforge()
+        .arg("run")
+        .arg(exp)
+        .arg("--state-dir")
+        .arg(dir.state())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}

@@ -366,5 +366,5 @@ fn did_you_mean_is_conservative() {
     assert_eq!(did_you_mean("zzz", &Metric::NAMES), "");
     // A tie between equally close names suggests nothing rather than guessing.
     assert_eq!(did_you_mean("p98", &LatencyStat::NAMES), "");
-    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert_eq!(crate::diag::edit_distance("kitten", "sitting"), 3);
 }
