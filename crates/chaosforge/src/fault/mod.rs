@@ -23,10 +23,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::journal::{Event, FaultId, Journal, JournalError};
 
+pub mod host;
 pub mod net;
 pub mod process;
 pub mod proxy;
 pub mod remote;
+pub mod stress;
 
 /// An error a revert reports; kept as text in the journal.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
