@@ -82,6 +82,12 @@ enum Command {
     Proxy(proxy_cmd::ProxyArgs),
     /// Print the JSON Schema of the experiment file
     Schema,
+    /// Internal: a stress worker process (spawned by resource faults, placed in their cgroup)
+    #[command(hide = true, name = "__stress-worker")]
+    StressWorker {
+        /// The worker's job, as JSON (`chaosforge::fault::stress::WorkerSpec`)
+        spec: String,
+    },
     /// Start a small demo system on loopback and run a latency experiment against two variants
     Demo {
         #[command(flatten)]
@@ -163,6 +169,12 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
         }
         Command::Demo { state } => demo::run(&state_dir(state)?, signals()?).await,
         Command::Proxy(args) => proxy_cmd::run(args).await,
+        Command::StressWorker { spec } => {
+            let spec: chaosforge::fault::stress::WorkerSpec =
+                serde_json::from_str(&spec).context("reading the worker spec")?;
+            chaosforge::fault::stress::run_worker(spec).await?;
+            Ok(0)
+        }
     }
 }
 

@@ -153,6 +153,7 @@ pub enum EngineError {
 enum Resolved {
     Proxy(Arc<dyn ProxyControl>),
     Process(ProcessId),
+    Host(crate::host_target::HostTarget),
 }
 
 /// Mutable state of one run.
@@ -166,6 +167,7 @@ struct Run<'p> {
     shutdown: watch::Receiver<bool>,
     signals_gone: bool,
     interrupted: bool,
+    run_id: RunId,
 }
 
 // === impl Outcome ===
@@ -238,6 +240,7 @@ impl Engine {
         })?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut run = Run {
+            run_id: run_id.clone(),
             plan,
             journal: journal.clone(),
             samples: vec![Vec::new(); plan.monitors.len()],
@@ -310,6 +313,16 @@ impl Engine {
         let mut resolved: BTreeMap<&str, Resolved> = BTreeMap::new();
         for t in &plan.targets {
             let r = match &t.kind {
+                TargetKind::Host { netns, interface } => {
+                    match crate::host_target::resolve(netns.as_deref(), interface.as_deref()).await
+                    {
+                        Ok(h) => Resolved::Host(h),
+                        Err(e) => {
+                            return errored(Phase::Validate, format!("target `{}`: {e}", t.name))
+                                .into();
+                        }
+                    }
+                }
                 TargetKind::RemoteProxy { api, name } => {
                     match crate::fault::remote::RemoteProxy::connect(api, name).await {
                         Ok(p) => Resolved::Proxy(Arc::new(p)),
@@ -415,6 +428,26 @@ impl Engine {
                         proxy: p.clone(),
                         toxics: ProxyToxicFault::toxics(&f.name, streams, *toxicity, fault),
                     }),
+                    (FaultKind::Partition { peers, direction }, Some(Resolved::Host(h))) => {
+                        match partition_fault(
+                            &run.run_id,
+                            next_id,
+                            target,
+                            h,
+                            peers,
+                            *direction,
+                            &resolved,
+                        ) {
+                            Ok(f) => Box::new(f),
+                            Err(e) => {
+                                failure = Some(errored(
+                                    Phase::Inject,
+                                    format!("fault `{}` on `{target}`: {e}", f.name),
+                                ));
+                                break 'faults;
+                            }
+                        }
+                    }
                     (FaultKind::Pause, Some(Resolved::Process(p))) => Box::new(PauseFault {
                         target: target.clone(),
                         process: *p,
@@ -577,6 +610,48 @@ impl From<Outcome> for Decided {
     fn from(o: Outcome) -> Self {
         Decided::Outcome(o)
     }
+}
+
+/// A partition of host `h`: peers resolved to addresses (a peer target's addresses were found
+/// when the run started), rules in a table unique to this run and fault instance.
+fn partition_fault(
+    run_id: &RunId,
+    id: u32,
+    target: &str,
+    h: &crate::host_target::HostTarget,
+    peers: &[crate::plan::Peer],
+    direction: crate::spec::PartitionDirectionSpec,
+    resolved: &BTreeMap<&str, Resolved>,
+) -> Result<crate::fault::host::partition::PartitionFault, String> {
+    use crate::fault::host::partition::{PartitionDirection, PartitionFault};
+    use crate::plan::Peer;
+    let mut addresses = Vec::new();
+    for p in peers {
+        match p {
+            Peer::Address(a) => addresses.push(*a),
+            Peer::Target(name) => match resolved.get(name.as_str()) {
+                Some(Resolved::Host(o)) if !o.addresses.is_empty() => {
+                    addresses.extend(o.addresses.iter().copied())
+                }
+                Some(Resolved::Host(_)) => return Err(format!("peer `{name}` has no address")),
+                _ => return Err(format!("peer `{name}` is not a host target")),
+            },
+        }
+    }
+    // The random tail of the UUIDv7, so concurrent runs never share a table name.
+    let unique = run_id.0.rsplit('-').next().unwrap_or(&run_id.0);
+    Ok(PartitionFault {
+        target: target.to_string(),
+        netns: h.netns.clone(),
+        peers: addresses,
+        direction: match direction {
+            crate::spec::PartitionDirectionSpec::Both => PartitionDirection::Both,
+            crate::spec::PartitionDirectionSpec::Ingress => PartitionDirection::Ingress,
+            crate::spec::PartitionDirectionSpec::Egress => PartitionDirection::Egress,
+        },
+        table: crate::fault::host::nft::table_name(&format!("{unique}_{id}")),
+        exec: Arc::new(crate::fault::host::exec::SystemExecutor),
+    })
 }
 
 fn errored(phase: Phase, error: String) -> Outcome {

@@ -43,6 +43,7 @@
 //! - [`spec`]: the experiment file as written (`…Spec`).
 //! - [`plan`]: validation and resolution into a [`plan::Plan`].
 //! - [`scope`]: selectors, scopes and the seeded RNG.
+//! - [`host_target`]: finding `netns`/`host` targets when a run starts.
 //! - [`hypothesis`], [`stats`]: expectations and how they are judged over samples.
 //! - [`probe`], [`monitor`]: measurements and interval sampling.
 //! - [`fault`]: the fault contract, guards, and each fault family.
@@ -58,6 +59,7 @@ pub mod de;
 pub mod diag;
 pub mod engine;
 pub mod fault;
+pub mod host_target;
 pub mod hypothesis;
 pub mod journal;
 pub mod monitor;

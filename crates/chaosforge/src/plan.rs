@@ -81,6 +81,13 @@ pub enum TargetKind {
     },
     /// An existing process.
     Process(ProcessSelector),
+    /// A host: a network namespace, or the local host (`netns: None`).
+    Host {
+        /// The namespace; `None` for the local host.
+        netns: Option<String>,
+        /// The interface faults act on; `None`: the one non-loopback interface.
+        interface: Option<String>,
+    },
 }
 
 /// How a process target is found when the run starts.
@@ -158,6 +165,13 @@ pub enum FaultKind {
         /// What it does.
         fault: ProxyFault,
     },
+    /// Drop traffic with nftables: from/to `peers` (everyone when empty), one or both ways.
+    Partition {
+        /// Addresses or target names.
+        peers: Vec<Peer>,
+        /// Which way.
+        direction: crate::spec::PartitionDirectionSpec,
+    },
     /// SIGSTOP, reverted with SIGCONT.
     Pause,
     /// A signal that ends the process. Irreversible.
@@ -169,6 +183,17 @@ pub enum FaultKind {
     },
 }
 
+/// A partition peer: an address, or a host target whose addresses are found when the run
+/// starts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Peer {
+    /// An IP address.
+    Address(std::net::IpAddr),
+    /// A `netns`/`host` target's name.
+    Target(String),
+}
+
 /// What kind of target a fault kind needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetClass {
@@ -176,6 +201,8 @@ pub enum TargetClass {
     Proxy,
     /// A `process` target.
     Process,
+    /// A `netns` or `host` target.
+    Host,
 }
 
 /// Phase durations.
@@ -206,6 +233,7 @@ impl FaultKind {
                 ProxyFault::Down => "down",
                 ProxyFault::Corrupt { .. } => "corrupt",
             },
+            FaultKind::Partition { .. } => "partition",
             FaultKind::Pause => "pause",
             FaultKind::Kill { .. } => "kill",
         }
@@ -215,6 +243,7 @@ impl FaultKind {
     pub fn target_class(&self) -> TargetClass {
         match self {
             FaultKind::Proxy { .. } => TargetClass::Proxy,
+            FaultKind::Partition { .. } => TargetClass::Host,
             FaultKind::Pause | FaultKind::Kill { .. } => TargetClass::Process,
         }
     }
@@ -279,6 +308,26 @@ impl FaultKind {
                 } else {
                     format!("{what} ({dir}{tox})")
                 }
+            }
+            FaultKind::Partition { peers, direction } => {
+                let who = if peers.is_empty() {
+                    "everyone".to_string()
+                } else {
+                    peers
+                        .iter()
+                        .map(|p| match p {
+                            Peer::Address(a) => a.to_string(),
+                            Peer::Target(t) => t.clone(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let way = match direction {
+                    crate::spec::PartitionDirectionSpec::Both => "both ways",
+                    crate::spec::PartitionDirectionSpec::Ingress => "incoming only",
+                    crate::spec::PartitionDirectionSpec::Egress => "outgoing only",
+                };
+                format!("partition from {who} ({way})")
             }
             FaultKind::Pause => "pause (SIGSTOP, reverted by SIGCONT)".into(),
             FaultKind::Kill { signal_name, .. } => {
@@ -496,26 +545,57 @@ impl Cx<'_> {
             .enumerate()
             .map(|(i, t)| {
                 let base = format!("targets[{i}]");
-                let kind = match (&t.proxy, &t.process) {
-                    (Some(p), None) => self.proxy_target(&format!("{base}.proxy"), p)?,
-                    (None, Some(p)) => {
-                        TargetKind::Process(self.process(&format!("{base}.process"), p)?)
-                    }
-                    (None, None) => {
+                let kinds: Vec<&str> = [
+                    ("proxy", t.proxy.is_some()),
+                    ("process", t.process.is_some()),
+                    ("netns", t.netns.is_some()),
+                    ("host", t.host.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(k, p)| p.then_some(k))
+                .collect();
+                if let Some(second) = kinds.get(1) {
+                    self.err(
+                        &format!("{base}.{second}"),
+                        format!("a target has one kind; this one has {}", kinds.join(" and ")),
+                    );
+                    return None;
+                }
+                if t.interface.is_some() && t.netns.is_none() && t.host.is_none() {
+                    self.err(&format!("{base}.interface"), "`interface` goes with `netns` or `host`");
+                }
+                let kind = if let Some(p) = &t.proxy {
+                    self.proxy_target(&format!("{base}.proxy"), p)?
+                } else if let Some(p) = &t.process {
+                    TargetKind::Process(self.process(&format!("{base}.process"), p)?)
+                } else if let Some(ns) = &t.netns {
+                    if !valid_netns_name(ns) {
                         self.err(
-                            &base,
-                            format!("target `{}` needs a kind: `proxy` or `process`", t.name),
+                            &format!("{base}.netns"),
+                            format!("`{ns}` is not a network namespace name (letters, digits, `-`, `_`, `.`)"),
                         );
-                        return None;
                     }
-                    (Some(_), Some(_)) => {
+                    TargetKind::Host { netns: Some(ns.clone()), interface: t.interface.clone() }
+                } else if let Some(h) = &t.host {
+                    if h != "local" {
                         self.err(
-                            &format!("{base}.process"),
-                            "a target has one kind; this one has both `proxy` and `process`",
+                            &format!("{base}.host"),
+                            format!("`{h}` is not a host chaosforge can reach yet; use `host: local` (remote agents come later)"),
                         );
-                        return None;
                     }
+                    TargetKind::Host { netns: None, interface: t.interface.clone() }
+                } else {
+                    self.err(
+                        &base,
+                        format!("target `{}` needs a kind: `proxy`, `process`, `netns` or `host`", t.name),
+                    );
+                    return None;
                 };
+                if let Some(i) = &t.interface
+                    && !valid_interface_name(i)
+                {
+                    self.err(&format!("{base}.interface"), format!("`{i}` is not an interface name"));
+                }
                 Some(Target {
                     name: t.name.clone(),
                     labels: t.labels.clone(),
@@ -757,6 +837,30 @@ impl Cx<'_> {
                     format!("`{key}` is irreversible ({why}); set `policies.allow_irreversible: true` to allow it"),
                 );
             }
+            if let FaultKind::Partition { peers, .. } = &kind {
+                for (j, peer) in peers.iter().enumerate() {
+                    let Peer::Target(name) = peer else { continue };
+                    let found = target_specs.iter().find(|t| &t.name == name);
+                    let path = format!("{base}.partition.peers[{j}]");
+                    match found {
+                        Some(t) if t.netns.is_some() || t.host.is_some() => {}
+                        Some(_) => self.err(
+                            &path,
+                            format!("peer `{name}` is a target, but not a `netns` or `host` one, so it has no address"),
+                        ),
+                        None => {
+                            let names = target_specs.iter().map(|t| t.name.as_str());
+                            let hint = did_you_mean(name, names)
+                                .map(|n| format!("; did you mean `{n}`?"))
+                                .unwrap_or_default();
+                            self.err(
+                                &path,
+                                format!("`{name}` is neither an IP address nor the name of a target{hint}"),
+                            );
+                        }
+                    }
+                }
+            }
             let scope = self.scope(&format!("{base}.target.scope"), f.target.scope.as_ref());
             let class = kind.target_class();
             let selected: Vec<(usize, &spec::TargetSpec)> = target_specs
@@ -796,16 +900,17 @@ impl Cx<'_> {
                         TargetKind::Proxy { .. } | TargetKind::RemoteProxy { .. },
                         TargetClass::Proxy
                     ) | (TargetKind::Process(_), TargetClass::Process)
+                        | (TargetKind::Host { .. }, TargetClass::Host)
                 );
                 if !ok {
                     wrong.push(t.name.as_str());
                 }
             }
             if !wrong.is_empty() {
-                let need = if class == TargetClass::Proxy {
-                    "proxy"
-                } else {
-                    "process"
+                let need = match class {
+                    TargetClass::Proxy => "proxy",
+                    TargetClass::Process => "process",
+                    TargetClass::Host => "netns or host",
                 };
                 self.err(
                     &sel_path,
@@ -824,6 +929,21 @@ impl Cx<'_> {
                     format!(
                         "scope asks for {n} targets but only {} match",
                         selected.len()
+                    ),
+                );
+                continue;
+            }
+            if let FaultKind::Partition { peers, .. } = &kind
+                && peers.is_empty()
+                && let Some((_, local)) = selected.iter().find(|(_, t)| t.host.is_some())
+            {
+                // Full isolation of the machine chaosforge runs on would cut the operator's own
+                // session (and the runner's way to report) along with everything else.
+                self.err(
+                    &format!("{base}.partition"),
+                    format!(
+                        "isolating the local host `{}` from everyone would cut off this machine; list the `peers` to cut it from",
+                        local.name
                     ),
                 );
                 continue;
@@ -898,6 +1018,7 @@ impl Cx<'_> {
             ("corrupt", f.corrupt.is_some()),
             ("pause", f.pause.is_some()),
             ("kill", f.kill.is_some()),
+            ("partition", f.partition.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, p)| p.then_some(k))
@@ -907,7 +1028,7 @@ impl Cx<'_> {
                 self.err(
                     base,
                     format!(
-                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, pause, kill",
+                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, partition, pause, kill",
                         f.name
                     ),
                 );
@@ -985,6 +1106,19 @@ impl Cx<'_> {
                 tox,
                 ProxyFault::Corrupt { probability, per },
             )
+        } else if let Some(p) = &f.partition {
+            let peers = p
+                .peers
+                .iter()
+                .map(|peer| match peer.parse::<std::net::IpAddr>() {
+                    Ok(a) => Peer::Address(a),
+                    Err(_) => Peer::Target(peer.clone()),
+                })
+                .collect();
+            FaultKind::Partition {
+                peers,
+                direction: p.direction,
+            }
         } else if f.pause.is_some() {
             FaultKind::Pause
         } else if let Some(k) = &f.kill {
@@ -1007,6 +1141,21 @@ impl Cx<'_> {
         };
         Some((key, kind))
     }
+}
+
+/// `ip netns` names: what iproute2 accepts as a file name under /run/netns, kept conservative.
+fn valid_netns_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n != "."
+        && n != ".."
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Linux interface names: at most 15 bytes, no `/`, no whitespace.
+fn valid_interface_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 15 && !n.contains('/') && !n.chars().any(char::is_whitespace)
 }
 
 /// Checks `host:port` (a name or IP, `[v6]:port`), with a numeric port.

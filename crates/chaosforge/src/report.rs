@@ -247,6 +247,10 @@ impl PlanSummary {
                     name: t.name.clone(),
                     describe: match &t.kind {
                         TargetKind::RemoteProxy { api, name } => format!("proxy `{name}` at {api}"),
+                        TargetKind::Host {
+                            netns: Some(ns), ..
+                        } => format!("network namespace {ns}"),
+                        TargetKind::Host { netns: None, .. } => "the local host".to_string(),
                         TargetKind::Proxy { listen, upstream } => {
                             format!("proxy {listen} → {upstream}")
                         }

@@ -82,6 +82,16 @@ pub struct TargetSpec {
     /// An existing process, found by pid, pidfile or a regex on its command line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessTargetSpec>,
+    /// A host reached as a network namespace (`ip netns`), e.g. `netns: node-b`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// The local host itself: `host: local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// With `netns` or `host`: the interface faults act on. Default: the namespace's one
+    /// non-loopback interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
 }
 
 /// A TCP fault proxy, in one of two shapes:
@@ -236,6 +246,10 @@ pub struct FaultSpec {
     /// Proxy: flip bits in the data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrupt: Option<CorruptSpec>,
+    /// Host: drop traffic with nftables — full isolation, or only to/from `peers`, both ways or
+    /// one way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<PartitionSpec>,
     /// Process: stop it (SIGSTOP); reverted with SIGCONT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<PauseSpec>,
@@ -394,6 +408,34 @@ pub enum CorruptPerSpec {
     Byte,
     /// Every chunk read from the socket.
     Chunk,
+}
+
+/// `partition: {}` (isolate the target from everything), or
+/// `partition: { peers: [node-a, 10.0.0.7], direction: ingress }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSpec {
+    /// Who is cut off: IP addresses, or names of `netns`/`host` targets. Empty: everyone (but
+    /// loopback).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// `both` (default), `ingress` (drop what comes in from the peers: one-way, peers → target
+    /// fails) or `egress` (drop what goes out to them: target → peers fails).
+    #[serde(default)]
+    pub direction: PartitionDirectionSpec,
+}
+
+/// Which way a partition cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionDirectionSpec {
+    /// Both ways.
+    #[default]
+    Both,
+    /// Only traffic coming in from the peers.
+    Ingress,
+    /// Only traffic going out to the peers.
+    Egress,
 }
 
 /// `pause: {}`

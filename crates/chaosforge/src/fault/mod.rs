@@ -82,6 +82,23 @@ pub enum RevertSpec {
         /// Whether the proxy was disabled (`down`).
         reenable: bool,
     },
+    /// Delete an nftables table (a partition's rules) in a network namespace (`None`: the host).
+    NftTable {
+        /// The namespace, `None` for the host's own.
+        netns: Option<String>,
+        /// The table (family `inet`).
+        table: String,
+    },
+    /// Kill every process in a cgroup chaosforge made for a fault, then remove it.
+    Cgroup {
+        /// The cgroup's directory.
+        path: std::path::PathBuf,
+    },
+    /// Delete a ballast file (disk fill).
+    Ballast {
+        /// The file.
+        path: std::path::PathBuf,
+    },
     /// Send SIGCONT to a stopped process — if it is still the same process (pid and start time
     /// match), so that a recycled pid is never touched.
     ContinueProcess {
@@ -298,6 +315,11 @@ impl RevertSpec {
                 toxics,
                 reenable,
             } => remote::revert_detached(api, proxy, toxics, *reenable).await,
+            RevertSpec::NftTable { netns, table } => {
+                host::partition::revert_nft_table(netns.as_deref(), table).await
+            }
+            RevertSpec::Cgroup { path } => stress::revert_cgroup(path).await,
+            RevertSpec::Ballast { path } => stress::revert_ballast(path).await,
             RevertSpec::ContinueProcess { pid, start_time } => {
                 process::continue_if_same(*pid, *start_time)
             }

@@ -1,2 +1,14 @@
 //! Host faults: faults that act on a host (the local one or a network namespace) rather than on
 //! a proxy — partitions with nftables, kernel-level network degradation.
+//!
+//! - [`exec`]: the [`exec::Executor`] seam that runs `ip`/`tc`/`nft` in a namespace (real, or
+//!   recording for unit tests).
+//! - [`nft`]: one nftables table per fault; applied in one transaction, undone by one delete.
+//! - [`partition`]: the `partition` fault.
+
+pub mod exec;
+pub mod nft;
+pub mod partition;
+
+#[cfg(test)]
+mod tests;

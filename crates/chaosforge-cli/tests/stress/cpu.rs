@@ -1,0 +1,137 @@
+//! `cpu`: the workers burn the requested share of a core, and reverting kills them.
+
+use std::time::{Duration, Instant};
+
+use chaosforge::fault::Fault;
+use chaosforge::fault::stress::CpuStress;
+use chaosforge::testkit::assert_fault_compliance;
+
+use crate::{Cleanup, Run, WORKERS, alive, exe, my_cgroups, my_workers, procs};
+
+/// utime + stime of `pid`, in clock ticks (`/proc/PID/stat` fields 14 and 15).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .collect();
+    // Field 3 (state) is index 0, so fields 14 and 15 are indices 11 and 12.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Share of one core `pid` used over `window`, from `/proc`.
+fn cpu_share(pid: i32, window: Duration) -> f64 {
+    let hz = clock_ticks_per_second();
+    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+    std::thread::sleep(window);
+    let (t1, c1) = (Instant::now(), cpu_ticks(pid));
+    (c1 - c0) as f64 / hz / (t1 - t0).as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_a_core_is_measured_as_half_a_core() {
+    let _serial = WORKERS.lock().await;
+    let _cleanup = Cleanup::mine();
+    let run = Run::new();
+    let fault = CpuStress {
+        target: "host".into(),
+        workers: 1,
+        percent: 50,
+        exe: exe(),
+    };
+    let guard = fault.inject(&run.cx(0, "cpu-half")).await.unwrap();
+
+    // The worker is in the fault's cgroup, so `recover` can find it by the cgroup alone.
+    let cgroups = my_cgroups();
+    assert_eq!(cgroups.len(), 1, "{cgroups:?}");
+    let cgroup = cgroups[0].clone();
+    let pids = procs(&cgroup);
+    assert_eq!(pids, my_workers(), "the only worker is in the cgroup");
+    let pid = pids[0];
+
+    let share = tokio::task::spawn_blocking(move || cpu_share(pid, Duration::from_secs(2)))
+        .await
+        .unwrap();
+    eprintln!(
+        "cpu 50 % × 1 worker: measured {:.1} % of a core",
+        share * 100.0
+    );
+    assert!(
+        (0.40..=0.60).contains(&share),
+        "measured {:.1} % of a core, expected 40–60 %",
+        share * 100.0
+    );
+
+    guard.revert().await.unwrap();
+    assert!(!alive(pid), "revert must kill the worker");
+    assert!(!cgroup.exists(), "revert must remove the cgroup");
+    assert!(my_workers().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_stress_is_compliant() {
+    let _serial = WORKERS.lock().await;
+    let _cleanup = Cleanup::mine();
+    let fault = CpuStress {
+        target: "host".into(),
+        workers: 2,
+        percent: 20,
+        exe: exe(),
+    };
+    let state = tempfile::tempdir().unwrap();
+    // In effect while workers of this process are alive, seen in /proc.
+    assert_fault_compliance(&fault, state.path(), || async { !my_workers().is_empty() }).await;
+    assert!(my_cgroups().is_empty(), "cgroups left: {:?}", my_cgroups());
+}
+
+#[tokio::test]
+async fn bad_parameters_are_refused_before_anything_is_journaled() {
+    let run = Run::new();
+    for (workers, percent) in [(0, 50), (1, 0), (1, 101)] {
+        let fault = CpuStress {
+            target: "host".into(),
+            workers,
+            percent,
+            exe: exe(),
+        };
+        assert!(fault.inject(&run.cx(0, "bad")).await.is_err());
+    }
+    let events = chaosforge::journal::read(run.journal.path()).unwrap();
+    assert!(events.is_empty(), "{events:?}");
+    let _ = &run.state;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_never_gets_ready_is_cleaned_up() {
+    let _serial = WORKERS.lock().await;
+    let _cleanup = Cleanup::mine();
+    let run = Run::new();
+    // `true` exits at once without saying `ready`: the second half of a partial injection.
+    let fault = CpuStress {
+        target: "host".into(),
+        workers: 1,
+        percent: 10,
+        exe: "/bin/true".into(),
+    };
+    let err = fault.inject(&run.cx(0, "not-ready")).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            chaosforge::fault::FaultError::Apply { undone: true, .. }
+        ),
+        "{err}"
+    );
+    assert!(
+        my_cgroups().is_empty(),
+        "the cgroup must be removed: {:?}",
+        my_cgroups()
+    );
+    assert!(my_workers().is_empty());
+}

@@ -1,0 +1,131 @@
+//! Resolving `netns` and `host` targets when a run starts: the namespace must exist, and the
+//! interface faults act on (given, or the only non-loopback one) and its addresses are read with
+//! `ip -j addr`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A host target as found at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostTarget {
+    /// The namespace; `None` for the local host.
+    pub netns: Option<String>,
+    /// The interface faults act on.
+    pub interface: String,
+    /// Its addresses (IPv4 and IPv6, link-local left out).
+    pub addresses: Vec<IpAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Link {
+    ifname: String,
+    #[serde(default)]
+    addr_info: Vec<AddrInfo>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AddrInfo {
+    local: Option<String>,
+    #[serde(default)]
+    scope: String,
+}
+
+/// Finds the namespace, interface and addresses of a host target.
+pub async fn resolve(netns: Option<&str>, interface: Option<&str>) -> Result<HostTarget, String> {
+    if let Some(ns) = netns
+        && !std::path::Path::new("/run/netns").join(ns).exists()
+    {
+        return Err(format!(
+            "network namespace `{ns}` does not exist (see `ip netns list`)"
+        ));
+    }
+    let mut cmd = tokio::process::Command::new("ip");
+    if let Some(ns) = netns {
+        cmd.args(["-n", ns]);
+    }
+    cmd.args(["-j", "addr", "show"]).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(10), cmd.output())
+        .await
+        .map_err(|_| "`ip -j addr show` did not answer within 10s".to_string())?
+        .map_err(|e| format!("cannot run `ip` (is iproute2 installed?): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`ip -j addr show` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let links: Vec<Link> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("cannot read `ip -j addr show`: {e}"))?;
+    pick(netns, interface, links)
+}
+
+fn pick(
+    netns: Option<&str>,
+    interface: Option<&str>,
+    links: Vec<Link>,
+) -> Result<HostTarget, String> {
+    let where_ = netns.map_or("the host".to_string(), |n| format!("namespace `{n}`"));
+    let candidates: Vec<&Link> = links.iter().filter(|l| l.ifname != "lo").collect();
+    let link = match interface {
+        Some(i) => links.iter().find(|l| l.ifname == i).ok_or_else(|| {
+            let names: Vec<&str> = links.iter().map(|l| l.ifname.as_str()).collect();
+            format!(
+                "{where_} has no interface `{i}` (it has: {})",
+                names.join(", ")
+            )
+        })?,
+        None => match candidates.as_slice() {
+            [one] => *one,
+            [] => return Err(format!("{where_} has no interface but loopback")),
+            many => {
+                let names: Vec<&str> = many.iter().map(|l| l.ifname.as_str()).collect();
+                return Err(format!(
+                    "{where_} has several interfaces ({}); name one with `interface:`",
+                    names.join(", ")
+                ));
+            }
+        },
+    };
+    let addresses = link
+        .addr_info
+        .iter()
+        .filter(|a| a.scope != "link")
+        .filter_map(|a| a.local.as_deref()?.parse().ok())
+        .collect();
+    Ok(HostTarget {
+        netns: netns.map(str::to_string),
+        interface: link.ifname.clone(),
+        addresses,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn links() -> Vec<Link> {
+        serde_json::from_str(
+            r#"[{"ifname":"lo","addr_info":[{"local":"127.0.0.1","scope":"host"}]},
+                {"ifname":"veth-b","addr_info":[{"local":"10.77.0.2","scope":"global"},{"local":"fe80::1","scope":"link"}]}]"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn picks_the_only_non_loopback_interface_and_its_global_addresses() {
+        let h = pick(Some("b"), None, links()).unwrap();
+        assert_eq!(h.interface, "veth-b");
+        assert_eq!(h.addresses, vec!["10.77.0.2".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn unknown_interfaces_are_named_with_the_ones_that_exist() {
+        let e = pick(Some("b"), Some("eth9"), links()).unwrap_err();
+        assert_eq!(
+            e,
+            "namespace `b` has no interface `eth9` (it has: lo, veth-b)"
+        );
+    }
+}
