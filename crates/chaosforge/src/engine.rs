@@ -448,6 +448,56 @@ impl Engine {
                             }
                         }
                     }
+                    (FaultKind::Cpu { workers, percent }, Some(Resolved::Host(_))) => {
+                        match std::env::current_exe() {
+                            Ok(exe) => Box::new(crate::fault::stress::CpuStress {
+                                target: target.clone(),
+                                workers: *workers,
+                                percent: *percent,
+                                exe,
+                            }),
+                            Err(e) => {
+                                failure = Some(errored(
+                                    Phase::Inject,
+                                    format!(
+                                        "cannot find the chaosforge binary for stress workers: {e}"
+                                    ),
+                                ));
+                                break 'faults;
+                            }
+                        }
+                    }
+                    (FaultKind::Memory { bytes }, Some(Resolved::Host(_))) => {
+                        match std::env::current_exe() {
+                            Ok(exe) => Box::new(crate::fault::stress::MemoryStress {
+                                target: target.clone(),
+                                bytes: *bytes,
+                                exe,
+                            }),
+                            Err(e) => {
+                                failure = Some(errored(
+                                    Phase::Inject,
+                                    format!(
+                                        "cannot find the chaosforge binary for stress workers: {e}"
+                                    ),
+                                ));
+                                break 'faults;
+                            }
+                        }
+                    }
+                    (
+                        FaultKind::DiskFill {
+                            path,
+                            percent,
+                            margin,
+                        },
+                        Some(Resolved::Host(_)),
+                    ) => Box::new(crate::fault::stress::DiskFill {
+                        target: target.clone(),
+                        dir: path.into(),
+                        percent: *percent,
+                        margin_bytes: *margin,
+                    }),
                     (FaultKind::Pause, Some(Resolved::Process(p))) => Box::new(PauseFault {
                         target: target.clone(),
                         process: *p,

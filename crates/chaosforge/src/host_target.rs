@@ -12,8 +12,8 @@ use serde::Deserialize;
 pub struct HostTarget {
     /// The namespace; `None` for the local host.
     pub netns: Option<String>,
-    /// The interface faults act on.
-    pub interface: String,
+    /// The interface faults act on: the one named, or the only non-loopback one.
+    pub interface: Option<String>,
     /// Its addresses (IPv4 and IPv6, link-local left out).
     pub addresses: Vec<IpAddr>,
 }
@@ -68,35 +68,32 @@ fn pick(
 ) -> Result<HostTarget, String> {
     let where_ = netns.map_or("the host".to_string(), |n| format!("namespace `{n}`"));
     let candidates: Vec<&Link> = links.iter().filter(|l| l.ifname != "lo").collect();
-    let link = match interface {
-        Some(i) => links.iter().find(|l| l.ifname == i).ok_or_else(|| {
+    // An interface is needed only by faults that shape an interface; without one named, take
+    // the only non-loopback one if there is exactly one, and every address of the host.
+    let chosen: Vec<&Link> = match interface {
+        Some(i) => vec![links.iter().find(|l| l.ifname == i).ok_or_else(|| {
             let names: Vec<&str> = links.iter().map(|l| l.ifname.as_str()).collect();
             format!(
                 "{where_} has no interface `{i}` (it has: {})",
                 names.join(", ")
             )
-        })?,
-        None => match candidates.as_slice() {
-            [one] => *one,
-            [] => return Err(format!("{where_} has no interface but loopback")),
-            many => {
-                let names: Vec<&str> = many.iter().map(|l| l.ifname.as_str()).collect();
-                return Err(format!(
-                    "{where_} has several interfaces ({}); name one with `interface:`",
-                    names.join(", ")
-                ));
-            }
-        },
+        })?],
+        None => candidates.clone(),
     };
-    let addresses = link
-        .addr_info
+    let addresses = chosen
         .iter()
-        .filter(|a| a.scope != "link")
+        .flat_map(|l| l.addr_info.iter())
+        .filter(|a| a.scope != "link" && a.scope != "host")
         .filter_map(|a| a.local.as_deref()?.parse().ok())
         .collect();
+    let interface = match (interface, candidates.as_slice()) {
+        (Some(i), _) => Some(i.to_string()),
+        (None, [one]) => Some(one.ifname.clone()),
+        _ => None,
+    };
     Ok(HostTarget {
         netns: netns.map(str::to_string),
-        interface: link.ifname.clone(),
+        interface,
         addresses,
     })
 }
@@ -116,7 +113,7 @@ mod tests {
     #[test]
     fn picks_the_only_non_loopback_interface_and_its_global_addresses() {
         let h = pick(Some("b"), None, links()).unwrap();
-        assert_eq!(h.interface, "veth-b");
+        assert_eq!(h.interface.as_deref(), Some("veth-b"));
         assert_eq!(h.addresses, vec!["10.77.0.2".parse::<IpAddr>().unwrap()]);
     }
 

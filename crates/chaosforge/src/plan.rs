@@ -172,6 +172,27 @@ pub enum FaultKind {
         /// Which way.
         direction: crate::spec::PartitionDirectionSpec,
     },
+    /// CPU workers in a cgroup.
+    Cpu {
+        /// How many.
+        workers: u32,
+        /// Each one's share of a core, 1..=100.
+        percent: u32,
+    },
+    /// One worker holding resident memory.
+    Memory {
+        /// How much.
+        bytes: u64,
+    },
+    /// A ballast file filling a filesystem.
+    DiskFill {
+        /// A directory on it.
+        path: String,
+        /// Target share used, 1..=100.
+        percent: u32,
+        /// Free space that must remain.
+        margin: u64,
+    },
     /// SIGSTOP, reverted with SIGCONT.
     Pause,
     /// A signal that ends the process. Irreversible.
@@ -234,6 +255,9 @@ impl FaultKind {
                 ProxyFault::Corrupt { .. } => "corrupt",
             },
             FaultKind::Partition { .. } => "partition",
+            FaultKind::Cpu { .. } => "cpu",
+            FaultKind::Memory { .. } => "memory",
+            FaultKind::DiskFill { .. } => "disk-fill",
             FaultKind::Pause => "pause",
             FaultKind::Kill { .. } => "kill",
         }
@@ -243,7 +267,10 @@ impl FaultKind {
     pub fn target_class(&self) -> TargetClass {
         match self {
             FaultKind::Proxy { .. } => TargetClass::Proxy,
-            FaultKind::Partition { .. } => TargetClass::Host,
+            FaultKind::Partition { .. }
+            | FaultKind::Cpu { .. }
+            | FaultKind::Memory { .. }
+            | FaultKind::DiskFill { .. } => TargetClass::Host,
             FaultKind::Pause | FaultKind::Kill { .. } => TargetClass::Process,
         }
     }
@@ -328,6 +355,13 @@ impl FaultKind {
                     crate::spec::PartitionDirectionSpec::Egress => "outgoing only",
                 };
                 format!("partition from {who} ({way})")
+            }
+            FaultKind::Cpu { workers, percent } => {
+                format!("cpu: {workers} worker(s) at {percent}% of a core")
+            }
+            FaultKind::Memory { bytes } => format!("memory: hold {} MiB", bytes / (1024 * 1024)),
+            FaultKind::DiskFill { path, percent, .. } => {
+                format!("disk-fill: fill the filesystem of {path} to {percent}%")
             }
             FaultKind::Pause => "pause (SIGSTOP, reverted by SIGCONT)".into(),
             FaultKind::Kill { signal_name, .. } => {
@@ -485,6 +519,22 @@ impl Cx<'_> {
             self.err(path, "must be longer than zero");
         }
         d
+    }
+
+    /// A whole percentage in 1..=100 (`50` or `"50%"`), 100 when absent.
+    fn percent(&mut self, path: &str, text: Option<&str>) -> u32 {
+        let Some(t) = text else { return 100 };
+        let n = t.trim().trim_end_matches('%').trim_end();
+        match n.parse::<u32>() {
+            Ok(v) if (1..=100).contains(&v) => v,
+            _ => {
+                self.err(
+                    path,
+                    format!("`{t}` is not a whole percentage from 1 to 100"),
+                );
+                100
+            }
+        }
     }
 
     /// A sampling interval: positive, and at least 1 ms (the monitor's scheduling resolution).
@@ -1019,6 +1069,9 @@ impl Cx<'_> {
             ("pause", f.pause.is_some()),
             ("kill", f.kill.is_some()),
             ("partition", f.partition.is_some()),
+            ("cpu", f.cpu.is_some()),
+            ("memory", f.memory.is_some()),
+            ("disk-fill", f.disk_fill.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, p)| p.then_some(k))
@@ -1028,7 +1081,7 @@ impl Cx<'_> {
                 self.err(
                     base,
                     format!(
-                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, partition, pause, kill",
+                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, partition, cpu, memory, disk-fill, pause, kill",
                         f.name
                     ),
                 );
@@ -1118,6 +1171,55 @@ impl Cx<'_> {
             FaultKind::Partition {
                 peers,
                 direction: p.direction,
+            }
+        } else if let Some(c) = &f.cpu {
+            let workers = match c.workers {
+                None => 1,
+                Some(n) if (1..=1024).contains(&n) => n as u32,
+                Some(n) => {
+                    self.err(
+                        &format!("{p}.workers"),
+                        format!("`{n}` workers: give 1 to 1024"),
+                    );
+                    1
+                }
+            };
+            let percent = self.percent(&format!("{p}.percent"), c.percent.as_deref());
+            FaultKind::Cpu { workers, percent }
+        } else if let Some(m) = &f.memory {
+            let bytes = units::parse_bytes(&m.size).unwrap_or_else(|e| {
+                self.unit_err(&format!("{p}.size"), e);
+                1
+            });
+            if bytes == 0 {
+                self.err(&format!("{p}.size"), "must be more than 0 bytes");
+            }
+            FaultKind::Memory { bytes }
+        } else if let Some(d) = &f.disk_fill {
+            let dir = std::path::Path::new(&d.path);
+            if !dir.is_absolute() {
+                self.err(
+                    &format!("{p}.path"),
+                    format!("`{}` must be an absolute path", d.path),
+                );
+            } else if dir.components().count() <= 1 {
+                self.err(
+                    &format!("{p}.path"),
+                    "refusing to fill the root filesystem `/`",
+                );
+            }
+            let percent = self.percent(&format!("{p}.percent"), d.percent.as_deref());
+            let margin = match &d.margin {
+                None => 0,
+                Some(m) => units::parse_bytes(m).unwrap_or_else(|e| {
+                    self.unit_err(&format!("{p}.margin"), e);
+                    0
+                }),
+            };
+            FaultKind::DiskFill {
+                path: d.path.clone(),
+                percent,
+                margin,
             }
         } else if f.pause.is_some() {
             FaultKind::Pause

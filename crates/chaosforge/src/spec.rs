@@ -191,9 +191,11 @@ pub struct HttpProbeSpec {
     pub body: Option<String>,
     /// Time between the starts of two samples, e.g. `100ms`. Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub interval: Option<String>,
     /// How long one request may take before it counts as failed. Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub timeout: Option<String>,
     /// Statuses that count as success: `"2xx"`, `"200-299"`, `"200,204"`. Default 2xx and 3xx.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,9 +210,11 @@ pub struct TcpProbeSpec {
     pub address: String,
     /// Time between the starts of two samples. Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub interval: Option<String>,
     /// How long a connect may take. Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub timeout: Option<String>,
 }
 
@@ -250,6 +254,15 @@ pub struct FaultSpec {
     /// one way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<PartitionSpec>,
+    /// Host: busy CPU workers, each at a share of one core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuSpec>,
+    /// Host: a worker that allocates and touches memory, and holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemorySpec>,
+    /// Host: fill a directory's filesystem to a percentage with a ballast file.
+    #[serde(default, rename = "disk-fill", skip_serializing_if = "Option::is_none")]
+    pub disk_fill: Option<DiskFillSpec>,
     /// Process: stop it (SIGSTOP); reverted with SIGCONT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<PauseSpec>,
@@ -302,6 +315,7 @@ pub struct SizedScopeSpec {
     pub count: Option<i64>,
     /// This percentage of the matching targets, e.g. `50` or `"50%"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub percent: Option<String>,
 }
 
@@ -323,9 +337,11 @@ pub enum DirectionSpec {
 #[serde(deny_unknown_fields)]
 pub struct LatencySpec {
     /// Added delay, e.g. `200ms`.
+    #[schemars(with = "UnitValue")]
     pub delay: String,
     /// Uniform spread around the delay, e.g. `20ms`. Default `0s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub jitter: Option<String>,
     /// Which way. Default `downstream`.
     #[serde(default)]
@@ -333,6 +349,7 @@ pub struct LatencySpec {
     /// Share of connections affected, `100%` by default. Decided once per connection: a client
     /// that keeps one connection alive (as HTTP monitors do) sees all or none of the fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub toxicity: Option<String>,
 }
 
@@ -341,12 +358,14 @@ pub struct LatencySpec {
 #[serde(deny_unknown_fields)]
 pub struct BandwidthSpec {
     /// Bytes per second: `1MB/s`, `512KiB/s`, `8Mbit/s`.
+    #[schemars(with = "UnitValue")]
     pub rate: String,
     /// Which way. Default `downstream`.
     #[serde(default)]
     pub direction: DirectionSpec,
     /// Share of connections affected, `100%` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub toxicity: Option<String>,
 }
 
@@ -356,12 +375,14 @@ pub struct BandwidthSpec {
 pub struct TimeoutSpec {
     /// Close the connection this long after the data stops; omitted: never close.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub after: Option<String>,
     /// Which way. Default `downstream`.
     #[serde(default)]
     pub direction: DirectionSpec,
     /// Share of connections affected, `100%` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub toxicity: Option<String>,
 }
 
@@ -371,9 +392,11 @@ pub struct TimeoutSpec {
 pub struct ResetSpec {
     /// How long after the fault reaches a connection it is reset. Default `0s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub after: Option<String>,
     /// Share of connections affected, `100%` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub toxicity: Option<String>,
 }
 
@@ -387,6 +410,7 @@ pub struct DownSpec {}
 #[serde(deny_unknown_fields)]
 pub struct CorruptSpec {
     /// Chance that a unit (byte or chunk) gets one bit flipped, e.g. `1%`.
+    #[schemars(with = "UnitValue")]
     pub probability: String,
     /// `byte` (default) or `chunk`.
     #[serde(default)]
@@ -396,6 +420,7 @@ pub struct CorruptSpec {
     pub direction: DirectionSpec,
     /// Share of connections affected, `100%` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub toxicity: Option<String>,
 }
 
@@ -438,6 +463,44 @@ pub enum PartitionDirectionSpec {
     Egress,
 }
 
+/// `cpu: { workers: 2, percent: 50 }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CpuSpec {
+    /// How many workers (each busy on one core at a time). Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<i64>,
+    /// Each worker's share of one core, `1..=100` (`50` or `"50%"`). Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub percent: Option<String>,
+}
+
+/// `memory: { size: 256MiB }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySpec {
+    /// How much to allocate and touch: `256MiB`, `1GB`.
+    #[schemars(with = "UnitValue")]
+    pub size: String,
+}
+
+/// `disk-fill: { path: /var/tmp, percent: 95, margin: 100MiB }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiskFillSpec {
+    /// A directory on the filesystem to fill (never the root filesystem).
+    pub path: String,
+    /// Fill the filesystem until this share is used, `1..=100`. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub percent: Option<String>,
+    /// Refuse if less than this would stay free. Default `0B` — set it on real hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub margin: Option<String>,
+}
+
 /// `pause: {}`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -460,13 +523,16 @@ pub struct KillSpec {
 pub struct PhasesSpec {
     /// Sampling before any fault; the hypothesis must hold here. Default `10s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub baseline: Option<String>,
     /// How long faults are held while monitors observe. Default `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub inject: Option<String>,
     /// The longest acceptable time for the hypothesis to hold again after faults are reverted.
     /// Default `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub recover_within: Option<String>,
 }
 
@@ -482,10 +548,23 @@ pub struct PoliciesSpec {
     pub halt_when: Vec<String>,
     /// The sliding window `halt_when` is judged over. Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
     pub halt_window: Option<String>,
     /// Allow faults that cannot be undone (e.g. `kill`). Default `false`.
     #[serde(default)]
     pub allow_irreversible: bool,
+}
+
+/// A value with a unit as written in the file: text (`250ms`, `99%`, `1MB/s`) or a bare number
+/// (seconds, a fraction, bytes…). Only for the JSON Schema: the decoder keeps both as text.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum UnitValue {
+    /// `250ms`, `99%`, `1MB/s`.
+    Text(String),
+    /// `30`, `0.99`, `50`.
+    Number(f64),
 }
 
 // === impl ScopeSpec ===

@@ -277,6 +277,27 @@ impl fmt::Display for Ratio {
     }
 }
 
+/// Parses a size: `256MiB`, `1GB`, `4096` (bytes). Decimal units are powers of 1000, binary
+/// ones (`KiB MiB GiB`) powers of 1024.
+pub fn parse_bytes(text: &str) -> Result<u64, UnitError> {
+    let s = text.trim();
+    if s.ends_with("/s") || s.contains("bit") {
+        return Err(UnitError::new(
+            format!("`{s}` is a rate; write a size such as `256MiB`"),
+            0,
+            text.len(),
+        ));
+    }
+    parse_byte_rate(s).map_err(|e| UnitError {
+        message: e
+            .message
+            .replace("rate", "size")
+            .replace(", then `/s`", "")
+            .replace("`1MB/s`, `512KiB/s` or `8Mbit/s`", "`256MiB` or `1GB`"),
+        ..e
+    })
+}
+
 /// Parses a byte rate: `1MB/s`, `512KiB/s`, `8Mbit/s`, `1000000` (bytes per second).
 ///
 /// Decimal units (`kB MB GB`) are powers of 1000, binary ones (`KiB MiB GiB`) powers of 1024, and
@@ -378,6 +399,14 @@ mod tests {
             Ratio::parse("99.5%").map(|r| r.to_string()),
             Ok("99.5%".to_string())
         );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("256MiB"), Ok(256 * 1024 * 1024));
+        assert_eq!(parse_bytes("1GB"), Ok(1_000_000_000));
+        assert!(parse_bytes("1MB/s").is_err());
+        assert!(parse_bytes("lots").unwrap_err().message.contains("256MiB"));
     }
 
     #[test]

@@ -295,3 +295,70 @@ policies: {{ allow_irreversible: {allow} }}
         .unwrap();
     assert!(String::from_utf8_lossy(&rec.stdout).contains("nothing to recover"));
 }
+
+/// Live stress workers of this test: chaosforge processes running `__stress-worker`.
+fn stress_workers() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("__stress-worker"))
+                .unwrap_or(false)
+                && chaosforge::fault::process::state_of(*pid) != Some('Z')
+        })
+        .collect()
+}
+
+#[test]
+fn cpu_stress_runs_in_workers_that_recover_kills_after_a_crash() {
+    let up = EchoServer::start();
+    let dir = Dir::new();
+    let exp = dir.write(
+        "cpu.yaml",
+        &format!(
+            r#"apiVersion: chaosforge/v1
+name: cpu-stress
+targets: [{{ name: me, host: local }}]
+hypothesis:
+  monitors: [{{ name: port, tcp: {{ address: "{up}", interval: 100ms }}, expect: ["availability >= 90%"] }}]
+faults: [{{ name: burn, cpu: {{ workers: 1, percent: 30 }}, target: {{ select: {{ name: me }} }} }}]
+phases: {{ baseline: 300ms, inject: 60s, recover_within: 5s }}
+"#,
+            up = up.addr
+        ),
+    );
+    let before = stress_workers();
+    let mut runner = spawn_run(&exp, &dir);
+    let started = wait_for(Duration::from_secs(20), || {
+        stress_workers().len() > before.len()
+    });
+    signal(&runner, rustix::process::Signal::KILL);
+    runner.wait().unwrap();
+    assert!(started, "the run never started its cpu worker");
+    let orphans: Vec<i32> = stress_workers()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(!orphans.is_empty(), "the worker outlives its killed runner");
+
+    let out = chaosforge()
+        .arg("recover")
+        .arg("--state-dir")
+        .arg(dir.state())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("reverted burn on me"), "{stdout}");
+    assert!(
+        wait_for(Duration::from_secs(5), || stress_workers()
+            .iter()
+            .all(|p| !orphans.contains(p))),
+        "recover must kill the worker"
+    );
+    assert!(
+        chaosforge::fault::stress::chaosforge_cgroups().is_empty(),
+        "no cgroup left"
+    );
+}

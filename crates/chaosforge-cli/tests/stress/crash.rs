@@ -60,10 +60,10 @@ async fn recover_leaves_no_worker_cgroup_or_ballast() {
     assert!(again.is_empty(), "{again:?}");
 }
 
-/// The runner half of `a_killed_runner_leaves_nothing_after_recover`: run only by that test, in
-/// a child process, with `CHAOSFORGE_TEST_STATE` and `CHAOSFORGE_TEST_FILL` set.
+/// The runner half of `a_killed_runner_leaves_nothing_after_recover`: does its work only in the
+/// child process that test starts, with `CHAOSFORGE_TEST_STATE` and `CHAOSFORGE_TEST_FILL` set;
+/// in a normal test run it returns at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a helper process for a_killed_runner_leaves_nothing_after_recover"]
 async fn runner_that_gets_killed() {
     let (Some(state), Some(fill)) = (
         std::env::var_os("CHAOSFORGE_TEST_STATE"),
@@ -110,12 +110,7 @@ async fn a_killed_runner_leaves_nothing_after_recover() {
     let fs = Tmpfs::mount("32m");
     let state = tempfile::tempdir().unwrap();
     let mut runner = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash::runner_that_gets_killed",
-            "--ignored",
-            "--nocapture",
-        ])
+        .args(["--exact", "crash::runner_that_gets_killed", "--nocapture"])
         .env("CHAOSFORGE_TEST_STATE", state.path())
         .env("CHAOSFORGE_TEST_FILL", fs.path())
         .stdout(std::process::Stdio::piped())
