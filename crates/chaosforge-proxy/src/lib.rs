@@ -12,16 +12,18 @@
 //! - `proxy`: [`TcpProxy`] (listener, accept loop, connection registry, toxic list,
 //!   enable/disable, `down`/up, live listen/upstream changes) and [`InProcessBackend`].
 //! - `conn`: one connection: dials the upstream, runs its two links, ends them together.
-//! - `link`: one direction of a connection: reader, toxic chain, writer, half-close.
+//! - `link`: one direction of a connection: chunks through the toxic chain, or `splice(2)`
+//!   through a pipe while no toxic applies; half-close.
 //! - `toxic`: the per-link toxic chain, and one file per behaviour (`latency`, `bandwidth`,
 //!   `slow_close`, `timeout`, `reset_peer`, `slicer`, `limit_data`, `corrupt`, the engine's
 //!   `hold` and `reset`; `noop`, `loss`, `blackhole` are one line each in the chain). `down`
 //!   acts on the listener, in `proxy`.
 //!
 //! How toxics reach open connections: the proxy publishes its toxic list through a
-//! `tokio::sync::watch` channel; every link's writer reconciles its own chain with the latest
-//! list between two steps, so a change applies at the next chunk boundary without losing,
-//! duplicating or reordering bytes. Toxicity is rolled once per link and toxic, with an RNG
+//! `tokio::sync::watch` channel; every link reconciles its own chain with the latest list
+//! between two steps, so a change applies at the next chunk boundary without losing,
+//! duplicating or reordering bytes. A link with no active toxic moves its bytes with
+//! `splice(2)` (zero-copy) and switches to chunks once its pipe is empty. Toxicity is rolled once per link and toxic, with an RNG
 //! seeded from (proxy seed, connection number, stream, toxic number).
 //!
 //! ```

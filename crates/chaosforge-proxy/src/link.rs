@@ -1,33 +1,45 @@
-//! One direction of one connection: a reader that stamps and queues chunks, and a writer that
-//! moves them through the link's toxic [`Chain`] and writes them out.
+//! One direction of one connection: bytes from `src` to `dst`, through the link's toxic
+//! [`Chain`] or, while no toxic applies, through a pipe with `splice(2)`.
 //!
-//! Reading and writing are separate futures joined in one task, so a chunk held by a toxic
-//! (latency, bandwidth, timeout) does not stop the next ones from being read: their latency
-//! counts from when they were read, as in Toxiproxy. The queue between them is bounded
-//! ([`CHUNKS_IN_FLIGHT`]), which is where backpressure reaches the sending peer.
+//! A link is in one of two modes and moves between them at a boundary where nothing is lost,
+//! duplicated or reordered:
+//! - **chunked** (some toxic is active): chunks read from `src` are stamped and queued in
+//!   `work`, and the front chunk is moved through the chain and written out. Reading goes on
+//!   while the front chunk waits for a toxic (latency, bandwidth, timeout), so later chunks'
+//!   latency counts from when they were read, as in Toxiproxy; at most [`CHUNKS_IN_FLIGHT`]
+//!   chunks wait, which is where backpressure reaches the sending peer. The link leaves this
+//!   mode only with `work` empty.
+//! - **spliced** (no active toxic): bytes go socket → pipe → socket in the kernel, never
+//!   copied into this process. The link leaves this mode only with the pipe empty: bytes
+//!   already in it were read before the toxic arrived, like a chunk already being written.
 //!
-//! The writer looks at the toxic list (a `watch` channel) between every two steps, so toxics
-//! added or removed apply to this open link at the next chunk boundary. Every wait of the writer
-//! is a `select!` over cancel-safe futures only (`sleep`, `recv`, `changed`, one `write` call),
-//! so reacting to a change never loses part of a write.
+//! Both modes wait in one `select!` over cancel-safe futures only (`closed`, `changed`,
+//! `sleep`, socket readiness), and do their I/O with non-blocking calls after a readiness
+//! wakes them, so reacting to a toxic change or the end of the connection never loses part of
+//! a read or a write. The toxic list (a `watch` channel) is looked at between every two steps.
+//!
+//! Nothing is allocated while a link is idle: a read buffer is taken once `src` is readable and
+//! given back when it has nothing more to read, and a pipe is made on the first spliced bytes.
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use chaosforge::fault::net::Stream;
+use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_setpipe_size, pipe_with, splice};
 use socket2::SockRef;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
 use crate::conn::{Conn, ConnState};
 use crate::metrics::LinkCounters;
 use crate::model::stream_name;
 use crate::proxy::Shared;
-use crate::toxic::{Chain, Chunk, Next, Poll, Reconciled, ToxicList};
+use crate::toxic::{Chain, Chunk, Next, Poll, ToxicList};
 
 /// Largest read, and so the largest chunk (Toxiproxy's `io.Copy` buffer is the same size).
 pub(crate) const CHUNK_SIZE: usize = 32 * 1024;
@@ -35,6 +47,20 @@ pub(crate) const CHUNK_SIZE: usize = 32 * 1024;
 /// Chunks read ahead of the writer. Large enough that latency does not cap throughput (Toxiproxy
 /// buffers 1024 chunks too); the memory it may take is bounded by `CHUNK_SIZE` times this.
 const CHUNKS_IN_FLIGHT: usize = 1024;
+
+/// Reads, or writes, the chunked mode makes per wake-up at most, so that the toxic list and
+/// the end of the connection are looked at often even under a steady stream.
+const BATCH: usize = 16;
+
+/// A read at most this long is copied into a chunk of its own size, so that many small chunks
+/// waiting in a toxic do not each pin a `CHUNK_SIZE` buffer, and the buffer is reused.
+const SMALL_READ: usize = 4 * 1024;
+
+/// Capacity asked for the pipe of a spliced link once it carries bulk data (a splice of a whole
+/// chunk or more): more bytes per pair of `splice` calls. Links that only carry small messages
+/// keep the default (64 KiB), since the kernel counts a pipe's capacity against a per-user
+/// limit (`/proc/sys/fs/pipe-user-pages-soft`); if it refuses, the default is kept.
+const PIPE_SIZE: usize = 512 * 1024;
 
 /// Tokio's timer ticks every millisecond and rounds a deadline up to the next tick, so a sleep
 /// ends 1-2 ms late. Treating whatever is due within one tick as due now centres the error of
@@ -47,7 +73,7 @@ pub(crate) struct Link<'c> {
     pub(crate) stream: Stream,
     pub(crate) conn: &'c Conn,
     pub(crate) shared: &'c Shared,
-    /// The proxy's toxic list; the writer reconciles its chain with it between steps.
+    /// The proxy's toxic list; the link reconciles its chain with it between steps.
     pub(crate) toxics: watch::Receiver<ToxicList>,
     /// Seeds this link's toxics (proxy seed, connection number, stream).
     pub(crate) seed: u64,
@@ -55,97 +81,144 @@ pub(crate) struct Link<'c> {
     pub(crate) counters: Option<LinkCounters>,
 }
 
-/// What the writer is waiting for in one turn of its loop.
+/// Where a link stands, carried across its modes.
+#[derive(Debug)]
+struct Flow {
+    state: watch::Receiver<ConnState>,
+    chain: Chain,
+    /// `src` reached EOF: nothing more is read.
+    eof: bool,
+    /// EOF was passed on to `dst`: nothing more to write, only deadlines and the end remain.
+    drained: bool,
+    /// False once the proxy is gone (its sender dropped): stop waiting for changes.
+    watching: bool,
+    /// A pipe could not be made (out of file descriptors): stay chunked.
+    no_splice: bool,
+}
+
+/// How a mode ended.
+#[derive(Debug, Clone, Copy)]
+enum Exit {
+    /// The other mode takes over (nothing is in flight).
+    Switch,
+    /// The connection is over; close `dst` this way.
+    End(ConnState),
+}
+
+/// What the chunked mode is waiting for in one turn of its loop (reading goes on meanwhile).
 #[derive(Debug, Clone, Copy)]
 enum Wait {
-    /// A new chunk (or the end of the stream) from the reader.
-    Chunk,
-    /// A toxic releases the front chunk at that time.
+    /// The front chunk passed every toxic: `dst` writable.
+    Write,
+    /// A toxic releases the front chunk (or the end of stream) at that time.
     Until(Instant),
-    /// Only a toxic change, a toxic deadline or the end of the connection can help.
+    /// Only a new chunk, a toxic change, a toxic deadline or the end of the connection helps.
     Change,
+}
+
+/// The read side of the chunked mode: the buffer reads land in, taken only while reading.
+#[derive(Debug, Default)]
+struct Reader {
+    buf: BytesMut,
+}
+
+/// What one non-blocking read gave.
+#[derive(Debug)]
+enum Read {
+    /// These bytes (at most [`CHUNK_SIZE`]).
+    Chunk(BytesMut),
+    /// Nothing for now.
+    Nothing,
+    /// The end of the stream.
+    Eof,
+}
+
+/// A pipe between the two sockets of a spliced link, and how many bytes are in it.
+#[derive(Debug)]
+struct Pipe {
+    rx: OwnedFd,
+    tx: OwnedFd,
+    len: usize,
+    /// Whether growing it to [`PIPE_SIZE`] was tried.
+    grown: bool,
 }
 
 impl Link<'_> {
     /// Pumps bytes until the connection ends. Returns only once both halves may be dropped.
-    pub(crate) async fn run(self, src: OwnedReadHalf, dst: OwnedWriteHalf) {
-        let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
-        let (conn, stream, counters) = (self.conn, self.stream, self.counters.clone());
-        tokio::join!(read(conn, stream, counters, src, tx), self.write(dst, rx));
+    pub(crate) async fn run(mut self, src: OwnedReadHalf, mut dst: OwnedWriteHalf) {
+        let mut flow = Flow {
+            state: self.conn.subscribe(),
+            chain: Chain::new(self.stream, self.seed),
+            eof: false,
+            drained: false,
+            watching: true,
+            no_splice: false,
+        };
+        self.reconcile(&mut flow.chain);
+        loop {
+            let exit = if flow.chain.is_transparent() && !flow.no_splice {
+                self.spliced(&src, &mut dst, &mut flow).await
+            } else {
+                self.chunked(&src, &mut dst, &mut flow).await
+            };
+            if let Exit::End(end) = exit {
+                return finish(dst, end);
+            }
+        }
     }
 
-    /// The writer: advances queued chunks through the chain, writes them, forwards EOF as a
-    /// half-close, and carries out toxic deadlines (timeout, reset) for the whole connection.
-    async fn write(mut self, mut dst: OwnedWriteHalf, mut rx: mpsc::Receiver<Chunk>) {
-        let mut state = self.conn.subscribe();
-        let mut chain = Chain::new(self.stream, self.seed);
-        let changes = chain.reconcile(&self.toxics.borrow_and_update(), Instant::now());
-        self.apply(changes);
+    /// The chunked mode: reads chunks, advances them through the chain, writes them, forwards
+    /// EOF as a half-close, and carries out toxic deadlines (timeout, reset) for the whole
+    /// connection. Returns `Switch` once no toxic applies and nothing is queued.
+    async fn chunked(
+        &mut self,
+        src: &OwnedReadHalf,
+        dst: &mut OwnedWriteHalf,
+        flow: &mut Flow,
+    ) -> Exit {
         let mut work: VecDeque<Chunk> = VecDeque::new();
-        // The reader is done (EOF or error) and every chunk it sent is in `work`.
-        let mut eof = false;
-        // EOF was passed on to `dst`: nothing more to write, only deadlines and the end remain.
-        let mut drained = false;
-        // False once the proxy is gone (its sender dropped): stop waiting for changes.
-        let mut watching = true;
+        let mut reader = Reader::default();
         loop {
-            if watching && self.toxics.has_changed().unwrap_or(false) {
-                let changes = chain.reconcile(&self.toxics.borrow_and_update(), Instant::now());
-                self.apply(changes);
+            if flow.watching && self.toxics.has_changed().unwrap_or(false) {
+                self.reconcile(&mut flow.chain);
             }
-            if work.is_empty()
-                && let Some(ending) = chain.ending()
-            {
-                // Everything that passed is written (limit_data reached): end like Toxiproxy.
-                self.conn.end(ending);
-            }
-            let wait = match chain.advance(&mut work, Instant::now() + TIMER_SLACK) {
-                Next::Write => {
-                    if let Some(chunk) = work.pop_front()
-                        && let Err(end) = self
-                            .write_chunk(&mut dst, &mut state, &chain, &chunk.data)
-                            .await
-                    {
-                        return finish(dst, end);
-                    }
-                    continue;
+            if work.is_empty() {
+                if let Some(ending) = flow.chain.ending() {
+                    // Everything that passed is written (limit_data reached): end like Toxiproxy.
+                    self.conn.end(ending);
+                } else if flow.chain.is_transparent() && !flow.no_splice {
+                    return Exit::Switch;
                 }
+            }
+            let wait = match flow.chain.advance(&mut work, Instant::now() + TIMER_SLACK) {
+                Next::Write => Wait::Write,
                 Next::Wait(at) => Wait::Until(at),
                 Next::Hold => Wait::Change,
-                Next::Idle if !eof => Wait::Chunk,
-                Next::Idle if drained => Wait::Change,
-                Next::Idle => match chain.poll_eof(Instant::now() + TIMER_SLACK) {
+                Next::Idle if !flow.eof || flow.drained => Wait::Change,
+                Next::Idle => match flow.chain.poll_eof(Instant::now() + TIMER_SLACK) {
                     Poll::Until(at) => Wait::Until(at),
                     Poll::Hold | Poll::Drop => Wait::Change,
                     Poll::Ready => {
-                        // Propagate the half-close; the other direction goes on.
-                        if let Err(error) = dst.shutdown().await {
-                            tracing::debug!(conn = self.conn.id(), ?error, "half-close failed");
-                        }
-                        drained = true;
-                        self.conn.drained();
+                        self.half_close(dst, flow).await;
                         continue;
                     }
                 },
             };
-            let deadline = chain.deadline();
+            let read = !flow.eof && work.len() < CHUNKS_IN_FLIGHT;
+            let deadline = flow.chain.deadline();
             // Placeholders where a branch is disabled: `select!` still evaluates the expression.
             let end_at = deadline.map_or_else(Instant::now, |(at, _)| at);
             let wake_at = match wait {
                 Wait::Until(at) => at.checked_sub(TIMER_SLACK).unwrap_or(at),
-                Wait::Chunk | Wait::Change => Instant::now(),
+                Wait::Write | Wait::Change => Instant::now(),
             };
             tokio::select! {
                 biased;
-                end = closed(&mut state) => return finish(dst, end),
+                end = closed(&mut flow.state) => return Exit::End(end),
                 // `changed` marks the new list as seen, so reconcile here and now.
-                changed = self.toxics.changed(), if watching => match changed {
-                    Ok(()) => {
-                        let changes =
-                            chain.reconcile(&self.toxics.borrow_and_update(), Instant::now());
-                        self.apply(changes);
-                    }
-                    Err(_) => watching = false,
+                changed = self.toxics.changed(), if flow.watching => match changed {
+                    Ok(()) => self.reconcile(&mut flow.chain),
+                    Err(_) => flow.watching = false,
                 },
                 _ = sleep_until(end_at), if deadline.is_some() => {
                     if let Some((_, ending)) = deadline {
@@ -153,55 +226,207 @@ impl Link<'_> {
                     }
                 }
                 _ = sleep_until(wake_at), if matches!(wait, Wait::Until(_)) => {}
-                chunk = rx.recv(), if matches!(wait, Wait::Chunk) => match chunk {
-                    Some(chunk) => work.push_back(chunk),
-                    None => eof = true,
-                },
+                ready = dst.writable(), if matches!(wait, Wait::Write) => {
+                    let written = ready.and_then(|()| self.write_ready(dst, &mut work, &mut flow.chain));
+                    if let Err(error) = written {
+                        return Exit::End(self.conn.fail(&error));
+                    }
+                }
+                ready = src.readable(), if read => {
+                    // Several chunks per wake-up while `src` has them: fewer turns of the loop.
+                    if let Err(error) = ready {
+                        return Exit::End(self.conn.fail(&error));
+                    }
+                    for _ in 0..BATCH {
+                        match reader.read(src) {
+                            Ok(Read::Chunk(chunk)) => {
+                                self.count_read(chunk.len());
+                                work.push_back(Chunk::new(chunk, Instant::now()));
+                                if work.len() >= CHUNKS_IN_FLIGHT {
+                                    break;
+                                }
+                            }
+                            Ok(Read::Nothing) => break,
+                            Ok(Read::Eof) => {
+                                flow.eof = true;
+                                break;
+                            }
+                            Err(error) => return Exit::End(self.conn.fail(&error)),
+                        }
+                    }
+                }
             }
         }
     }
 
-    /// Writes one chunk, one cancel-safe `write` call at a time, while still honouring the end
-    /// of the connection and this link's toxic deadline (a peer that stops reading must not
-    /// keep a reset or timeout from happening).
-    async fn write_chunk(
+    /// Writes what `dst` takes now of the front chunk (which passed every toxic), and of the
+    /// chunks after it as long as they pass the chain at once (up to [`BATCH`]).
+    fn write_ready(
         &self,
+        dst: &OwnedWriteHalf,
+        work: &mut VecDeque<Chunk>,
+        chain: &mut Chain,
+    ) -> io::Result<()> {
+        for _ in 0..BATCH {
+            let Some(chunk) = work.front_mut() else {
+                return Ok(());
+            };
+            match dst.try_write(&chunk.data) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => {
+                    self.count_sent(n);
+                    chunk.data.advance(n);
+                    if !chunk.data.is_empty() {
+                        return Ok(());
+                    }
+                    work.pop_front();
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) => return Err(error),
+            }
+            if chain.advance(work, Instant::now() + TIMER_SLACK) != Next::Write {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The spliced mode: moves bytes `src` → pipe → `dst` without copying them, and forwards
+    /// EOF as a half-close. Returns `Switch` once a toxic applies and the pipe is empty.
+    ///
+    /// Bytes are spliced in only into an empty pipe: a `splice` that would block cannot say
+    /// whether the socket or the pipe is the reason, and only the socket's may clear its
+    /// readiness (clearing it for a full pipe would miss the next wake-up).
+    async fn spliced(
+        &mut self,
+        src: &OwnedReadHalf,
         dst: &mut OwnedWriteHalf,
-        state: &mut watch::Receiver<ConnState>,
-        chain: &Chain,
-        mut data: &[u8],
-    ) -> Result<(), ConnState> {
-        let deadline = chain.deadline();
-        let end_at = deadline.map_or_else(Instant::now, |(at, _)| at);
-        while !data.is_empty() {
+        flow: &mut Flow,
+    ) -> Exit {
+        let mut pipe: Option<Pipe> = None;
+        loop {
+            if flow.watching && self.toxics.has_changed().unwrap_or(false) {
+                self.reconcile(&mut flow.chain);
+            }
+            let switching = !flow.chain.is_transparent();
+            let queued = pipe.as_ref().map_or(0, |p| p.len);
+            if queued == 0 {
+                if switching {
+                    return Exit::Switch;
+                }
+                if flow.eof && !flow.drained {
+                    self.half_close(dst, flow).await;
+                    continue;
+                }
+            }
+            let read = queued == 0 && !flow.eof && !switching;
+            // A toxic arrived while bytes were in the pipe: its deadline runs already.
+            let deadline = flow.chain.deadline();
+            let end_at = deadline.map_or_else(Instant::now, |(at, _)| at);
             tokio::select! {
                 biased;
-                end = closed(state) => return Err(end),
+                end = closed(&mut flow.state) => return Exit::End(end),
+                changed = self.toxics.changed(), if flow.watching => match changed {
+                    Ok(()) => self.reconcile(&mut flow.chain),
+                    Err(_) => flow.watching = false,
+                },
                 _ = sleep_until(end_at), if deadline.is_some() => {
                     if let Some((_, ending)) = deadline {
                         self.conn.end(ending);
                     }
                 }
-                written = dst.write(data) => match written {
-                    Ok(0) => return Err(self.conn.fail(&io::Error::from(io::ErrorKind::WriteZero))),
-                    Ok(n) => {
-                        data = &data[n..];
-                        if let Some(counters) = &self.counters {
-                            counters.sent.inc_by(n as u64);
-                        }
+                ready = dst.writable(), if queued > 0 => {
+                    if let Some(pipe) = &mut pipe
+                        && let Err(error) = ready.and_then(|()| self.splice_out(pipe, dst))
+                    {
+                        return Exit::End(self.conn.fail(&error));
                     }
-                    Err(error) => return Err(self.conn.fail(&error)),
-                },
+                }
+                ready = src.readable(), if read => {
+                    if let Err(error) = ready {
+                        return Exit::End(self.conn.fail(&error));
+                    }
+                    let pipe = match &mut pipe {
+                        Some(pipe) => pipe,
+                        None => match Pipe::new() {
+                            Ok(made) => pipe.insert(made),
+                            Err(error) => {
+                                let conn = self.conn.id();
+                                tracing::debug!(conn, %error, "cannot make a pipe; copying instead");
+                                flow.no_splice = true;
+                                return Exit::Switch;
+                            }
+                        },
+                    };
+                    match self.splice_in(src, pipe) {
+                        Ok(true) => {}
+                        Ok(false) => flow.eof = true,
+                        Err(error) => return Exit::End(self.conn.fail(&error)),
+                    }
+                    // Most often `dst` can take the bytes at once: save a turn of the loop.
+                    if let Err(error) = self.splice_out(pipe, dst) {
+                        return Exit::End(self.conn.fail(&error));
+                    }
+                }
             }
         }
-        Ok(())
     }
-}
 
-impl Link<'_> {
-    /// Acts on what a reconcile changed: counts activations, ends the connection if a removed
-    /// toxic says so.
-    fn apply(&self, changes: Reconciled) {
+    /// Splices what `src` has into the (empty) pipe. `Ok(false)` at EOF.
+    fn splice_in(&self, src: &OwnedReadHalf, pipe: &mut Pipe) -> io::Result<bool> {
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        let socket = src.as_ref();
+        match socket.try_io(Interest::READABLE, || {
+            Ok(splice(socket, None, &pipe.tx, None, PIPE_SIZE, flags)?)
+        }) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                pipe.len += n;
+                self.count_read(n);
+                if n >= CHUNK_SIZE && !pipe.grown {
+                    pipe.grow();
+                }
+                Ok(true)
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Splices what `dst` takes now out of the pipe.
+    fn splice_out(&self, pipe: &mut Pipe, dst: &OwnedWriteHalf) -> io::Result<()> {
+        if pipe.len == 0 {
+            return Ok(());
+        }
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        let socket = dst.as_ref();
+        match socket.try_io(Interest::WRITABLE, || {
+            Ok(splice(&pipe.rx, None, socket, None, pipe.len, flags)?)
+        }) {
+            Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => {
+                pipe.len -= n;
+                self.count_sent(n);
+                Ok(())
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Propagates the end of `src` as a half-close of `dst`; the other direction goes on.
+    async fn half_close(&self, dst: &mut OwnedWriteHalf, flow: &mut Flow) {
+        if let Err(error) = dst.shutdown().await {
+            tracing::debug!(conn = self.conn.id(), ?error, "half-close failed");
+        }
+        flow.drained = true;
+        self.conn.drained();
+    }
+
+    /// Brings the chain up to date with the latest toxic list and acts on what changed: counts
+    /// activations, ends the connection if a removed toxic says so.
+    fn reconcile(&mut self, chain: &mut Chain) {
+        let changes = chain.reconcile(&self.toxics.borrow_and_update(), Instant::now());
         if let Some(metrics) = self.shared.metrics() {
             for (toxic, kind) in &changes.activated {
                 metrics.activated(self.shared.name(), toxic, kind, stream_name(self.stream));
@@ -211,46 +436,69 @@ impl Link<'_> {
             self.conn.end(ending);
         }
     }
+
+    fn count_read(&self, n: usize) {
+        self.conn.count(self.stream, n);
+        if let Some(counters) = &self.counters {
+            counters.received.inc_by(n as u64);
+        }
+    }
+
+    fn count_sent(&self, n: usize) {
+        if let Some(counters) = &self.counters {
+            counters.sent.inc_by(n as u64);
+        }
+    }
 }
 
-/// The reader: reads chunks from `src`, stamps them, counts them, queues them. Dropping `tx`
-/// tells the writer the stream ended; a read error ends the whole connection.
-async fn read(
-    conn: &Conn,
-    stream: Stream,
-    counters: Option<LinkCounters>,
-    mut src: OwnedReadHalf,
-    tx: mpsc::Sender<Chunk>,
-) {
-    let mut state = conn.subscribe();
-    let mut buf = BytesMut::new();
-    loop {
-        buf.reserve(CHUNK_SIZE);
+// === impl Reader ===
+
+impl Reader {
+    /// Reads what `src` has now, up to one chunk. Gives the buffer back when there is nothing
+    /// more to read: the link may stay idle for long.
+    fn read(&mut self, src: &OwnedReadHalf) -> io::Result<Read> {
+        self.buf.reserve(CHUNK_SIZE);
         // `limit` caps a read at one chunk even when `buf` has more spare capacity.
-        let mut room = (&mut buf).limit(CHUNK_SIZE);
-        let read = tokio::select! {
-            biased;
-            _ = closed(&mut state) => return,
-            read = src.read_buf(&mut room) => read,
-        };
-        match read {
-            Ok(0) => return,
-            Ok(n) => {
-                conn.count(stream, n);
-                if let Some(counters) = &counters {
-                    counters.received.inc_by(n as u64);
-                }
-                let chunk = Chunk::new(buf.split(), Instant::now());
-                tokio::select! {
-                    biased;
-                    _ = closed(&mut state) => return,
-                    sent = tx.send(chunk) => if sent.is_err() { return },
-                }
+        let mut room = (&mut self.buf).limit(CHUNK_SIZE);
+        match src.try_read_buf(&mut room) {
+            Ok(0) => {
+                self.buf = BytesMut::new();
+                Ok(Read::Eof)
             }
-            Err(error) => {
-                conn.fail(&error);
-                return;
+            Ok(n) if n <= SMALL_READ => {
+                let chunk = BytesMut::from(&self.buf[..]);
+                self.buf.clear();
+                Ok(Read::Chunk(chunk))
             }
+            Ok(_) => Ok(Read::Chunk(self.buf.split())),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                self.buf = BytesMut::new();
+                Ok(Read::Nothing)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+// === impl Pipe ===
+
+impl Pipe {
+    /// An empty non-blocking pipe of the default size.
+    fn new() -> io::Result<Pipe> {
+        let (rx, tx) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        Ok(Pipe {
+            rx,
+            tx,
+            len: 0,
+            grown: false,
+        })
+    }
+
+    /// Makes the pipe as large as the kernel lets it be, up to [`PIPE_SIZE`]; once.
+    fn grow(&mut self) {
+        self.grown = true;
+        if let Err(error) = fcntl_setpipe_size(&self.tx, PIPE_SIZE) {
+            tracing::trace!(%error, "cannot grow a pipe; keeping its size");
         }
     }
 }

@@ -318,6 +318,13 @@ impl Chain {
         Poll::Ready
     }
 
+    /// Whether no toxic of this link applies (none listed, or every one lost its toxicity
+    /// roll): then bytes pass unchanged and nothing ends the connection, so the link may take
+    /// its zero-copy path.
+    pub(crate) fn is_transparent(&self) -> bool {
+        !self.toxics.iter().any(|t| t.active)
+    }
+
     /// The earliest time a toxic of this link ends the connection, and how.
     pub(crate) fn deadline(&self) -> Option<(Instant, Ending)> {
         self.toxics

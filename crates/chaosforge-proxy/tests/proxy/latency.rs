@@ -98,8 +98,10 @@ async fn latency_does_not_throttle_a_stream_of_chunks() {
     })
     .await;
     let took = started.elapsed();
+    // A release may come up to one timer tick (1 ms) early by design (`TIMER_SLACK` in
+    // link.rs), which shows now that the undelayed upstream direction is spliced.
     assert!(
-        took >= Duration::from_millis(100) && took < Duration::from_millis(400),
+        took >= Duration::from_millis(99) && took < Duration::from_millis(400),
         "{took:?}"
     );
 }

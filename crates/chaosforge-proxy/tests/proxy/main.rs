@@ -11,5 +11,6 @@ mod control;
 mod corrupt;
 mod down;
 mod latency;
+mod splice;
 mod support;
 mod timeout_reset;
