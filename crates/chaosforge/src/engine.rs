@@ -448,6 +448,41 @@ impl Engine {
                             }
                         }
                     }
+                    (
+                        FaultKind::Loss {
+                            peers,
+                            direction,
+                            probability,
+                        },
+                        Some(Resolved::Host(h)),
+                    ) => {
+                        match partition_fault(
+                            &run.run_id,
+                            next_id,
+                            target,
+                            h,
+                            peers,
+                            *direction,
+                            &resolved,
+                        ) {
+                            Ok(p) => Box::new(crate::fault::host::loss::LossFault {
+                                target: p.target,
+                                netns: p.netns,
+                                peers: p.peers,
+                                direction: p.direction,
+                                probability: *probability,
+                                table: p.table,
+                                exec: p.exec,
+                            }),
+                            Err(e) => {
+                                failure = Some(errored(
+                                    Phase::Inject,
+                                    format!("fault `{}` on `{target}`: {e}", f.name),
+                                ));
+                                break 'faults;
+                            }
+                        }
+                    }
                     (FaultKind::Cpu { workers, percent }, Some(Resolved::Host(_))) => {
                         match std::env::current_exe() {
                             Ok(exe) => Box::new(crate::fault::stress::CpuStress {

@@ -172,6 +172,15 @@ pub enum FaultKind {
         /// Which way.
         direction: crate::spec::PartitionDirectionSpec,
     },
+    /// Drop a random share of packets.
+    Loss {
+        /// Addresses or target names; empty: all but loopback.
+        peers: Vec<Peer>,
+        /// Which way.
+        direction: crate::spec::PartitionDirectionSpec,
+        /// Share dropped.
+        probability: Ratio,
+    },
     /// CPU workers in a cgroup.
     Cpu {
         /// How many.
@@ -255,6 +264,7 @@ impl FaultKind {
                 ProxyFault::Corrupt { .. } => "corrupt",
             },
             FaultKind::Partition { .. } => "partition",
+            FaultKind::Loss { .. } => "loss",
             FaultKind::Cpu { .. } => "cpu",
             FaultKind::Memory { .. } => "memory",
             FaultKind::DiskFill { .. } => "disk-fill",
@@ -268,6 +278,7 @@ impl FaultKind {
         match self {
             FaultKind::Proxy { .. } => TargetClass::Proxy,
             FaultKind::Partition { .. }
+            | FaultKind::Loss { .. }
             | FaultKind::Cpu { .. }
             | FaultKind::Memory { .. }
             | FaultKind::DiskFill { .. } => TargetClass::Host,
@@ -355,6 +366,16 @@ impl FaultKind {
                     crate::spec::PartitionDirectionSpec::Egress => "outgoing only",
                 };
                 format!("partition from {who} ({way})")
+            }
+            FaultKind::Loss {
+                peers, probability, ..
+            } => {
+                let who = if peers.is_empty() {
+                    "all packets".to_string()
+                } else {
+                    format!("packets of {}", describe_peers(peers))
+                };
+                format!("loss of {probability} of {who}")
             }
             FaultKind::Cpu { workers, percent } => {
                 format!("cpu: {workers} worker(s) at {percent}% of a core")
@@ -887,11 +908,11 @@ impl Cx<'_> {
                     format!("`{key}` is irreversible ({why}); set `policies.allow_irreversible: true` to allow it"),
                 );
             }
-            if let FaultKind::Partition { peers, .. } = &kind {
+            if let FaultKind::Partition { peers, .. } | FaultKind::Loss { peers, .. } = &kind {
                 for (j, peer) in peers.iter().enumerate() {
                     let Peer::Target(name) = peer else { continue };
                     let found = target_specs.iter().find(|t| &t.name == name);
-                    let path = format!("{base}.partition.peers[{j}]");
+                    let path = format!("{base}.{key}.peers[{j}]");
                     match found {
                         Some(t) if t.netns.is_some() || t.host.is_some() => {}
                         Some(_) => self.err(
@@ -1069,6 +1090,7 @@ impl Cx<'_> {
             ("pause", f.pause.is_some()),
             ("kill", f.kill.is_some()),
             ("partition", f.partition.is_some()),
+            ("loss", f.loss.is_some()),
             ("cpu", f.cpu.is_some()),
             ("memory", f.memory.is_some()),
             ("disk-fill", f.disk_fill.is_some()),
@@ -1081,7 +1103,7 @@ impl Cx<'_> {
                 self.err(
                     base,
                     format!(
-                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, partition, cpu, memory, disk-fill, pause, kill",
+                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, partition, loss, cpu, memory, disk-fill, pause, kill",
                         f.name
                     ),
                 );
@@ -1160,17 +1182,20 @@ impl Cx<'_> {
                 ProxyFault::Corrupt { probability, per },
             )
         } else if let Some(p) = &f.partition {
-            let peers = p
-                .peers
-                .iter()
-                .map(|peer| match peer.parse::<std::net::IpAddr>() {
-                    Ok(a) => Peer::Address(a),
-                    Err(_) => Peer::Target(peer.clone()),
-                })
-                .collect();
             FaultKind::Partition {
-                peers,
+                peers: parse_peers(&p.peers),
                 direction: p.direction,
+            }
+        } else if let Some(l) = &f.loss {
+            let probability = self.ratio(
+                &format!("{p}.probability"),
+                Some(&l.probability),
+                Ratio::ZERO,
+            );
+            FaultKind::Loss {
+                peers: parse_peers(&l.peers),
+                direction: l.direction,
+                probability,
             }
         } else if let Some(c) = &f.cpu {
             let workers = match c.workers {
@@ -1243,6 +1268,27 @@ impl Cx<'_> {
         };
         Some((key, kind))
     }
+}
+
+fn parse_peers(peers: &[String]) -> Vec<Peer> {
+    peers
+        .iter()
+        .map(|peer| match peer.parse::<std::net::IpAddr>() {
+            Ok(a) => Peer::Address(a),
+            Err(_) => Peer::Target(peer.clone()),
+        })
+        .collect()
+}
+
+fn describe_peers(peers: &[Peer]) -> String {
+    peers
+        .iter()
+        .map(|p| match p {
+            Peer::Address(a) => a.to_string(),
+            Peer::Target(t) => t.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `ip netns` names: what iproute2 accepts as a file name under /run/netns, kept conservative.

@@ -254,6 +254,9 @@ pub struct FaultSpec {
     /// one way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<PartitionSpec>,
+    /// Host: drop a random share of packets (kernel level, nftables), to/from `peers` or all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossSpec>,
     /// Host: busy CPU workers, each at a share of one core.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<CpuSpec>,
@@ -461,6 +464,21 @@ pub enum PartitionDirectionSpec {
     Ingress,
     /// Only traffic going out to the peers.
     Egress,
+}
+
+/// `loss: { probability: 20% }`, or `loss: { probability: 5%, peers: [node-a], direction: egress }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LossSpec {
+    /// Share of packets dropped, e.g. `20%`.
+    #[schemars(with = "UnitValue")]
+    pub probability: String,
+    /// Whose packets: IP addresses or `netns`/`host` target names. Empty: all but loopback.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// `both` (default), `ingress` or `egress`.
+    #[serde(default)]
+    pub direction: PartitionDirectionSpec,
 }
 
 /// `cpu: { workers: 2, percent: 50 }`

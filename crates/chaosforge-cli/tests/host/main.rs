@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_types)]
 
 mod agent;
+mod loss;
 mod netns;
 mod partition;
 mod run;

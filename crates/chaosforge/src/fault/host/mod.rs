@@ -5,8 +5,10 @@
 //!   recording for unit tests).
 //! - [`nft`]: one nftables table per fault; applied in one transaction, undone by one delete.
 //! - [`partition`]: the `partition` fault.
+//! - [`loss`]: the `loss` fault (a random share of packets dropped, nft `numgen`).
 
 pub mod exec;
+pub mod loss;
 pub mod nft;
 pub mod partition;
 

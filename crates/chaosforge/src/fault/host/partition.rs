@@ -49,10 +49,10 @@ pub struct PartitionFault {
 }
 
 /// The guard's undo: delete the table.
-struct DeleteTable {
-    exec: Arc<dyn Executor>,
-    netns: Option<String>,
-    table: String,
+pub(super) struct DeleteTable {
+    pub(super) exec: Arc<dyn Executor>,
+    pub(super) netns: Option<String>,
+    pub(super) table: String,
 }
 
 /// The nft script of a partition: creates table `inet TABLE` with the drop rules, replacing a
@@ -63,6 +63,21 @@ struct DeleteTable {
 /// peers every packet except loopback's is dropped: chaosforge itself, or an agent, may run in
 /// the namespace and talk to itself.
 pub fn ruleset(table: &str, peers: &[IpAddr], direction: PartitionDirection) -> String {
+    sampled_ruleset(table, peers, direction, None)
+}
+
+/// Like [`ruleset`], but each rule drops only a random share of the packets it matches
+/// (`numgen random`), in hundredths of a percent: `Some(2000)` drops 20 %. Used by `loss`.
+pub fn sampled_ruleset(
+    table: &str,
+    peers: &[IpAddr],
+    direction: PartitionDirection,
+    per_10000: Option<u32>,
+) -> String {
+    let drop = match per_10000 {
+        Some(n) => format!("numgen random mod 10000 < {n} drop"),
+        None => "drop".to_string(),
+    };
     let mut peers = peers.to_vec();
     peers.sort();
     peers.dedup();
@@ -91,11 +106,11 @@ pub fn ruleset(table: &str, peers: &[IpAddr], direction: PartitionDirection) -> 
             "\t\ttype filter hook {hook} priority filter; policy accept;"
         );
         if peers.is_empty() {
-            let _ = writeln!(out, "\t\t{ifname} != \"lo\" drop");
+            let _ = writeln!(out, "\t\t{ifname} != \"lo\" {drop}");
         }
         for (family, list) in [("ip", v4(&peers)), ("ip6", v6(&peers))] {
             if !list.is_empty() {
-                let _ = writeln!(out, "\t\t{family} {addr} {{ {} }} drop", list.join(", "));
+                let _ = writeln!(out, "\t\t{family} {addr} {{ {} }} {drop}", list.join(", "));
             }
         }
         let _ = writeln!(out, "\t}}");
