@@ -414,147 +414,12 @@ impl Engine {
         let mut failure: Option<Outcome> = None;
         'faults: for f in &plan.faults {
             for target in &f.targets {
-                let fault: Box<dyn Fault> = match (&f.kind, resolved.get(target.as_str())) {
-                    (
-                        FaultKind::Proxy {
-                            streams,
-                            toxicity,
-                            fault,
-                        },
-                        Some(Resolved::Proxy(p)),
-                    ) => Box::new(ProxyToxicFault {
-                        target: target.clone(),
-                        kind: f.kind.name(),
-                        proxy: p.clone(),
-                        toxics: ProxyToxicFault::toxics(&f.name, streams, *toxicity, fault),
-                    }),
-                    (FaultKind::Partition { peers, direction }, Some(Resolved::Host(h))) => {
-                        match partition_fault(
-                            &run.run_id,
-                            next_id,
-                            target,
-                            h,
-                            peers,
-                            *direction,
-                            &resolved,
-                        ) {
-                            Ok(f) => Box::new(f),
-                            Err(e) => {
-                                failure = Some(errored(
-                                    Phase::Inject,
-                                    format!("fault `{}` on `{target}`: {e}", f.name),
-                                ));
-                                break 'faults;
-                            }
-                        }
-                    }
-                    (
-                        FaultKind::Loss {
-                            peers,
-                            direction,
-                            probability,
-                        },
-                        Some(Resolved::Host(h)),
-                    ) => {
-                        match partition_fault(
-                            &run.run_id,
-                            next_id,
-                            target,
-                            h,
-                            peers,
-                            *direction,
-                            &resolved,
-                        ) {
-                            Ok(p) => Box::new(crate::fault::host::loss::LossFault {
-                                target: p.target,
-                                netns: p.netns,
-                                peers: p.peers,
-                                direction: p.direction,
-                                probability: *probability,
-                                table: p.table,
-                                exec: p.exec,
-                            }),
-                            Err(e) => {
-                                failure = Some(errored(
-                                    Phase::Inject,
-                                    format!("fault `{}` on `{target}`: {e}", f.name),
-                                ));
-                                break 'faults;
-                            }
-                        }
-                    }
-                    (FaultKind::Cpu { workers, percent }, Some(Resolved::Host(_))) => {
-                        match std::env::current_exe() {
-                            Ok(exe) => Box::new(crate::fault::stress::CpuStress {
-                                target: target.clone(),
-                                workers: *workers,
-                                percent: *percent,
-                                exe,
-                            }),
-                            Err(e) => {
-                                failure = Some(errored(
-                                    Phase::Inject,
-                                    format!(
-                                        "cannot find the chaosforge binary for stress workers: {e}"
-                                    ),
-                                ));
-                                break 'faults;
-                            }
-                        }
-                    }
-                    (FaultKind::Memory { bytes }, Some(Resolved::Host(_))) => {
-                        match std::env::current_exe() {
-                            Ok(exe) => Box::new(crate::fault::stress::MemoryStress {
-                                target: target.clone(),
-                                bytes: *bytes,
-                                exe,
-                            }),
-                            Err(e) => {
-                                failure = Some(errored(
-                                    Phase::Inject,
-                                    format!(
-                                        "cannot find the chaosforge binary for stress workers: {e}"
-                                    ),
-                                ));
-                                break 'faults;
-                            }
-                        }
-                    }
-                    (
-                        FaultKind::DiskFill {
-                            path,
-                            percent,
-                            margin,
-                        },
-                        Some(Resolved::Host(_)),
-                    ) => Box::new(crate::fault::stress::DiskFill {
-                        target: target.clone(),
-                        dir: path.into(),
-                        percent: *percent,
-                        margin_bytes: *margin,
-                    }),
-                    (FaultKind::Pause, Some(Resolved::Process(p))) => Box::new(PauseFault {
-                        target: target.clone(),
-                        process: *p,
-                    }),
-                    (
-                        FaultKind::Kill {
-                            signal,
-                            signal_name,
-                        },
-                        Some(Resolved::Process(p)),
-                    ) => Box::new(KillFault {
-                        target: target.clone(),
-                        process: *p,
-                        signal: *signal,
-                        signal_name: signal_name.clone(),
-                    }),
-                    _ => {
-                        // The plan checked kinds against targets; reaching this is a bug, but
-                        // a run must still end cleanly.
+                let fault = match build_fault(&run.run_id, next_id, f, target, &resolved) {
+                    Ok(fault) => fault,
+                    Err(e) => {
                         failure = Some(errored(
                             Phase::Inject,
-                            format!("fault `{}` does not fit target `{target}`", f.name),
+                            format!("fault `{}` on `{target}`: {e}", f.name),
                         ));
                         break 'faults;
                     }
@@ -695,6 +560,106 @@ impl From<Outcome> for Decided {
     fn from(o: Outcome) -> Self {
         Decided::Outcome(o)
     }
+}
+
+/// The one `match` from a planned fault kind and its resolved target to the code that injects
+/// it: the compiler checks that every kind is handled.
+fn build_fault(
+    run_id: &RunId,
+    id: u32,
+    f: &crate::plan::PlannedFault,
+    target: &str,
+    resolved: &BTreeMap<&str, Resolved>,
+) -> Result<Box<dyn Fault>, String> {
+    let exe = || {
+        std::env::current_exe()
+            .map_err(|e| format!("cannot find the chaosforge binary for stress workers: {e}"))
+    };
+    let target_s = target.to_string();
+    Ok(match (&f.kind, resolved.get(target)) {
+        (
+            FaultKind::Proxy {
+                streams,
+                toxicity,
+                fault,
+            },
+            Some(Resolved::Proxy(p)),
+        ) => Box::new(ProxyToxicFault {
+            target: target_s,
+            kind: f.kind.name(),
+            proxy: p.clone(),
+            toxics: ProxyToxicFault::toxics(&f.name, streams, *toxicity, fault),
+        }),
+        (FaultKind::Partition { peers, direction }, Some(Resolved::Host(h))) => Box::new(
+            partition_fault(run_id, id, target, h, peers, *direction, resolved)?,
+        ),
+        (
+            FaultKind::Loss {
+                peers,
+                direction,
+                probability,
+            },
+            Some(Resolved::Host(h)),
+        ) => {
+            let p = partition_fault(run_id, id, target, h, peers, *direction, resolved)?;
+            Box::new(crate::fault::host::loss::LossFault {
+                target: p.target,
+                netns: p.netns,
+                peers: p.peers,
+                direction: p.direction,
+                probability: *probability,
+                table: p.table,
+                exec: p.exec,
+            })
+        }
+        (FaultKind::Cpu { workers, percent }, Some(Resolved::Host(_))) => {
+            Box::new(crate::fault::stress::CpuStress {
+                target: target_s,
+                workers: *workers,
+                percent: *percent,
+                exe: exe()?,
+            })
+        }
+        (FaultKind::Memory { bytes }, Some(Resolved::Host(_))) => {
+            Box::new(crate::fault::stress::MemoryStress {
+                target: target_s,
+                bytes: *bytes,
+                exe: exe()?,
+            })
+        }
+        (
+            FaultKind::DiskFill {
+                path,
+                percent,
+                margin,
+            },
+            Some(Resolved::Host(_)),
+        ) => Box::new(crate::fault::stress::DiskFill {
+            target: target_s,
+            dir: path.into(),
+            percent: *percent,
+            margin_bytes: *margin,
+        }),
+        (FaultKind::Pause, Some(Resolved::Process(p))) => Box::new(PauseFault {
+            target: target_s,
+            process: *p,
+        }),
+        (
+            FaultKind::Kill {
+                signal,
+                signal_name,
+            },
+            Some(Resolved::Process(p)),
+        ) => Box::new(KillFault {
+            target: target_s,
+            process: *p,
+            signal: *signal,
+            signal_name: signal_name.clone(),
+        }),
+        // The plan checked kinds against targets; reaching this is a bug, but a run must still
+        // end cleanly.
+        _ => return Err("the fault does not fit this target".into()),
+    })
 }
 
 /// A partition of host `h`: peers resolved to addresses (a peer target's addresses were found

@@ -351,14 +351,7 @@ impl FaultKind {
                 let who = if peers.is_empty() {
                     "everyone".to_string()
                 } else {
-                    peers
-                        .iter()
-                        .map(|p| match p {
-                            Peer::Address(a) => a.to_string(),
-                            Peer::Target(t) => t.clone(),
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    describe_peers(peers)
                 };
                 let way = match direction {
                     crate::spec::PartitionDirectionSpec::Both => "both ways",

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::exec::Executor;
-use super::nft;
-use super::partition::{DeleteTable, PartitionDirection, sampled_ruleset};
-use crate::fault::{Fault, FaultError, Guard, InjectCx, RevertSpec};
+use super::partition::{PartitionDirection, inject_table, sampled_ruleset};
+use crate::fault::{Fault, FaultError, Guard, InjectCx};
 use crate::units::Ratio;
 
 /// `loss`: drops `probability` of the packets between a target and its peers.
@@ -26,7 +25,7 @@ pub struct LossFault {
     pub direction: PartitionDirection,
     /// Share of matching packets dropped.
     pub probability: Ratio,
-    /// The nft table; unique per fault ([`nft::table_name`]).
+    /// The nft table; unique per fault ([`super::nft::table_name`]).
     pub table: String,
     /// Runs `nft`.
     pub exec: Arc<dyn Executor>,
@@ -43,37 +42,18 @@ impl Fault for LossFault {
     }
 
     async fn inject(&self, cx: &InjectCx<'_>) -> Result<Guard, FaultError> {
-        if !nft::is_chaosforge_table(&self.table) {
-            return Err(FaultError::Target {
-                target: self.target.clone(),
-                message: format!("`{}` is not a chaosforge nft table name", self.table),
-            });
-        }
         let per_10000 = (self.probability.get() * 10_000.0).round() as u32;
         let script = sampled_ruleset(&self.table, &self.peers, self.direction, Some(per_10000));
-        cx.announce(
+        inject_table(
+            cx,
             &self.target,
             self.kind(),
-            RevertSpec::NftTable {
-                netns: self.netns.clone(),
-                table: self.table.clone(),
-            },
-        )?;
-        let netns = self.netns.as_deref();
-        if let Err(e) = nft::apply_table(&*self.exec, netns, &script).await {
-            let undone = nft::delete_table(&*self.exec, netns, &self.table)
-                .await
-                .is_ok();
-            return Err(FaultError::Apply {
-                message: format!("loss on `{}`: {e}", self.target),
-                undone,
-            });
-        }
-        Ok(cx.guard(Box::new(DeleteTable {
-            exec: self.exec.clone(),
-            netns: self.netns.clone(),
-            table: self.table.clone(),
-        })))
+            self.netns.as_deref(),
+            &self.table,
+            &script,
+            &self.exec,
+        )
+        .await
     }
 }
 

@@ -49,10 +49,10 @@ pub struct PartitionFault {
 }
 
 /// The guard's undo: delete the table.
-pub(super) struct DeleteTable {
-    pub(super) exec: Arc<dyn Executor>,
-    pub(super) netns: Option<String>,
-    pub(super) table: String,
+struct DeleteTable {
+    exec: Arc<dyn Executor>,
+    netns: Option<String>,
+    table: String,
 }
 
 /// The nft script of a partition: creates table `inet TABLE` with the drop rules, replacing a
@@ -182,40 +182,60 @@ impl Fault for PartitionFault {
     }
 
     async fn inject(&self, cx: &InjectCx<'_>) -> Result<Guard, FaultError> {
-        if !nft::is_chaosforge_table(&self.table) {
-            return Err(FaultError::Target {
-                target: self.target.clone(),
-                message: format!("`{}` is not a chaosforge nft table name", self.table),
-            });
-        }
-        let netns = self.netns.as_deref();
         let script = ruleset(&self.table, &self.peers, self.direction);
-        cx.announce(
+        inject_table(
+            cx,
             &self.target,
             self.kind(),
-            RevertSpec::NftTable {
-                netns: self.netns.clone(),
-                table: self.table.clone(),
-            },
-        )?;
-        if let Err(e) = nft::apply_table(&*self.exec, netns, &script).await {
-            // `nft -f` is one transaction, so a failure normally leaves nothing behind; but after
-            // a timeout we cannot know, so delete to be sure. If that fails too, the journal
-            // entry stays open for `recover`.
-            let undone = nft::delete_table(&*self.exec, netns, &self.table)
-                .await
-                .is_ok();
-            return Err(FaultError::Apply {
-                message: format!("partition of `{}`: {e}", self.target),
-                undone,
-            });
-        }
-        Ok(cx.guard(Box::new(DeleteTable {
-            exec: self.exec.clone(),
-            netns: self.netns.clone(),
-            table: self.table.clone(),
-        })))
+            self.netns.as_deref(),
+            &self.table,
+            &script,
+            &self.exec,
+        )
+        .await
     }
+}
+
+/// Injects a fault that is one nftables table: journals `NftTable` first, applies `script` in one
+/// transaction, and returns a guard that deletes the table. Shared by `partition` and `loss`.
+pub(super) async fn inject_table(
+    cx: &InjectCx<'_>,
+    target: &str,
+    kind: &str,
+    netns: Option<&str>,
+    table: &str,
+    script: &str,
+    exec: &Arc<dyn Executor>,
+) -> Result<Guard, FaultError> {
+    if !nft::is_chaosforge_table(table) {
+        return Err(FaultError::Target {
+            target: target.to_string(),
+            message: format!("`{table}` is not a chaosforge nft table name"),
+        });
+    }
+    cx.announce(
+        target,
+        kind,
+        RevertSpec::NftTable {
+            netns: netns.map(str::to_string),
+            table: table.to_string(),
+        },
+    )?;
+    if let Err(e) = nft::apply_table(&**exec, netns, script).await {
+        // `nft -f` is one transaction, so a failure normally leaves nothing behind; but after
+        // a timeout we cannot know, so delete to be sure. If that fails too, the journal
+        // entry stays open for `recover`.
+        let undone = nft::delete_table(&**exec, netns, table).await.is_ok();
+        return Err(FaultError::Apply {
+            message: format!("{kind} on `{target}`: {e}"),
+            undone,
+        });
+    }
+    Ok(cx.guard(Box::new(DeleteTable {
+        exec: exec.clone(),
+        netns: netns.map(str::to_string),
+        table: table.to_string(),
+    })))
 }
 
 #[async_trait]
