@@ -11,3 +11,4 @@ mod loss;
 mod netns;
 mod partition;
 mod run;
+mod torture;

@@ -1,0 +1,194 @@
+//! Crash torture: `chaosforge run` is SIGKILLed at a random moment (seeded) while a pause, a
+//! partition, a CPU stress and a disk fill are being injected or held; `chaosforge recover` must
+//! then leave **zero residue**: no chaosforge nft table, no process in state T, no stress worker,
+//! no cgroup, no ballast file. `CHAOSFORGE_TORTURE_TRIALS` (default 30) and
+//! `CHAOSFORGE_TORTURE_SEED` set the run; `scripts/torture` runs 1000.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use chaosforge::fault::host::exec::SystemExecutor;
+use chaosforge::fault::host::nft;
+
+use crate::netns::Hosts;
+
+/// A tmpfs mounted on a temporary directory, unmounted on drop (also on panic).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount() -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs (needs root)");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// A `sleep` victim, killed and reaped on drop.
+struct Victim(std::process::Child);
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stress_workers() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("__stress-worker"))
+                .unwrap_or(false)
+                && chaosforge::fault::process::state_of(*pid) != Some('Z')
+        })
+        .count()
+}
+
+fn ballast(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref().is_ok_and(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".chaosforge-ballast")
+            })
+        })
+        .count()
+}
+
+#[test]
+fn killed_runs_leave_zero_residue_after_recover() {
+    let trials: u64 = std::env::var("CHAOSFORGE_TORTURE_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(30);
+    let mut seed: u64 = std::env::var("CHAOSFORGE_TORTURE_SEED")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(20261127);
+    chaosforge::testkit::assert_isolated();
+    let h = Hosts::new();
+    let fs = Tmpfs::mount();
+    // The monitor's target: a loopback listener of this test.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let monitored = listener.local_addr().unwrap();
+    std::thread::spawn(move || for _ in listener.incoming() {});
+    let victim = Victim(Command::new("sleep").arg("600").spawn().unwrap());
+    let pid = victim.0.id() as i32;
+    let exp =
+        fs.0.path()
+            .join("..")
+            .join(format!("torture-{}.yaml", std::process::id()));
+    std::fs::write(
+        &exp,
+        format!(
+            r#"apiVersion: chaosforge/v1
+name: torture
+targets:
+  - {{ name: node-a, netns: {a} }}
+  - {{ name: node-b, netns: {b} }}
+  - {{ name: me, host: local }}
+  - {{ name: victim, process: {{ pid: {pid} }} }}
+hypothesis:
+  monitors: [{{ name: port, tcp: {{ address: "{monitored}", interval: 100ms, timeout: 300ms }}, expect: ["availability >= 0%"] }}]
+faults:
+  - {{ name: freeze, pause: {{}}, target: {{ select: {{ name: victim }} }} }}
+  - {{ name: cut, partition: {{ peers: [node-a] }}, target: {{ select: {{ name: node-b }} }} }}
+  - {{ name: burn, cpu: {{ workers: 1, percent: 20 }}, target: {{ select: {{ name: me }} }} }}
+  - {{ name: fill, disk-fill: {{ path: "{fill}", percent: 50 }}, target: {{ select: {{ name: me }} }} }}
+phases: {{ baseline: 100ms, inject: 1s, recover_within: 2s }}
+"#,
+            a = h.a.ns,
+            b = h.b.ns,
+            fill = fs.0.path().display()
+        ),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let bin = assert_cmd::cargo::cargo_bin!("chaosforge");
+    let mut killed_with_faults = 0;
+    for trial in 0..trials {
+        // SplitMix64: a reproducible kill time in 0..1400 ms for each trial.
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let kill_after = Duration::from_millis((z ^ (z >> 31)) % 1400);
+        // The runner runs in the test's own namespace (loopback only under `scripts/test`), not
+        // under `ip netns exec`, which remounts /sys and so hides the cgroup hierarchy the stress
+        // faults need.
+        let mut runner = Command::new(bin)
+            .args([
+                "run",
+                exp.to_str().unwrap(),
+                "--state-dir",
+                state.path().to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(kill_after);
+        let faulted =
+            chaosforge::fault::process::state_of(pid) == Some('T') || stress_workers() > 0;
+        killed_with_faults += usize::from(faulted);
+        let _ = runner.kill();
+        runner.wait().unwrap();
+
+        let out = Command::new(bin)
+            .args(["recover", "--state-dir", state.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "trial {trial}: recover failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // Zero residue, whatever moment the runner died at.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let tables = rt
+            .block_on(nft::chaosforge_tables(&SystemExecutor, Some(&h.b.ns)))
+            .unwrap();
+        let workers = (0..50).find(|_| {
+            let n = stress_workers();
+            if n > 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            n == 0
+        });
+        let residue = (
+            tables.len(),
+            chaosforge::fault::process::state_of(pid) == Some('T'),
+            workers.is_none(),
+            chaosforge::fault::stress::chaosforge_cgroups().len(),
+            ballast(fs.0.path()),
+        );
+        assert_eq!(
+            residue,
+            (0, false, false, 0, 0),
+            "trial {trial} (killed after {kill_after:?}): residue (nft tables, victim stopped, workers alive, cgroups, ballast files)"
+        );
+    }
+    eprintln!(
+        "torture: {trials} trials, {killed_with_faults} killed with faults held, zero residue"
+    );
+    let _ = std::fs::remove_file(&exp);
+}
