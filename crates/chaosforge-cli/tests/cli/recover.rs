@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::{
-    Dir, EchoServer, Victim, chaosforge, pause_experiment, signal, spawn_run, wait_for,
+    Dir, EchoServer, Victim, chaosforge, pause_experiment, recover, signal, spawn_run, wait_for,
 };
 
 #[test]
@@ -31,12 +31,7 @@ fn recover_resumes_a_process_paused_by_a_killed_runner() {
         "the victim must still be stopped after the runner died"
     );
 
-    let out = chaosforge()
-        .arg("recover")
-        .arg("--state-dir")
-        .arg(dir.state())
-        .output()
-        .unwrap();
+    let out = recover(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("reverted freeze on victim"), "{stdout}");
@@ -46,12 +41,7 @@ fn recover_resumes_a_process_paused_by_a_killed_runner() {
         "recover must resume the victim"
     );
 
-    let again = chaosforge()
-        .arg("recover")
-        .arg("--state-dir")
-        .arg(dir.state())
-        .output()
-        .unwrap();
+    let again = recover(&dir);
     assert!(again.status.success());
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).trim(),
@@ -81,12 +71,7 @@ phases: {{ baseline: 300ms, inject: 60s, recover_within: 5s }}
     );
     let mut runner = spawn_run(&exp, &dir);
     assert!(wait_for(Duration::from_secs(15), || victim.state() == 'T'));
-    let out = chaosforge()
-        .arg("recover")
-        .arg("--state-dir")
-        .arg(dir.state())
-        .output()
-        .unwrap();
+    let out = recover(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("still running"), "{stdout}");
     assert_eq!(
@@ -206,12 +191,7 @@ phases: {{ baseline: 300ms, inject: 60s, recover_within: 5s }}
         "the server keeps the faults after the runner died"
     );
 
-    let out = chaosforge()
-        .arg("recover")
-        .arg("--state-dir")
-        .arg(dir.state())
-        .output()
-        .unwrap();
+    let out = recover(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     let (_, body) = server.http("GET", "/proxies/payments", "");
@@ -223,12 +203,7 @@ phases: {{ baseline: 300ms, inject: 60s, recover_within: 5s }}
         body.contains(r#""toxics":[]"#),
         "recover removes the toxics: {body}"
     );
-    let again = chaosforge()
-        .arg("recover")
-        .arg("--state-dir")
-        .arg(dir.state())
-        .output()
-        .unwrap();
+    let again = recover(&dir);
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).trim(),
         "nothing to recover"

@@ -6,7 +6,8 @@ use std::time::Duration;
 use chaosforge::journal::{self, Event};
 
 use crate::support::{
-    Dir, EchoServer, Victim, chaosforge, pause_experiment, signal, spawn_run, wait_for,
+    Dir, EchoServer, Victim, chaosforge, pause_experiment, recover, run, signal, spawn_run,
+    wait_for,
 };
 
 fn proxy_experiment(upstream: &str, fault: &str, expect: &str, extra: &str) -> String {
@@ -103,13 +104,7 @@ fn a_fault_the_system_does_not_survive_is_refuted_with_exit_1() {
             "",
         ),
     );
-    let out = chaosforge()
-        .arg("run")
-        .arg(&exp)
-        .arg("--state-dir")
-        .arg(dir.state())
-        .output()
-        .unwrap();
+    let out = run(&exp, &dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -144,13 +139,7 @@ fn a_halt_rule_halts_with_exit_3_and_reverts() {
         )
         .replace("inject: 1s", "inject: 30s"),
     );
-    let out = chaosforge()
-        .arg("run")
-        .arg(&exp)
-        .arg("--state-dir")
-        .arg(dir.state())
-        .output()
-        .unwrap();
+    let out = run(&exp, &dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{stdout}");
     assert!(stdout.contains("HALTED"), "{stdout}");
@@ -190,12 +179,7 @@ fn sigterm_reverts_everything_before_exiting() {
         matches!(events.last(), Some(Event::RunFinished { .. })),
         "journal closed"
     );
-    let out = chaosforge()
-        .arg("recover")
-        .arg("--state-dir")
-        .arg(dir.state())
-        .output()
-        .unwrap();
+    let out = recover(&dir);
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to recover"));
 }
 
@@ -212,13 +196,7 @@ fn the_report_can_be_rebuilt_from_the_journal_alone() {
             "",
         ),
     );
-    let out = chaosforge()
-        .arg("run")
-        .arg(&exp)
-        .arg("--state-dir")
-        .arg(dir.state())
-        .output()
-        .unwrap();
+    let out = run(&exp, &dir);
     assert_eq!(out.status.code(), Some(0));
     let journal = dir.journals()[0].clone();
     let a = chaosforge().arg("report").arg(&journal).output().unwrap();
@@ -256,13 +234,7 @@ policies: {{ allow_irreversible: {allow} }}
         )
     };
     let refused = dir.write("no.yaml", &text(false));
-    let out = chaosforge()
-        .arg("run")
-        .arg(&refused)
-        .arg("--state-dir")
-        .arg(dir.state())
-        .output()
-        .unwrap();
+    let out = run(&refused, &dir);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("irreversible"));
     assert_ne!(
@@ -273,13 +245,7 @@ policies: {{ allow_irreversible: {allow} }}
 
     let allowed = dir.write("yes.yaml", &text(true));
     let mut victim = victim;
-    let out = chaosforge()
-        .arg("run")
-        .arg(&allowed)
-        .arg("--state-dir")
-        .arg(dir.state())
-        .output()
-        .unwrap();
+    let out = run(&allowed, &dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     // The monitored port is unaffected, so the hypothesis holds; the victim is gone for good.
     assert_eq!(out.status.code(), Some(0), "{stdout}");
@@ -287,12 +253,7 @@ policies: {{ allow_irreversible: {allow} }}
     let status = victim.child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(15), "the victim died of SIGTERM");
-    let rec = chaosforge()
-        .arg("recover")
-        .arg("--state-dir")
-        .arg(dir.state())
-        .output()
-        .unwrap();
+    let rec = recover(&dir);
     assert!(String::from_utf8_lossy(&rec.stdout).contains("nothing to recover"));
 }
 
@@ -342,12 +303,7 @@ phases: {{ baseline: 300ms, inject: 60s, recover_within: 5s }}
         .collect();
     assert!(!orphans.is_empty(), "the worker outlives its killed runner");
 
-    let out = chaosforge()
-        .arg("recover")
-        .arg("--state-dir")
-        .arg(dir.state())
-        .output()
-        .unwrap();
+    let out = recover(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("reverted burn on me"), "{stdout}");

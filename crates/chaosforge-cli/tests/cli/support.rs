@@ -193,3 +193,24 @@ pub fn spawn_run(exp: &Path, dir: &Dir) -> Child {
         .spawn()
         .unwrap()
 }
+
+/// `chaosforge run EXP --state-dir DIR/state`, to completion.
+pub fn run(exp: &Path, dir: &Dir) -> std::process::Output {
+    chaosforge()
+        .arg("run")
+        .arg(exp)
+        .arg("--state-dir")
+        .arg(dir.state())
+        .output()
+        .unwrap()
+}
+
+/// `chaosforge recover --state-dir DIR/state`.
+pub fn recover(dir: &Dir) -> std::process::Output {
+    chaosforge()
+        .arg("recover")
+        .arg("--state-dir")
+        .arg(dir.state())
+        .output()
+        .unwrap()
+}
