@@ -9,8 +9,10 @@
 
 pub mod exec;
 pub mod loss;
+pub mod nfqueue;
 pub mod nft;
 pub mod partition;
+pub mod tc;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,1 @@
+//! NFQUEUE: a userspace delayer, corrupter and reorderer for kernels without netem.
