@@ -184,7 +184,7 @@ fn schemars_schema() -> String {
 
 /// Loads and compiles a file, printing every diagnostic; `None` when it is invalid.
 fn load(file: &Path, seed: Option<u64>) -> Option<Plan> {
-    match plan::load(file, seed) {
+    match plan::load_here(file, seed) {
         Ok((_, plan)) => Some(plan),
         Err(diags) => {
             eprint!("{diags}");

@@ -414,7 +414,8 @@ impl Engine {
         let mut failure: Option<Outcome> = None;
         'faults: for f in &plan.faults {
             for target in &f.targets {
-                let fault = match build_fault(&run.run_id, next_id, f, target, &resolved) {
+                let fault = match build_fault(&run.run_id, next_id, f, target, &resolved, plan.seed)
+                {
                     Ok(fault) => fault,
                     Err(e) => {
                         failure = Some(errored(
@@ -570,6 +571,7 @@ fn build_fault(
     f: &crate::plan::PlannedFault,
     target: &str,
     resolved: &BTreeMap<&str, Resolved>,
+    seed: u64,
 ) -> Result<Box<dyn Fault>, String> {
     let exe = || {
         std::env::current_exe()
@@ -590,9 +592,60 @@ fn build_fault(
             proxy: p.clone(),
             toxics: ProxyToxicFault::toxics(&f.name, streams, *toxicity, fault),
         }),
-        (FaultKind::Partition { peers, direction }, Some(Resolved::Host(h))) => Box::new(
-            partition_fault(run_id, id, target, h, peers, *direction, resolved)?,
-        ),
+        (
+            FaultKind::Partition {
+                peers,
+                direction,
+                shape,
+            },
+            Some(Resolved::Host(h)),
+        ) => {
+            let group;
+            let peers = match shape {
+                Some(split) => {
+                    group = crate::plan::group_peers(split, target);
+                    &group
+                }
+                None => peers,
+            };
+            Box::new(partition_fault(
+                run_id, id, target, h, peers, *direction, resolved,
+            )?)
+        }
+        (
+            FaultKind::Network {
+                effect,
+                peers,
+                ports,
+                direction,
+                mechanism,
+            },
+            Some(Resolved::Host(h)),
+        ) => {
+            let filtered = !peers.is_empty() || !ports.is_empty();
+            let mechanism = match mechanism {
+                Some(m) => *m,
+                None => crate::plan::mechanism_for(
+                    effect,
+                    filtered,
+                    *direction,
+                    crate::fault::host::caps::probe(),
+                )?,
+            };
+            Box::new(crate::fault::host::netdeg::NetFault {
+                target: target_s,
+                netns: h.netns.clone(),
+                interface: h.interface.clone(),
+                peers: resolve_peers(peers, resolved)?,
+                ports: ports.clone(),
+                direction: *direction,
+                effect: effect.clone(),
+                mechanism,
+                unique: unique_name(run_id, id),
+                seed: seed ^ crate::scope::fnv1a(&f.name) ^ u64::from(id),
+                exec: Arc::new(crate::fault::host::exec::SystemExecutor),
+            })
+        }
         (
             FaultKind::Loss {
                 peers,
@@ -674,6 +727,32 @@ fn partition_fault(
     resolved: &BTreeMap<&str, Resolved>,
 ) -> Result<crate::fault::host::partition::PartitionFault, String> {
     use crate::fault::host::partition::{PartitionDirection, PartitionFault};
+    Ok(PartitionFault {
+        target: target.to_string(),
+        netns: h.netns.clone(),
+        peers: resolve_peers(peers, resolved)?,
+        direction: match direction {
+            crate::spec::PartitionDirectionSpec::Both => PartitionDirection::Both,
+            crate::spec::PartitionDirectionSpec::Ingress => PartitionDirection::Ingress,
+            crate::spec::PartitionDirectionSpec::Egress => PartitionDirection::Egress,
+        },
+        table: crate::fault::host::nft::table_name(&unique_name(run_id, id)),
+        exec: Arc::new(crate::fault::host::exec::SystemExecutor),
+    })
+}
+
+/// Unique per run and fault instance: the random tail of the UUIDv7, so concurrent runs never
+/// share a table, chain or device name, and the fault id.
+fn unique_name(run_id: &RunId, id: u32) -> String {
+    let unique = run_id.0.rsplit('-').next().unwrap_or(&run_id.0);
+    format!("{unique}_{id}")
+}
+
+/// Peers as addresses: a peer target's addresses were found when the run started.
+fn resolve_peers(
+    peers: &[crate::plan::Peer],
+    resolved: &BTreeMap<&str, Resolved>,
+) -> Result<Vec<std::net::IpAddr>, String> {
     use crate::plan::Peer;
     let mut addresses = Vec::new();
     for p in peers {
@@ -688,20 +767,7 @@ fn partition_fault(
             },
         }
     }
-    // The random tail of the UUIDv7, so concurrent runs never share a table name.
-    let unique = run_id.0.rsplit('-').next().unwrap_or(&run_id.0);
-    Ok(PartitionFault {
-        target: target.to_string(),
-        netns: h.netns.clone(),
-        peers: addresses,
-        direction: match direction {
-            crate::spec::PartitionDirectionSpec::Both => PartitionDirection::Both,
-            crate::spec::PartitionDirectionSpec::Ingress => PartitionDirection::Ingress,
-            crate::spec::PartitionDirectionSpec::Egress => PartitionDirection::Egress,
-        },
-        table: crate::fault::host::nft::table_name(&format!("{unique}_{id}")),
-        exec: Arc::new(crate::fault::host::exec::SystemExecutor),
-    })
+    Ok(addresses)
 }
 
 fn errored(phase: Phase, error: String) -> Outcome {

@@ -150,6 +150,9 @@ pub struct PlannedFault {
     pub scope: Scope,
     /// Names of the targets it acts on (at least one).
     pub targets: Vec<String>,
+    /// Its position in the file's `faults`, for diagnostics.
+    #[serde(skip)]
+    pub index: usize,
 }
 
 /// The built-in fault kinds: one closed set, so every `match` over it is checked.
@@ -171,6 +174,24 @@ pub enum FaultKind {
         peers: Vec<Peer>,
         /// Which way.
         direction: crate::spec::PartitionDirectionSpec,
+        /// A group shape: the targets split among themselves, each cut from the other side.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shape: Option<GroupSplit>,
+    },
+    /// Kernel-level degradation of a host's packets (latency, corrupt, duplicate, reorder,
+    /// rate), by the mechanism this kernel offers.
+    Network {
+        /// What happens to the packets.
+        effect: NetEffect,
+        /// Only packets to/from these; empty: all but loopback.
+        peers: Vec<Peer>,
+        /// Only packets with one of these ports at either end; empty: every port.
+        ports: Vec<u16>,
+        /// Which way.
+        direction: NetDirection,
+        /// How it is done here; chosen by [`choose_mechanisms`] once the kernel's capabilities
+        /// are known, `None` before.
+        mechanism: Option<Mechanism>,
     },
     /// Drop a random share of packets.
     Loss {
@@ -211,6 +232,96 @@ pub enum FaultKind {
         /// Its name, for reports.
         signal_name: String,
     },
+}
+
+/// What a kernel-level network fault does to each packet it matches.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "effect", rename_all = "kebab-case")]
+pub enum NetEffect {
+    /// Delay every packet by `delay` ± `jitter`.
+    Latency {
+        /// Added delay.
+        #[serde(with = "units::duration_text")]
+        delay: Duration,
+        /// Uniform spread.
+        #[serde(with = "units::duration_text")]
+        jitter: Duration,
+    },
+    /// Flip one bit in a share of packets.
+    Corrupt {
+        /// Share of packets.
+        probability: Ratio,
+    },
+    /// Send a share of packets twice.
+    Duplicate {
+        /// Share of packets.
+        probability: Ratio,
+    },
+    /// Hold a share of packets back by `gap`.
+    Reorder {
+        /// Share of packets.
+        probability: Ratio,
+        /// How long they are held.
+        #[serde(with = "units::duration_text")]
+        gap: Duration,
+    },
+    /// At most this many bits per second.
+    Rate {
+        /// Bits per second.
+        bits_per_sec: u64,
+    },
+}
+
+/// Which of a host's packets a kernel-level fault acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetDirection {
+    /// Packets it sends.
+    Egress,
+    /// Packets it receives.
+    Ingress,
+    /// Both.
+    Both,
+}
+
+/// How a kernel-level network fault is carried out on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mechanism {
+    /// The `netem` qdisc (with an `htb` + `u32` tree for peers and ports, `ifb` for ingress).
+    Netem,
+    /// chaosforge's own NFQUEUE handler in userspace, fed by iptables `NFQUEUE --queue-bypass`
+    /// rules (fail open: a dead runner never blackholes the host).
+    Nfqueue,
+    /// nftables `dup` (with `numgen` for the share).
+    NftDup,
+    /// An `htb` class (with `u32` filters for peers and ports, `ifb` for ingress).
+    Htb,
+}
+
+impl std::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mechanism::Netem => "netem",
+            Mechanism::Nfqueue => "nfqueue (userspace)",
+            Mechanism::NftDup => "nft dup",
+            Mechanism::Htb => "htb",
+        })
+    }
+}
+
+/// The sides of a group partition, drawn with the seed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupSplit {
+    /// The shape asked for.
+    pub shape: crate::spec::PartitionShapeSpec,
+    /// One side.
+    pub a: Vec<String>,
+    /// The other side.
+    pub b: Vec<String>,
+    /// `bridge`: the node that reaches both sides (it gets no rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
 }
 
 /// A partition peer: an address, or a host target whose addresses are found when the run
@@ -264,6 +375,13 @@ impl FaultKind {
                 ProxyFault::Corrupt { .. } => "corrupt",
             },
             FaultKind::Partition { .. } => "partition",
+            FaultKind::Network { effect, .. } => match effect {
+                NetEffect::Latency { .. } => "latency",
+                NetEffect::Corrupt { .. } => "corrupt",
+                NetEffect::Duplicate { .. } => "duplicate",
+                NetEffect::Reorder { .. } => "reorder",
+                NetEffect::Rate { .. } => "rate",
+            },
             FaultKind::Loss { .. } => "loss",
             FaultKind::Cpu { .. } => "cpu",
             FaultKind::Memory { .. } => "memory",
@@ -278,6 +396,7 @@ impl FaultKind {
         match self {
             FaultKind::Proxy { .. } => TargetClass::Proxy,
             FaultKind::Partition { .. }
+            | FaultKind::Network { .. }
             | FaultKind::Loss { .. }
             | FaultKind::Cpu { .. }
             | FaultKind::Memory { .. }
@@ -347,7 +466,80 @@ impl FaultKind {
                     format!("{what} ({dir}{tox})")
                 }
             }
-            FaultKind::Partition { peers, direction } => {
+            FaultKind::Partition {
+                shape: Some(split), ..
+            } => {
+                let bridge = split
+                    .bridge
+                    .as_ref()
+                    .map(|b| format!(", bridged by {b}"))
+                    .unwrap_or_default();
+                format!(
+                    "partition ({}): {{{}}} | {{{}}}{bridge}",
+                    match split.shape {
+                        crate::spec::PartitionShapeSpec::Halves => "halves",
+                        crate::spec::PartitionShapeSpec::IsolateOne => "isolate-one",
+                        crate::spec::PartitionShapeSpec::Bridge => "bridge",
+                    },
+                    split.a.join(", "),
+                    split.b.join(", ")
+                )
+            }
+            FaultKind::Network {
+                effect,
+                peers,
+                ports,
+                direction,
+                mechanism,
+            } => {
+                let what = match effect {
+                    NetEffect::Latency { delay, jitter } if jitter.is_zero() => {
+                        format!("latency {}", units::format_duration(*delay))
+                    }
+                    NetEffect::Latency { delay, jitter } => format!(
+                        "latency {} ±{}",
+                        units::format_duration(*delay),
+                        units::format_duration(*jitter)
+                    ),
+                    NetEffect::Corrupt { probability } => {
+                        format!("corrupt {probability} of packets")
+                    }
+                    NetEffect::Duplicate { probability } => {
+                        format!("duplicate {probability} of packets")
+                    }
+                    NetEffect::Reorder { probability, gap } => format!(
+                        "reorder: hold {probability} of packets back by {}",
+                        units::format_duration(*gap)
+                    ),
+                    NetEffect::Rate { bits_per_sec } => {
+                        format!("rate {}", format_bits(*bits_per_sec))
+                    }
+                };
+                let mut scope = Vec::new();
+                if !peers.is_empty() {
+                    scope.push(format!("peers {}", describe_peers(peers)));
+                }
+                if !ports.is_empty() {
+                    let p: Vec<String> = ports.iter().map(u16::to_string).collect();
+                    scope.push(format!("ports {}", p.join(", ")));
+                }
+                scope.push(
+                    match direction {
+                        NetDirection::Egress => "egress",
+                        NetDirection::Ingress => "ingress",
+                        NetDirection::Both => "both ways",
+                    }
+                    .to_string(),
+                );
+                let how = match mechanism {
+                    Some(m) => format!(", via {m}"),
+                    None => String::new(),
+                };
+                format!("{what} ({}{how})", scope.join(", "))
+            }
+            FaultKind::Partition {
+                peers, direction, ..
+            } => {
                 let who = if peers.is_empty() {
                     "everyone".to_string()
                 } else {
@@ -386,6 +578,20 @@ impl FaultKind {
 }
 
 // === compile ===
+
+/// [`load`], then [`choose_mechanisms`] with this machine's capabilities (probed only when
+/// the plan has kernel-level network faults): what `plan` and `run` need.
+pub fn load_here(path: &Path, seed: Option<u64>) -> Result<(Document, Plan), Diagnostics> {
+    let (doc, mut plan) = load(path, seed)?;
+    if plan
+        .faults
+        .iter()
+        .any(|f| matches!(f.kind, FaultKind::Network { .. }))
+    {
+        choose_mechanisms(&doc, &mut plan, crate::fault::host::caps::probe())?;
+    }
+    Ok((doc, plan))
+}
 
 /// Reads, parses, decodes and compiles an experiment file. `seed` overrides the file's seed.
 pub fn load(path: &Path, seed: Option<u64>) -> Result<(Document, Plan), Diagnostics> {
@@ -890,7 +1096,21 @@ impl Cx<'_> {
         let mut out = Vec::new();
         for (i, f) in specs.iter().enumerate() {
             let base = format!("faults[{i}]");
-            let Some((key, kind)) = self.fault_kind(&base, f) else {
+            // Whether `latency` and `corrupt` act on a proxy or on hosts depends on the targets.
+            let on_host = target_specs
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| scope::matches(&f.target.select, &t.name, &t.labels))
+                .any(|(ti, _)| {
+                    matches!(
+                        targets.get(ti),
+                        Some(Some(Target {
+                            kind: TargetKind::Host { .. },
+                            ..
+                        }))
+                    )
+                });
+            let Some((key, kind)) = self.fault_kind(&base, f, on_host) else {
                 continue;
             };
             if let Some(why) = kind.irreversible()
@@ -901,7 +1121,10 @@ impl Cx<'_> {
                     format!("`{key}` is irreversible ({why}); set `policies.allow_irreversible: true` to allow it"),
                 );
             }
-            if let FaultKind::Partition { peers, .. } | FaultKind::Loss { peers, .. } = &kind {
+            if let FaultKind::Partition { peers, .. }
+            | FaultKind::Loss { peers, .. }
+            | FaultKind::Network { peers, .. } = &kind
+            {
                 for (j, peer) in peers.iter().enumerate() {
                     let Peer::Target(name) = peer else { continue };
                     let found = target_specs.iter().find(|t| &t.name == name);
@@ -1013,12 +1236,57 @@ impl Cx<'_> {
                 continue;
             }
             let names: Vec<String> = selected.iter().map(|(_, t)| t.name.clone()).collect();
-            let chosen = scope.choose(&names, seed, &f.name);
+            let mut chosen = scope.choose(&names, seed, &f.name);
+            let mut kind = kind;
+            if let FaultKind::Partition {
+                shape: Some(split),
+                peers,
+                direction,
+            } = &mut kind
+            {
+                if !peers.is_empty() {
+                    self.err(
+                        &format!("{base}.partition.peers"),
+                        "a group `shape` splits the selected targets among themselves; leave out `peers`",
+                    );
+                    continue;
+                }
+                if *direction != crate::spec::PartitionDirectionSpec::Both {
+                    self.err(
+                        &format!("{base}.partition.direction"),
+                        "a group `shape` cuts both ways; leave out `direction`",
+                    );
+                    continue;
+                }
+                let need = if split.shape == crate::spec::PartitionShapeSpec::Bridge {
+                    3
+                } else {
+                    2
+                };
+                if chosen.len() < need {
+                    self.err(
+                        &format!("{base}.target.scope"),
+                        format!(
+                            "shape `{}` needs at least {need} targets, but the scope chooses {} ({}); use `scope: all` or select more",
+                            shape_name(split.shape),
+                            chosen.len(),
+                            chosen.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                *split = split_group(split.shape, &chosen, seed, &f.name);
+                // The bridge gets no rules: its peers are everyone else, who reach it.
+                if let Some(b) = &split.bridge {
+                    chosen.retain(|t| t != b);
+                }
+            }
             out.push(PlannedFault {
                 name: f.name.clone(),
                 kind,
                 scope,
                 targets: chosen,
+                index: i,
             });
         }
         out
@@ -1063,16 +1331,89 @@ impl Cx<'_> {
         }
     }
 
-    fn streams(d: spec::DirectionSpec) -> Vec<Stream> {
-        match d {
+    /// A proxy fault's streams; `egress`/`ingress` are host words.
+    fn proxy_streams(&mut self, p: &str, d: Option<spec::DirectionSpec>) -> Vec<Stream> {
+        match d.unwrap_or_default() {
             spec::DirectionSpec::Upstream => vec![Stream::Upstream],
             spec::DirectionSpec::Downstream => vec![Stream::Downstream],
             spec::DirectionSpec::Both => vec![Stream::Upstream, Stream::Downstream],
+            d @ (spec::DirectionSpec::Egress | spec::DirectionSpec::Ingress) => {
+                self.err(
+                    &format!("{p}.direction"),
+                    format!(
+                        "`{}` is for host targets; on a proxy write `upstream`, `downstream` or `both`",
+                        if d == spec::DirectionSpec::Egress { "egress" } else { "ingress" }
+                    ),
+                );
+                vec![Stream::Downstream]
+            }
         }
     }
 
-    /// The fault's one kind, or a diagnostic when it has none or several.
-    fn fault_kind(&mut self, base: &str, f: &spec::FaultSpec) -> Option<(&'static str, FaultKind)> {
+    /// `peers` and `ports` narrow host faults only.
+    fn proxy_only(&mut self, p: &str, peers: &[String], ports: &[u16]) {
+        for (field, given) in [("peers", !peers.is_empty()), ("ports", !ports.is_empty())] {
+            if given {
+                self.err(
+                    &format!("{p}.{field}"),
+                    format!(
+                        "`{field}` is for host (`netns`/`host`) targets; this fault acts on a proxy"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A kernel-level network fault; its mechanism is chosen later ([`choose_mechanisms`]).
+    fn network(
+        &mut self,
+        p: &str,
+        effect: NetEffect,
+        peers: &[String],
+        ports: &[u16],
+        direction: Option<spec::DirectionSpec>,
+    ) -> FaultKind {
+        let direction =
+            match direction.unwrap_or(spec::DirectionSpec::Egress) {
+                spec::DirectionSpec::Egress => NetDirection::Egress,
+                spec::DirectionSpec::Ingress => NetDirection::Ingress,
+                spec::DirectionSpec::Both => NetDirection::Both,
+                d @ (spec::DirectionSpec::Upstream | spec::DirectionSpec::Downstream) => {
+                    self.err(
+                    &format!("{p}.direction"),
+                    format!(
+                        "`{}` is for proxy targets; on a host write `egress`, `ingress` or `both`",
+                        if d == spec::DirectionSpec::Upstream { "upstream" } else { "downstream" }
+                    ),
+                );
+                    NetDirection::Egress
+                }
+            };
+        for (j, port) in ports.iter().enumerate() {
+            if *port == 0 {
+                self.err(
+                    &format!("{p}.ports[{j}]"),
+                    "port 0 matches nothing; give 1–65535",
+                );
+            }
+        }
+        FaultKind::Network {
+            effect,
+            peers: parse_peers(peers),
+            ports: ports.to_vec(),
+            direction,
+            mechanism: None,
+        }
+    }
+
+    /// The fault's one kind, or a diagnostic when it has none or several. `on_host`: the
+    /// selector matches host targets, so `latency` and `corrupt` act on packets.
+    fn fault_kind(
+        &mut self,
+        base: &str,
+        f: &spec::FaultSpec,
+        on_host: bool,
+    ) -> Option<(&'static str, FaultKind)> {
         let present: Vec<&'static str> = [
             ("latency", f.latency.is_some()),
             ("bandwidth", f.bandwidth.is_some()),
@@ -1080,6 +1421,9 @@ impl Cx<'_> {
             ("reset", f.reset.is_some()),
             ("down", f.down.is_some()),
             ("corrupt", f.corrupt.is_some()),
+            ("duplicate", f.duplicate.is_some()),
+            ("reorder", f.reorder.is_some()),
+            ("rate", f.rate.is_some()),
             ("pause", f.pause.is_some()),
             ("kill", f.kill.is_some()),
             ("partition", f.partition.is_some()),
@@ -1096,7 +1440,7 @@ impl Cx<'_> {
                 self.err(
                     base,
                     format!(
-                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, partition, loss, cpu, memory, disk-fill, pause, kill",
+                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, duplicate, reorder, rate, partition, loss, cpu, memory, disk-fill, pause, kill",
                         f.name
                     ),
                 );
@@ -1124,11 +1468,90 @@ impl Cx<'_> {
         let kind = if let Some(l) = &f.latency {
             let delay = self.duration(&format!("{p}.delay"), Some(&l.delay), Duration::ZERO);
             let jitter = self.duration(&format!("{p}.jitter"), l.jitter.as_deref(), Duration::ZERO);
-            let tox = self.ratio(&format!("{p}.toxicity"), l.toxicity.as_deref(), Ratio::ONE);
-            proxy(
-                Self::streams(l.direction),
-                tox,
-                ProxyFault::Latency { delay, jitter },
+            if on_host {
+                if l.toxicity.is_some() {
+                    self.err(
+                        &format!("{p}.toxicity"),
+                        "`toxicity` is for proxy targets; on a host every matching packet is delayed (narrow it with `peers` or `ports`)",
+                    );
+                }
+                if jitter > delay {
+                    self.err(
+                        &format!("{p}.jitter"),
+                        format!(
+                            "jitter {} is larger than the delay {}: a packet cannot leave before it was sent",
+                            units::format_duration(jitter),
+                            units::format_duration(delay)
+                        ),
+                    );
+                }
+                self.network(
+                    &p,
+                    NetEffect::Latency { delay, jitter },
+                    &l.peers,
+                    &l.ports,
+                    l.direction,
+                )
+            } else {
+                self.proxy_only(&p, &l.peers, &l.ports);
+                let tox = self.ratio(&format!("{p}.toxicity"), l.toxicity.as_deref(), Ratio::ONE);
+                proxy(
+                    self.proxy_streams(&p, l.direction),
+                    tox,
+                    ProxyFault::Latency { delay, jitter },
+                )
+            }
+        } else if let Some(d) = &f.duplicate {
+            let probability = self.ratio(
+                &format!("{p}.probability"),
+                Some(&d.probability),
+                Ratio::ZERO,
+            );
+            self.network(
+                &p,
+                NetEffect::Duplicate { probability },
+                &d.peers,
+                &d.ports,
+                d.direction,
+            )
+        } else if let Some(r) = &f.reorder {
+            let probability = self.ratio(
+                &format!("{p}.probability"),
+                Some(&r.probability),
+                Ratio::ZERO,
+            );
+            let gap = self.duration(
+                &format!("{p}.gap"),
+                Some(r.gap.as_deref().unwrap_or("10ms")),
+                Duration::from_millis(10),
+            );
+            if gap.is_zero() {
+                self.err(
+                    &format!("{p}.gap"),
+                    "a gap of 0 reorders nothing; give e.g. `10ms`",
+                );
+            }
+            self.network(
+                &p,
+                NetEffect::Reorder { probability, gap },
+                &r.peers,
+                &r.ports,
+                r.direction,
+            )
+        } else if let Some(r) = &f.rate {
+            let bits_per_sec = match units::parse_byte_rate(&r.rate) {
+                Ok(bytes) => bytes.saturating_mul(8),
+                Err(e) => {
+                    self.unit_err(&format!("{p}.rate"), e);
+                    8
+                }
+            };
+            self.network(
+                &p,
+                NetEffect::Rate { bits_per_sec },
+                &r.peers,
+                &r.ports,
+                r.direction,
             )
         } else if let Some(b) = &f.bandwidth {
             let rate = units::parse_byte_rate(&b.rate).unwrap_or_else(|e| {
@@ -1137,7 +1560,7 @@ impl Cx<'_> {
             });
             let tox = self.ratio(&format!("{p}.toxicity"), b.toxicity.as_deref(), Ratio::ONE);
             proxy(
-                Self::streams(b.direction),
+                self.proxy_streams(&p, Some(b.direction)),
                 tox,
                 ProxyFault::Bandwidth { rate },
             )
@@ -1148,7 +1571,7 @@ impl Cx<'_> {
                 .map(|a| self.duration(&format!("{p}.after"), Some(a), Duration::ZERO));
             let tox = self.ratio(&format!("{p}.toxicity"), t.toxicity.as_deref(), Ratio::ONE);
             proxy(
-                Self::streams(t.direction),
+                self.proxy_streams(&p, Some(t.direction)),
                 tox,
                 ProxyFault::Timeout { after },
             )
@@ -1164,20 +1587,50 @@ impl Cx<'_> {
                 Some(&c.probability),
                 Ratio::ZERO,
             );
-            let tox = self.ratio(&format!("{p}.toxicity"), c.toxicity.as_deref(), Ratio::ONE);
-            let per = match c.per {
-                spec::CorruptPerSpec::Byte => CorruptUnit::Byte,
-                spec::CorruptPerSpec::Chunk => CorruptUnit::Chunk,
-            };
-            proxy(
-                Self::streams(c.direction),
-                tox,
-                ProxyFault::Corrupt { probability, per },
-            )
+            if on_host {
+                if c.toxicity.is_some() {
+                    self.err(
+                        &format!("{p}.toxicity"),
+                        "`toxicity` is for proxy targets; on a host `probability` is the share of packets",
+                    );
+                }
+                if c.per.is_some() {
+                    self.err(
+                        &format!("{p}.per"),
+                        "`per` is for proxy targets; on a host one bit of a packet is flipped",
+                    );
+                }
+                self.network(
+                    &p,
+                    NetEffect::Corrupt { probability },
+                    &c.peers,
+                    &c.ports,
+                    c.direction,
+                )
+            } else {
+                self.proxy_only(&p, &c.peers, &c.ports);
+                let tox = self.ratio(&format!("{p}.toxicity"), c.toxicity.as_deref(), Ratio::ONE);
+                let per = match c.per.unwrap_or_default() {
+                    spec::CorruptPerSpec::Byte => CorruptUnit::Byte,
+                    spec::CorruptPerSpec::Chunk => CorruptUnit::Chunk,
+                };
+                proxy(
+                    self.proxy_streams(&p, c.direction),
+                    tox,
+                    ProxyFault::Corrupt { probability, per },
+                )
+            }
         } else if let Some(p) = &f.partition {
             FaultKind::Partition {
                 peers: parse_peers(&p.peers),
                 direction: p.direction,
+                // The sides are drawn once the targets are chosen.
+                shape: p.shape.map(|shape| GroupSplit {
+                    shape,
+                    a: Vec::new(),
+                    b: Vec::new(),
+                    bridge: None,
+                }),
             }
         } else if let Some(l) = &f.loss {
             let probability = self.ratio(
@@ -1261,6 +1714,191 @@ impl Cx<'_> {
         };
         Some((key, kind))
     }
+}
+
+fn shape_name(shape: crate::spec::PartitionShapeSpec) -> &'static str {
+    match shape {
+        crate::spec::PartitionShapeSpec::Halves => "halves",
+        crate::spec::PartitionShapeSpec::IsolateOne => "isolate-one",
+        crate::spec::PartitionShapeSpec::Bridge => "bridge",
+    }
+}
+
+/// Draws the sides of a group partition from `chosen` (at least 2 targets, 3 for a bridge) with
+/// the seed, salted by the fault's name so that two faults split differently. Pure.
+pub fn split_group(
+    shape: crate::spec::PartitionShapeSpec,
+    chosen: &[String],
+    seed: u64,
+    salt: &str,
+) -> GroupSplit {
+    use crate::spec::PartitionShapeSpec as S;
+    let mut order = chosen.to_vec();
+    let mut rng = scope::SeededRng::new(seed ^ scope::fnv1a(&format!("{salt}/shape")));
+    for i in (1..order.len()).rev() {
+        let j = rng.below(i + 1);
+        order.swap(i, j);
+    }
+    let (bridge, rest) = match shape {
+        S::Bridge if !order.is_empty() => (Some(order.remove(0)), order),
+        _ => (None, order),
+    };
+    let k = match shape {
+        S::IsolateOne => 1.min(rest.len()),
+        S::Halves | S::Bridge => rest.len().div_ceil(2),
+    };
+    let mut a = rest[..k].to_vec();
+    let mut b = rest[k..].to_vec();
+    a.sort();
+    b.sort();
+    GroupSplit {
+        shape,
+        a,
+        b,
+        bridge,
+    }
+}
+
+/// The peers a target of a group partition is cut from: the other side.
+pub fn group_peers(split: &GroupSplit, target: &str) -> Vec<Peer> {
+    let other = if split.a.iter().any(|t| t == target) {
+        &split.b
+    } else if split.b.iter().any(|t| t == target) {
+        &split.a
+    } else {
+        return Vec::new();
+    };
+    other.iter().cloned().map(Peer::Target).collect()
+}
+
+/// How a kernel-level network fault can be carried out with `caps`, preferring netem; `Err`
+/// names what is missing.
+pub fn mechanism_for(
+    effect: &NetEffect,
+    filtered: bool,
+    direction: NetDirection,
+    caps: &crate::fault::host::caps::NetCapabilities,
+) -> Result<Mechanism, String> {
+    let ingress = direction != NetDirection::Egress;
+    let mut missing: Vec<String> = Vec::new();
+    let tree_ok = |missing: &mut Vec<String>| {
+        let mut ok = true;
+        if filtered && !caps.htb_u32 {
+            missing.push(
+                "the htb qdisc with the u32 classifier (to single out peers and ports)".to_string(),
+            );
+            ok = false;
+        }
+        if ingress && !caps.ifb {
+            missing.push(
+                "ifb devices with the ingress qdisc and mirred (to shape incoming packets)"
+                    .to_string(),
+            );
+            ok = false;
+        }
+        ok
+    };
+    if let NetEffect::Rate { .. } = effect {
+        if !caps.htb_u32 {
+            missing.push("the htb qdisc with the u32 classifier".to_string());
+        }
+        if ingress && !caps.ifb {
+            missing.push(
+                "ifb devices with the ingress qdisc and mirred (to shape incoming packets)"
+                    .to_string(),
+            );
+        }
+        return if missing.is_empty() {
+            Ok(Mechanism::Htb)
+        } else {
+            Err(format!("`rate` needs {}", missing.join(" and ")))
+        };
+    }
+    if caps.netem {
+        if tree_ok(&mut missing) {
+            return Ok(Mechanism::Netem);
+        }
+    } else {
+        missing.push("the netem qdisc (sch_netem)".to_string());
+    }
+    match effect {
+        NetEffect::Duplicate { .. } => {
+            if caps.nft_dup && !ingress {
+                return Ok(Mechanism::NftDup);
+            }
+            if ingress {
+                missing.push(
+                    "(nft `dup` only duplicates outgoing packets: use `direction: egress`)"
+                        .to_string(),
+                );
+            } else {
+                missing.push("nftables `dup` (nft_dup_ipv4/ipv6)".to_string());
+            }
+        }
+        _ => match &caps.nfqueue {
+            Ok(()) => return Ok(Mechanism::Nfqueue),
+            Err(why) => missing.push(format!("NFQUEUE ({why})")),
+        },
+    }
+    let kind = match effect {
+        NetEffect::Latency { .. } => "latency",
+        NetEffect::Corrupt { .. } => "corrupt",
+        NetEffect::Duplicate { .. } => "duplicate",
+        NetEffect::Reorder { .. } => "reorder",
+        NetEffect::Rate { .. } => "rate",
+    };
+    Err(format!(
+        "kernel-level `{kind}` is not possible on this machine: missing {}",
+        missing.join("; ")
+    ))
+}
+
+/// Chooses how each kernel-level network fault of `plan` is carried out with the capabilities
+/// of this machine. A fault no mechanism can carry out is a plan-time error at its key, naming
+/// the missing capability.
+pub fn choose_mechanisms(
+    doc: &Document,
+    plan: &mut Plan,
+    caps: &crate::fault::host::caps::NetCapabilities,
+) -> Result<(), Diagnostics> {
+    let mut diags = Diagnostics::new();
+    for f in &mut plan.faults {
+        let name = f.kind.name();
+        if let FaultKind::Network {
+            effect,
+            peers,
+            ports,
+            direction,
+            mechanism,
+        } = &mut f.kind
+        {
+            let filtered = !peers.is_empty() || !ports.is_empty();
+            match mechanism_for(effect, filtered, *direction, caps) {
+                Ok(m) => *mechanism = Some(m),
+                Err(why) => diags.push(doc.diag(&format!("faults[{}].{name}", f.index), why)),
+            }
+        }
+    }
+    if diags.is_empty() { Ok(()) } else { Err(diags) }
+}
+
+/// `8Mbit/s`, `1.5Gbit/s`, `64kbit/s`: decimal units, as `tc` and users write them.
+pub fn format_bits(bits_per_sec: u64) -> String {
+    let b = bits_per_sec as f64;
+    if bits_per_sec >= 1_000_000_000 {
+        format!("{}Gbit/s", trim_float(b / 1e9))
+    } else if bits_per_sec >= 1_000_000 {
+        format!("{}Mbit/s", trim_float(b / 1e6))
+    } else if bits_per_sec >= 1_000 {
+        format!("{}kbit/s", trim_float(b / 1e3))
+    } else {
+        format!("{bits_per_sec}bit/s")
+    }
+}
+
+fn trim_float(x: f64) -> String {
+    let s = format!("{x:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn parse_peers(peers: &[String]) -> Vec<Peer> {

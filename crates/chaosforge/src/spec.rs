@@ -232,7 +232,7 @@ pub struct FaultSpec {
     pub name: String,
     /// Which targets it acts on.
     pub target: TargetSelectorSpec,
-    /// Proxy: delay every chunk of bytes.
+    /// Proxy: delay every chunk of bytes. Host: delay packets (kernel level).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencySpec>,
     /// Proxy: limit throughput.
@@ -247,9 +247,18 @@ pub struct FaultSpec {
     /// Proxy: refuse new connections and drop open ones (the service is unavailable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down: Option<DownSpec>,
-    /// Proxy: flip bits in the data.
+    /// Proxy: flip bits in the data. Host: flip a bit in a share of packets (kernel level).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrupt: Option<CorruptSpec>,
+    /// Host: send a share of packets twice (kernel level).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<DuplicateSpec>,
+    /// Host: hold a share of packets back so that later ones overtake them (kernel level).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reorder: Option<ReorderSpec>,
+    /// Host: limit the rate of an interface's traffic (kernel level).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateSpec>,
     /// Host: drop traffic with nftables — full isolation, or only to/from `peers`, both ways or
     /// one way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -322,20 +331,26 @@ pub struct SizedScopeSpec {
     pub percent: Option<String>,
 }
 
-/// Which way the bytes a proxy fault acts on flow.
+/// Which way the traffic a fault acts on flows. On a proxy: `upstream`, `downstream` (the
+/// default, as in Toxiproxy) or `both`; on a host: `egress` (the default), `ingress` or `both`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum DirectionSpec {
-    /// Client → upstream (requests).
+    /// Proxy: client → upstream (requests).
     Upstream,
-    /// Upstream → client (responses). The default, as in Toxiproxy.
+    /// Proxy: upstream → client (responses). The default on proxies.
     #[default]
     Downstream,
     /// Both ways.
     Both,
+    /// Host: packets the host sends. The default on hosts.
+    Egress,
+    /// Host: packets the host receives.
+    Ingress,
 }
 
-/// `latency: { delay: 200ms, jitter: 20ms }`
+/// `latency: { delay: 200ms, jitter: 20ms }`; on a host also
+/// `latency: { delay: 50ms, peers: [db], ports: [5432], direction: egress }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LatencySpec {
@@ -346,14 +361,20 @@ pub struct LatencySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<UnitValue>")]
     pub jitter: Option<String>,
-    /// Which way. Default `downstream`.
-    #[serde(default)]
-    pub direction: DirectionSpec,
-    /// Share of connections affected, `100%` by default. Decided once per connection: a client
-    /// that keeps one connection alive (as HTTP monitors do) sees all or none of the fault.
+    /// Which way. Default `downstream` on a proxy, `egress` on a host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<DirectionSpec>,
+    /// Proxy: share of connections affected, `100%` by default. Decided once per connection: a
+    /// client that keeps one connection alive (as HTTP monitors do) sees all or none of the fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<UnitValue>")]
     pub toxicity: Option<String>,
+    /// Host: only packets to/from these peers (IP addresses or `netns`/`host` target names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// Host: only packets to/from these remote ports (TCP or UDP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
 }
 
 /// `bandwidth: { rate: 1MB/s }`
@@ -415,16 +436,81 @@ pub struct CorruptSpec {
     /// Chance that a unit (byte or chunk) gets one bit flipped, e.g. `1%`.
     #[schemars(with = "UnitValue")]
     pub probability: String,
-    /// `byte` (default) or `chunk`.
-    #[serde(default)]
-    pub per: CorruptPerSpec,
-    /// Which way. Default `downstream`.
-    #[serde(default)]
-    pub direction: DirectionSpec,
-    /// Share of connections affected, `100%` by default.
+    /// Proxy: `byte` (default) or `chunk`. On a host the unit is a packet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<CorruptPerSpec>,
+    /// Which way. Default `downstream` on a proxy, `egress` on a host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<DirectionSpec>,
+    /// Proxy: share of connections affected, `100%` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<UnitValue>")]
     pub toxicity: Option<String>,
+    /// Host: only packets to/from these peers (IP addresses or `netns`/`host` target names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// Host: only packets to/from these remote ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+}
+
+/// `duplicate: { probability: 5% }` (host): a share of packets is sent twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DuplicateSpec {
+    /// Share of packets sent twice, e.g. `5%`.
+    #[schemars(with = "UnitValue")]
+    pub probability: String,
+    /// Only packets to/from these peers (IP addresses or `netns`/`host` target names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// Only packets to/from these remote ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// `egress` (default), `ingress` or `both`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<DirectionSpec>,
+}
+
+/// `reorder: { probability: 25%, gap: 10ms }` (host): a share of packets is held back by `gap`,
+/// so that the packets after it overtake it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReorderSpec {
+    /// Share of packets held back, e.g. `25%`.
+    #[schemars(with = "UnitValue")]
+    pub probability: String,
+    /// How long they are held back. Default `10ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub gap: Option<String>,
+    /// Only packets to/from these peers (IP addresses or `netns`/`host` target names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// Only packets to/from these remote ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// `egress` (default), `ingress` or `both`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<DirectionSpec>,
+}
+
+/// `rate: { rate: 8Mbit/s }` (host): the interface carries at most this much.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateSpec {
+    /// `8Mbit/s`, `1MB/s`, `512KiB/s`.
+    #[schemars(with = "UnitValue")]
+    pub rate: String,
+    /// Only packets to/from these peers (IP addresses or `netns`/`host` target names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// Only packets to/from these remote ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// `egress` (default), `ingress` or `both`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<DirectionSpec>,
 }
 
 /// What a corruption probability applies to.
@@ -451,6 +537,23 @@ pub struct PartitionSpec {
     /// fails) or `egress` (drop what goes out to them: target → peers fails).
     #[serde(default)]
     pub direction: PartitionDirectionSpec,
+    /// Split the selected targets among themselves instead of cutting each from `peers`:
+    /// `halves`, `isolate-one` (one node from the majority) or `bridge` (two halves that one
+    /// node still reaches). Roles are drawn with the seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<PartitionShapeSpec>,
+}
+
+/// How a group partition splits its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartitionShapeSpec {
+    /// Two halves (the first one larger when the count is odd) that cannot reach each other.
+    Halves,
+    /// One node cut from all the others, which still reach each other.
+    IsolateOne,
+    /// Two halves cut from each other, and one node that still reaches both.
+    Bridge,
 }
 
 /// Which way a partition cuts.

@@ -162,3 +162,69 @@ fn nothing_is_injected_when_validation_fails() {
         "a failed validation must not even start a run"
     );
 }
+
+/// A kernel-level fault whose mechanisms this machine lacks is a plan-time error at the fault,
+/// naming what is missing; with a fallback, the plan says which mechanism it will use.
+#[test]
+fn plan_names_the_mechanism_or_the_missing_capability() {
+    let dir = crate::support::Dir::new();
+    let exp = dir.write(
+        "kernel.yaml",
+        r#"apiVersion: chaosforge/v1
+name: slow-node
+targets:
+  - name: node
+    netns: cf-plan-test-node
+hypothesis:
+  monitors:
+    - name: up
+      tcp: { address: "127.0.0.1:9" }
+      expect: ["availability >= 99%"]
+faults:
+  - name: slow
+    latency: { delay: 50ms, jitter: 5ms }
+    target: { select: { name: node } }
+  - name: throttle
+    rate: { rate: 8Mbit/s, direction: ingress }
+    target: { select: { name: node } }
+phases: { baseline: 1s, inject: 1s, recover_within: 5s }
+"#,
+    );
+    let out = chaosforge()
+        .args(["plan", exp.to_str().unwrap()])
+        .env("CHAOSFORGE_WITHOUT", "netem,nfqueue,ifb")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("kernel.yaml:13:14: faults[0].latency: kernel-level `latency` is not possible on this machine: missing the netem qdisc (sch_netem); NFQUEUE (hidden by CHAOSFORGE_WITHOUT)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("faults[1].rate: `rate` needs ifb devices with the ingress qdisc and mirred (to shape incoming packets)"),
+        "{stderr}"
+    );
+
+    // CI runs as root with the tools `.ci/run` installs: NFQUEUE and htb are there.
+    let out = chaosforge()
+        .args(["plan", exp.to_str().unwrap()])
+        .env("CHAOSFORGE_WITHOUT", "netem")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("latency 50ms ±5ms (egress, via nfqueue (userspace))"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rate 8Mbit/s (ingress, via htb)"),
+        "{stdout}"
+    );
+}

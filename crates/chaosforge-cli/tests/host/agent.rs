@@ -17,6 +17,14 @@
 //! - `open ID ADDR TIMEOUT_MS`: open a TCP connection and keep it as ID.
 //! - `echo ID TAG TIMEOUT_MS`: send byte TAG on connection ID and wait for it to come back
 //!   (earlier echoes arriving late are skipped); answers 1 or 0.
+//! - `connect-p50 ADDR COUNT`: COUNT TCP connects one after the other (2 s timeout each);
+//!   answers the median connect time in microseconds and how many succeeded: `P50_US OK`.
+//! - `bulk ADDR BYTES`: send BYTES to the echo server at ADDR while reading them back; answers
+//!   the milliseconds until the last byte was sent and read back (10 s limit).
+//! - `listen-seq PORT`: record the sequence numbers of datagrams arriving on PORT; `seq-stats`
+//!   answers `RECEIVED OUT_OF_ORDER` (a datagram is out of order when a later one came first).
+//! - `send-seq ADDR FIRST COUNT GAP_US`: send COUNT datagrams numbered from FIRST, one every
+//!   GAP_US.
 //! - `ping`: answers `pong`.
 
 use std::collections::HashMap;
@@ -69,6 +77,8 @@ fn reply(r: Result<String, String>) {
 struct State {
     udp_count: Arc<AtomicUsize>,
     conns: HashMap<String, TcpStream>,
+    /// Datagrams received on the `listen-seq` port and how many came after a later one.
+    seq: Arc<Mutex<(u64, u64, Option<u64>)>>,
 }
 
 impl State {
@@ -98,6 +108,95 @@ impl State {
                 Ok("listening".into())
             }
             ["udp-count"] => Ok(self.udp_count.load(Ordering::SeqCst).to_string()),
+            ["connect-p50", addr, count] => {
+                let to = addr_of(addr)?;
+                let mut times = Vec::new();
+                for _ in 0..num(count)? {
+                    let start = Instant::now();
+                    if TcpStream::connect_timeout(&to, Duration::from_secs(2)).is_ok() {
+                        times.push(start.elapsed().as_micros());
+                    }
+                }
+                times.sort_unstable();
+                let p50 = times.get(times.len() / 2).copied().unwrap_or(0);
+                Ok(format!("{p50} {}", times.len()))
+            }
+            ["bulk", addr, bytes] => {
+                let n: usize = bytes.parse().map_err(|_| "bad byte count")?;
+                let mut c = TcpStream::connect_timeout(&addr_of(addr)?, Duration::from_secs(2))
+                    .map_err(e)?;
+                c.set_read_timeout(Some(Duration::from_secs(10)))
+                    .map_err(e)?;
+                let mut w = c.try_clone().map_err(e)?;
+                let start = Instant::now();
+                let writer = std::thread::spawn(move || {
+                    let chunk = [7u8; 16 * 1024];
+                    let mut left = n;
+                    while left > 0 {
+                        let k = left.min(chunk.len());
+                        if w.write_all(&chunk[..k]).is_err() {
+                            break;
+                        }
+                        left -= k;
+                    }
+                });
+                let mut got = 0;
+                let mut buf = vec![0u8; 64 * 1024];
+                while got < n {
+                    match c.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(k) => got += k,
+                        Err(err) => return Err(err.to_string()),
+                    }
+                }
+                let ms = start.elapsed().as_millis();
+                let _ = writer.join();
+                if got < n {
+                    return Err(format!("only {got} of {n} bytes came back"));
+                }
+                Ok(ms.to_string())
+            }
+            ["listen-seq", port] => {
+                let s = UdpSocket::bind(("0.0.0.0", num(port)?)).map_err(e)?;
+                let seq = self.seq.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = s.recv(&mut buf) {
+                        let Ok(bytes) = <[u8; 8]>::try_from(&buf[..n.min(8)]) else {
+                            continue;
+                        };
+                        let k = u64::from_be_bytes(bytes);
+                        let Ok(mut st) = seq.lock() else { break };
+                        st.0 += 1;
+                        match st.2 {
+                            Some(max) if k < max => st.1 += 1,
+                            _ => st.2 = Some(k),
+                        }
+                    }
+                });
+                Ok("listening".into())
+            }
+            ["seq-stats"] => {
+                let st = self.seq.lock().map_err(|_| "poisoned")?;
+                Ok(format!("{} {}", st.0, st.1))
+            }
+            ["send-seq", addr, first, count, gap_us] => {
+                let first: u64 = first.parse().map_err(|_| "bad first number")?;
+                let to = addr_of(addr)?;
+                let gap = Duration::from_micros(gap_us.parse().map_err(|_| "bad gap")?);
+                let s = UdpSocket::bind(("0.0.0.0", 0)).map_err(e)?;
+                let start = Instant::now();
+                let count: u64 = count.parse().map_err(|_| "bad count")?;
+                for k in 0..count {
+                    // Paced against the start, so a late wakeup does not stretch the run.
+                    let due = start + gap * k as u32;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let _ = s.send_to(&(first + k).to_be_bytes(), to);
+                }
+                Ok(count.to_string())
+            }
             ["udp-send", addr, count] => {
                 let to = addr_of(addr)?;
                 let s = UdpSocket::bind(("0.0.0.0", 0)).map_err(e)?;

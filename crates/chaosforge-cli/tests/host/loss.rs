@@ -20,7 +20,7 @@ use crate::netns::{Hosts, UDP_PORT};
 const N: usize = 2000;
 const COUNTER: &str = "chaosforge_test_arrivals";
 
-fn nft(ns: &str, args: &[&str]) -> String {
+pub fn nft(ns: &str, args: &[&str]) -> String {
     let out = std::process::Command::new("ip")
         .args(["netns", "exec", ns, "nft"])
         .args(args)
@@ -35,7 +35,7 @@ fn nft(ns: &str, args: &[&str]) -> String {
 }
 
 /// Datagrams that reached `b`'s IP input so far.
-fn arrivals(h: &Hosts) -> usize {
+pub fn arrivals(h: &Hosts) -> usize {
     let text = nft(&h.b.ns, &["list", "table", "inet", COUNTER]);
     let after = text.split("packets ").nth(1).unwrap_or("0");
     after
@@ -47,7 +47,7 @@ fn arrivals(h: &Hosts) -> usize {
 }
 
 /// Sends `N` datagrams from `a` to `b` in bursts of 100 and returns how many arrived at `b`.
-fn send(h: &Hosts) -> usize {
+pub fn send(h: &Hosts) -> usize {
     let before = arrivals(h);
     for _ in 0..N / 100 {
         h.a.agent.ask(&format!("udp-send {} 100", h.b.udp()));
@@ -57,9 +57,8 @@ fn send(h: &Hosts) -> usize {
     arrivals(h) - before
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_percent_loss_drops_about_a_fifth_of_the_datagrams() {
-    let h = Hosts::new();
+/// Counts the datagrams to `b`'s UDP port in `b`'s input hook (read with [`arrivals`]).
+pub fn count_arrivals(h: &Hosts) {
     nft(&h.b.ns, &["add", "table", "inet", COUNTER]);
     nft(
         &h.b.ns,
@@ -79,6 +78,12 @@ async fn twenty_percent_loss_drops_about_a_fifth_of_the_datagrams() {
             "add", "rule", "inet", COUNTER, "input", "udp", "dport", &port, "counter",
         ],
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_percent_loss_drops_about_a_fifth_of_the_datagrams() {
+    let h = Hosts::new();
+    count_arrivals(&h);
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::create(dir.path(), &journal::new_run_id()).unwrap();
     let f = LossFault {

@@ -8,6 +8,7 @@
 
 mod agent;
 mod loss;
+mod netdeg;
 mod netns;
 mod partition;
 mod run;

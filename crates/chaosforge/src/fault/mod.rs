@@ -86,8 +86,30 @@ pub enum RevertSpec {
     NftTable {
         /// The namespace, `None` for the host's own.
         netns: Option<String>,
-        /// The table (family `inet`).
+        /// The table.
         table: String,
+        /// Its families: `inet` (partition, loss) when absent, `ip` and `ip6` for `dup`.
+        #[serde(default = "inet", skip_serializing_if = "is_inet")]
+        families: Vec<String>,
+    },
+    /// Delete chaosforge's qdiscs on an interface (root handle `cf00:`) and its `ifb` device.
+    Qdisc {
+        /// The namespace, `None` for the host's own.
+        netns: Option<String>,
+        /// The interface.
+        interface: String,
+        /// The `ifb` device of an ingress shape.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ifb: Option<String>,
+    },
+    /// Delete the iptables chains (and their jump rules) that fed an NFQUEUE handler.
+    QueueChains {
+        /// The namespace, `None` for the host's own.
+        netns: Option<String>,
+        /// The chains.
+        chains: Vec<host::iptables::QueueChain>,
+        /// `iptables`, `ip6tables` or both.
+        families: Vec<host::iptables::Family>,
     },
     /// Kill every process in a cgroup chaosforge made for a fault, then remove it.
     Cgroup {
@@ -302,6 +324,14 @@ impl fmt::Debug for Guard {
 
 // === impl RevertSpec ===
 
+fn inet() -> Vec<String> {
+    vec!["inet".to_string()]
+}
+
+fn is_inet(families: &[String]) -> bool {
+    families.len() == 1 && families[0] == "inet"
+}
+
 impl RevertSpec {
     /// Undoes the fault from this record alone (used by `chaosforge recover`). Idempotent.
     pub async fn revert_detached(&self) -> Result<String, BoxError> {
@@ -315,9 +345,38 @@ impl RevertSpec {
                 toxics,
                 reenable,
             } => remote::revert_detached(api, proxy, toxics, *reenable).await,
-            RevertSpec::NftTable { netns, table } => {
+            RevertSpec::NftTable {
+                netns,
+                table,
+                families,
+            } if is_inet(families) => {
                 host::partition::revert_nft_table(netns.as_deref(), table).await
             }
+            RevertSpec::NftTable {
+                netns,
+                table,
+                families,
+            } => {
+                let families: Vec<&str> = families.iter().map(String::as_str).collect();
+                let n = host::nft::delete_tables(
+                    &host::exec::SystemExecutor,
+                    netns.as_deref(),
+                    table,
+                    &families,
+                )
+                .await?;
+                Ok(format!("deleted {n} nft table(s) {table}"))
+            }
+            RevertSpec::Qdisc {
+                netns,
+                interface,
+                ifb,
+            } => host::netdeg::revert_qdisc(netns.as_deref(), interface, ifb.as_deref()).await,
+            RevertSpec::QueueChains {
+                netns,
+                chains,
+                families,
+            } => host::netdeg::revert_queue_chains(netns.as_deref(), chains, families).await,
             RevertSpec::Cgroup { path } => stress::revert_cgroup(path).await,
             RevertSpec::Ballast { path } => stress::revert_ballast(path).await,
             RevertSpec::ContinueProcess { pid, start_time } => {

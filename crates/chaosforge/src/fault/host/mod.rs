@@ -7,8 +7,11 @@
 //! - [`partition`]: the `partition` fault.
 //! - [`loss`]: the `loss` fault (a random share of packets dropped, nft `numgen`).
 
+pub mod caps;
 pub mod exec;
+pub mod iptables;
 pub mod loss;
+pub mod netdeg;
 pub mod nfqueue;
 pub mod nft;
 pub mod partition;

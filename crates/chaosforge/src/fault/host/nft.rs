@@ -74,6 +74,36 @@ pub async fn delete_table(
     }
 }
 
+/// Deletes table `TABLE` of each of `families` in `netns`; idempotent like [`delete_table`].
+/// Returns how many existed.
+pub async fn delete_tables(
+    exec: &dyn Executor,
+    netns: Option<&str>,
+    table: &str,
+    families: &[&str],
+) -> Result<usize, ExecError> {
+    check_table(table)?;
+    let mut n = 0;
+    for family in families {
+        if !matches!(*family, "inet" | "ip" | "ip6") {
+            return Err(ExecError::Refused {
+                value: family.to_string(),
+                reason: "not an nft family chaosforge uses".into(),
+            });
+        }
+        match exec
+            .run(netns, "nft", &["delete", "table", family, table], None)
+            .await
+        {
+            Ok(_) => n += 1,
+            Err(ExecError::Failed { stderr, .. })
+                if stderr.contains("No such file or directory") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// The names of the chaosforge tables (any family) in `netns`, sorted: what a residue check
 /// expects to be empty.
 pub async fn chaosforge_tables(

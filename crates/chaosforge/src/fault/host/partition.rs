@@ -219,6 +219,7 @@ pub(super) async fn inject_table(
         RevertSpec::NftTable {
             netns: netns.map(str::to_string),
             table: table.to_string(),
+            families: vec!["inet".to_string()],
         },
     )?;
     if let Err(e) = nft::apply_table(&**exec, netns, script).await {

@@ -137,7 +137,7 @@ async fn inject_journals_then_applies_and_revert_deletes_the_table() {
     assert!(
         matches!(
             &events[..],
-            [Event::Injecting { kind, target, revert: RevertSpec::NftTable { netns, table }, .. }]
+            [Event::Injecting { kind, target, revert: RevertSpec::NftTable { netns, table, .. }, .. }]
                 if kind == "partition" && target == "b" && netns.as_deref() == Some("ns-b")
                     && table == "chaosforge_run1_0"
         ),
