@@ -217,3 +217,79 @@ async fn recover_deletes_the_table_of_a_crashed_run() {
             .is_empty()
     );
 }
+
+/// Group shapes as the engine applies them: each target of a side is cut from the other side's
+/// addresses. With three hosts, `bridge` leaves two nodes cut from each other that both still
+/// reach the third, and `halves` cuts the odd one out from a pair that still talks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_shapes_cut_between_sides_and_nowhere_else() {
+    use chaosforge::plan::{Peer, group_peers, split_group};
+    use chaosforge::spec::PartitionShapeSpec;
+    let h = Hosts::new();
+    let hosts = [("a", &h.a), ("b", &h.b), ("c", &h.c)];
+    let names: Vec<String> = hosts.iter().map(|(n, _)| n.to_string()).collect();
+    let host = |name: &str| hosts.iter().find(|(n, _)| *n == name).unwrap().1;
+    for shape in [PartitionShapeSpec::Bridge, PartitionShapeSpec::Halves] {
+        let split = split_group(shape, &names, 42, "group");
+        let (dir, j) = journal();
+        let mut guards = Vec::new();
+        for (i, name) in split.a.iter().chain(&split.b).enumerate() {
+            let peers: Vec<IpAddr> = group_peers(&split, name)
+                .iter()
+                .map(|p| match p {
+                    Peer::Target(t) => IpAddr::from(host(t).addr),
+                    Peer::Address(a) => *a,
+                })
+                .collect();
+            let f = PartitionFault {
+                target: name.clone(),
+                netns: Some(host(name).ns.clone()),
+                peers,
+                direction: PartitionDirection::Both,
+                table: table_name(&format!("test_group_{i}")),
+                exec: Arc::new(SystemExecutor),
+            };
+            let cx = InjectCx {
+                journal: &j,
+                id: FaultId(i as u32),
+                name: "group",
+            };
+            guards.push(f.inject(&cx).await.unwrap());
+        }
+        let side = |n: &str| {
+            if split.a.iter().any(|x| x == n) {
+                Some('a')
+            } else if split.b.iter().any(|x| x == n) {
+                Some('b')
+            } else {
+                None
+            }
+        };
+        for (from, fh) in &hosts {
+            for (to, th) in &hosts {
+                if from == to {
+                    continue;
+                }
+                let cut = matches!((side(from), side(to)), (Some(x), Some(y)) if x != y);
+                let (want, ms) = if cut { (0, FAIL_MS) } else { (N, OK_MS) };
+                assert_eq!(
+                    fh.probes_ok(&th.tcp(), N, ms),
+                    want,
+                    "{shape:?} {split:?}: {from} → {to} should be {}",
+                    if cut { "cut" } else { "open" }
+                );
+            }
+        }
+        if shape == PartitionShapeSpec::Bridge {
+            assert!(split.bridge.is_some() && split.a.len() == 1 && split.b.len() == 1);
+        }
+        for g in guards {
+            g.revert().await.unwrap();
+        }
+        for (_, hh) in &hosts {
+            assert!(tables(&hh.ns).await.is_empty());
+        }
+        assert_eq!(h.a.probes_ok(&h.b.tcp(), N, OK_MS), N);
+        drop(dir);
+    }
+}

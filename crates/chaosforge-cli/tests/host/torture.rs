@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chaosforge::fault::host::exec::SystemExecutor;
-use chaosforge::fault::host::nft;
+use chaosforge::fault::host::{iptables, nft, tc};
 
 use crate::netns::Hosts;
 
@@ -71,6 +71,24 @@ fn ballast(dir: &std::path::Path) -> usize {
         .count()
 }
 
+/// Every chaosforge nft table, iptables chain, NFQUEUE rule, qdisc and ifb device in the
+/// three hosts.
+fn network_residue(h: &Hosts) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let exec = SystemExecutor;
+    let mut found = Vec::new();
+    for ns in [&h.a.ns, &h.b.ns, &h.c.ns] {
+        let ns = Some(ns.as_str());
+        found.extend(rt.block_on(nft::chaosforge_tables(&exec, ns)).unwrap());
+        found.extend(rt.block_on(iptables::residue(&exec, ns)).unwrap());
+        found.extend(rt.block_on(tc::residue(&exec, ns)).unwrap());
+    }
+    found
+}
+
 #[test]
 fn killed_runs_leave_zero_residue_after_recover() {
     let trials: u64 = std::env::var("CHAOSFORGE_TORTURE_TRIALS")
@@ -102,6 +120,7 @@ name: torture
 targets:
   - {{ name: node-a, netns: {a} }}
   - {{ name: node-b, netns: {b} }}
+  - {{ name: node-c, netns: {c} }}
   - {{ name: me, host: local }}
   - {{ name: victim, process: {{ pid: {pid} }} }}
 hypothesis:
@@ -111,10 +130,14 @@ faults:
   - {{ name: cut, partition: {{ peers: [node-a] }}, target: {{ select: {{ name: node-b }} }} }}
   - {{ name: burn, cpu: {{ workers: 1, percent: 20 }}, target: {{ select: {{ name: me }} }} }}
   - {{ name: fill, disk-fill: {{ path: "{fill}", percent: 50 }}, target: {{ select: {{ name: me }} }} }}
+  - {{ name: slow, latency: {{ delay: 20ms, peers: [node-b] }}, target: {{ select: {{ name: node-a }} }} }}
+  - {{ name: throttle, rate: {{ rate: 8Mbit/s, direction: both }}, target: {{ select: {{ name: node-c }} }} }}
+  - {{ name: twice, duplicate: {{ probability: 5% }}, target: {{ select: {{ name: node-b }} }} }}
 phases: {{ baseline: 100ms, inject: 1s, recover_within: 2s }}
 "#,
             a = h.a.ns,
             b = h.b.ns,
+            c = h.c.ns,
             fill = fs.0.path().display()
         ),
     )
@@ -123,12 +146,12 @@ phases: {{ baseline: 100ms, inject: 1s, recover_within: 2s }}
     let bin = assert_cmd::cargo::cargo_bin!("chaosforge");
     let mut killed_with_faults = 0;
     for trial in 0..trials {
-        // SplitMix64: a reproducible kill time in 0..1400 ms for each trial.
+        // SplitMix64: a reproducible kill time in 0..1800 ms for each trial.
         seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = seed;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        let kill_after = Duration::from_millis((z ^ (z >> 31)) % 1400);
+        let kill_after = Duration::from_millis((z ^ (z >> 31)) % 1800);
         // The runner runs in the test's own namespace (loopback only under `scripts/test`), not
         // under `ip netns exec`, which remounts /sys and so hides the cgroup hierarchy the stress
         // faults need.
@@ -144,8 +167,9 @@ phases: {{ baseline: 100ms, inject: 1s, recover_within: 2s }}
             .spawn()
             .unwrap();
         std::thread::sleep(kill_after);
-        let faulted =
-            chaosforge::fault::process::state_of(pid) == Some('T') || stress_workers() > 0;
+        let faulted = chaosforge::fault::process::state_of(pid) == Some('T')
+            || stress_workers() > 0
+            || !network_residue(&h).is_empty();
         killed_with_faults += usize::from(faulted);
         let _ = runner.kill();
         runner.wait().unwrap();
@@ -160,13 +184,7 @@ phases: {{ baseline: 100ms, inject: 1s, recover_within: 2s }}
             String::from_utf8_lossy(&out.stdout)
         );
         // Zero residue, whatever moment the runner died at.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let tables = rt
-            .block_on(nft::chaosforge_tables(&SystemExecutor, Some(&h.b.ns)))
-            .unwrap();
+        let network = network_residue(&h);
         let workers = (0..50).find(|_| {
             let n = stress_workers();
             if n > 0 {
@@ -175,7 +193,7 @@ phases: {{ baseline: 100ms, inject: 1s, recover_within: 2s }}
             n == 0
         });
         let residue = (
-            tables.len(),
+            network.len(),
             chaosforge::fault::process::state_of(pid) == Some('T'),
             workers.is_none(),
             chaosforge::fault::stress::chaosforge_cgroups().len(),
@@ -184,7 +202,7 @@ phases: {{ baseline: 100ms, inject: 1s, recover_within: 2s }}
         assert_eq!(
             residue,
             (0, false, false, 0, 0),
-            "trial {trial} (killed after {kill_after:?}): residue (nft tables, victim stopped, workers alive, cgroups, ballast files)"
+            "trial {trial} (killed after {kill_after:?}): residue (nft tables/iptables chains/NFQUEUE rules/qdiscs/ifbs, victim stopped, workers alive, cgroups, ballast files): {network:?}"
         );
     }
     eprintln!(

@@ -98,6 +98,8 @@ pub enum RevertSpec {
         netns: Option<String>,
         /// The interface.
         interface: String,
+        /// Whether the interface's root (egress) is shaped.
+        egress: bool,
         /// The `ifb` device of an ingress shape.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ifb: Option<String>,
@@ -370,8 +372,12 @@ impl RevertSpec {
             RevertSpec::Qdisc {
                 netns,
                 interface,
+                egress,
                 ifb,
-            } => host::netdeg::revert_qdisc(netns.as_deref(), interface, ifb.as_deref()).await,
+            } => {
+                host::netdeg::revert_qdisc(netns.as_deref(), interface, *egress, ifb.as_deref())
+                    .await
+            }
             RevertSpec::QueueChains {
                 netns,
                 chains,

@@ -97,6 +97,7 @@ impl NetFault {
             )));
         };
         let ways = self.ways();
+        let egress = ways.contains(&tc::Way::Egress);
         let ifb = ways
             .contains(&tc::Way::Ingress)
             .then(|| tc::ifb_name(&self.unique));
@@ -106,6 +107,7 @@ impl NetFault {
             RevertSpec::Qdisc {
                 netns: self.netns.clone(),
                 interface: iface.clone(),
+                egress,
                 ifb: ifb.clone(),
             },
         )?;
@@ -126,9 +128,15 @@ impl NetFault {
             )
             .await;
             if let Err(e) = r {
-                let undone = tc::remove(&*self.exec, self.netns.as_deref(), &iface, ifb.as_deref())
-                    .await
-                    .is_ok();
+                let undone = remove_qdiscs(
+                    &*self.exec,
+                    self.netns.as_deref(),
+                    &iface,
+                    egress,
+                    ifb.as_deref(),
+                )
+                .await
+                .is_ok();
                 return Err(FaultError::Apply {
                     message: format!("{} on `{}`: {e}", self.kind(), self.target),
                     undone,
@@ -139,6 +147,7 @@ impl NetFault {
             exec: self.exec.clone(),
             netns: self.netns.clone(),
             interface: iface,
+            egress,
             ifb,
         })))
     }
@@ -392,19 +401,50 @@ struct RemoveQdisc {
     exec: Arc<dyn Executor>,
     netns: Option<String>,
     interface: String,
+    egress: bool,
     ifb: Option<String>,
 }
 
 #[async_trait]
 impl Revert for RemoveQdisc {
     async fn revert(self: Box<Self>) -> Result<String, BoxError> {
-        Ok(tc::remove(
+        remove_qdiscs(
             &*self.exec,
             self.netns.as_deref(),
             &self.interface,
+            self.egress,
             self.ifb.as_deref(),
         )
-        .await?)
+        .await
+    }
+}
+
+/// Removes the egress root (when `egress`) and the ingress shape (when `ifb` is given); both
+/// are attempted even if the first fails.
+async fn remove_qdiscs(
+    exec: &dyn Executor,
+    netns: Option<&str>,
+    interface: &str,
+    egress: bool,
+    ifb: Option<&str>,
+) -> Result<String, BoxError> {
+    let mut notes = Vec::new();
+    let mut first_err = None;
+    if egress {
+        match tc::remove(exec, netns, interface, None).await {
+            Ok(n) => notes.push(n),
+            Err(e) => first_err = Some(e),
+        }
+    }
+    if let Some(ifb) = ifb {
+        match tc::remove(exec, netns, interface, Some(ifb)).await {
+            Ok(n) => notes.push(n),
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    match first_err {
+        Some(e) => Err(e.into()),
+        None => Ok(notes.join("; ")),
     }
 }
 
@@ -472,7 +512,8 @@ pub async fn revert_queue_chains(
 pub async fn revert_qdisc(
     netns: Option<&str>,
     interface: &str,
+    egress: bool,
     ifb: Option<&str>,
 ) -> Result<String, BoxError> {
-    Ok(tc::remove(&super::exec::SystemExecutor, netns, interface, ifb).await?)
+    remove_qdiscs(&super::exec::SystemExecutor, netns, interface, egress, ifb).await
 }
