@@ -308,3 +308,85 @@ async fn recover_removes_the_queue_rules_of_a_crashed_run() {
     let p50 = connect_p50(&h.a, &h.b);
     assert!(p50 < 10.0, "connects fast again: {p50:.2} ms");
 }
+
+/// The fault contract, mechanism by mechanism: NFQUEUE (latency), htb (rate), nft dup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mechanism_passes_the_fault_compliance_harness() {
+    let h = Hosts::new();
+    count_arrivals(&h);
+    let latency = fault(
+        &h.b,
+        &h.a,
+        NetEffect::Latency {
+            delay: Duration::from_millis(50),
+            jitter: Duration::ZERO,
+        },
+        "clat",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let observe = || {
+        let h = &h;
+        async move {
+            let ms: f64 =
+                h.a.agent
+                    .ask(&format!("connect-p50 {} 3", h.b.tcp()))
+                    .split_once(' ')
+                    .unwrap()
+                    .0
+                    .parse::<f64>()
+                    .unwrap()
+                    / 1000.0;
+            ms > 30.0
+        }
+    };
+    chaosforge::testkit::assert_fault_compliance(&latency, dir.path(), observe).await;
+    assert_clean(&h.b.ns).await;
+
+    let rate = fault(
+        &h.a,
+        &h.b,
+        NetEffect::Rate {
+            bits_per_sec: 8_000_000,
+        },
+        "crate",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // 100 kB at 8 Mbit/s takes 100 ms; unshaped, a few.
+    let observe = || {
+        let h = &h;
+        async move {
+            let ms: f64 =
+                h.a.agent
+                    .ask(&format!("bulk {} 100000", h.b.tcp()))
+                    .parse()
+                    .unwrap();
+            ms > 50.0
+        }
+    };
+    chaosforge::testkit::assert_fault_compliance(&rate, dir.path(), observe).await;
+    assert_clean(&h.a.ns).await;
+
+    let dup = fault(
+        &h.a,
+        &h.b,
+        NetEffect::Duplicate {
+            probability: Ratio::new(0.5).unwrap(),
+        },
+        "cdup",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // 50 datagrams at 50 %: some arrive twice (all-single has odds of 2^-50).
+    let observe = || {
+        let h = &h;
+        async move {
+            tokio::task::block_in_place(|| {
+                let before = arrivals(h);
+                h.a.agent.ask(&format!("udp-send {} 50", h.b.udp()));
+                std::thread::sleep(Duration::from_millis(100));
+                arrivals(h) - before > 50
+            })
+        }
+    };
+    chaosforge::testkit::assert_fault_compliance(&dup, dir.path(), observe).await;
+    assert_clean(&h.a.ns).await;
+}
