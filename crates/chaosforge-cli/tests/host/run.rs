@@ -150,3 +150,101 @@ fn recover_removes_a_partition_left_by_a_killed_runner() {
         "b is reachable again"
     );
 }
+
+/// A kernel-level latency on `b` refutes a latency hypothesis measured from `a`, the plan and
+/// the report name the mechanism, and the delay is gone after the run.
+#[test]
+fn kernel_latency_refutes_a_latency_hypothesis() {
+    let h = Hosts::new();
+    let dir = tempfile::tempdir().unwrap();
+    let exp = dir.path().join("exp.yaml");
+    std::fs::write(
+        &exp,
+        format!(
+            r#"apiVersion: chaosforge/v1
+name: slow-b
+targets:
+  - {{ name: node-a, netns: {a} }}
+  - {{ name: node-b, netns: {b} }}
+hypothesis:
+  monitors:
+    - name: b-connect
+      tcp: {{ address: "{b_tcp}", interval: 50ms, timeout: 1s }}
+      expect: ["latency.p50 < 40ms"]
+faults:
+  - name: slow-b
+    latency: {{ delay: 100ms, peers: [node-a] }}
+    target: {{ select: {{ name: node-b }} }}
+phases: {{ baseline: 500ms, inject: 1500ms, recover_within: 5s }}
+"#,
+            a = h.a.ns,
+            b = h.b.ns,
+            b_tcp = h.b.tcp()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let out = in_ns(
+        &h.a.ns,
+        &[
+            "run",
+            exp.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("REFUTED"), "{stdout}");
+    assert!(
+        stdout.contains("latency 100ms (peers node-a, egress, via "),
+        "{stdout}"
+    );
+    let journal = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("journal.jsonl");
+    let report =
+        chaosforge::report::Report::from_events(&chaosforge::journal::read(&journal).unwrap())
+            .unwrap();
+    let m = &report.monitors[0];
+    assert!(
+        m.during.samples >= 10 && m.during.ok == m.during.samples,
+        "{m:?}"
+    );
+    // Connect time is one SYN-ACK delayed: +100 ms at the median.
+    let v = serde_json::to_value(m).unwrap();
+    let during = v["expectations"][0]["during"]["value"].as_f64().unwrap();
+    let baseline = v["expectations"][0]["baseline"]["value"].as_f64().unwrap();
+    let added = (during - baseline) * 1000.0;
+    assert!((95.0..=105.0).contains(&added), "added {added:.2} ms: {v}");
+    let residue = rt().block_on(async {
+        let mut r = chaosforge::fault::host::iptables::residue(&SystemExecutor, Some(&h.b.ns))
+            .await
+            .unwrap();
+        r.extend(
+            chaosforge::fault::host::tc::residue(&SystemExecutor, Some(&h.b.ns))
+                .await
+                .unwrap(),
+        );
+        r
+    });
+    assert!(residue.is_empty(), "{residue:?}");
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
