@@ -583,14 +583,66 @@ impl FaultKind {
 /// the plan has kernel-level network faults): what `plan` and `run` need.
 pub fn load_here(path: &Path, seed: Option<u64>) -> Result<(Document, Plan), Diagnostics> {
     let (doc, mut plan) = load(path, seed)?;
+    let mut diags = check_hosts(&doc, &plan);
     if plan
         .faults
         .iter()
         .any(|f| matches!(f.kind, FaultKind::Network { .. }))
+        && let Err(d) = choose_mechanisms(&doc, &mut plan, crate::fault::host::caps::probe())
     {
-        choose_mechanisms(&doc, &mut plan, crate::fault::host::caps::probe())?;
+        diags.extend(d);
     }
-    Ok((doc, plan))
+    if diags.is_empty() {
+        Ok((doc, plan))
+    } else {
+        Err(diags)
+    }
+}
+
+/// Checks, on this machine, that every `netns` target's namespace exists and that every named
+/// interface is there: a typo is caught before the run, with its position.
+pub fn check_hosts(doc: &Document, plan: &Plan) -> Diagnostics {
+    let mut diags = Diagnostics::new();
+    // A valid plan holds every target, in file order.
+    for (i, t) in plan.targets.iter().enumerate() {
+        let TargetKind::Host { netns, interface } = &t.kind else {
+            continue;
+        };
+        if let Some(ns) = netns
+            && !Path::new("/run/netns").join(ns).exists()
+        {
+            diags.push(doc.diag(
+                &format!("targets[{i}].netns"),
+                format!("network namespace `{ns}` does not exist (see `ip netns list`)"),
+            ));
+            continue;
+        }
+        let Some(name) = interface else { continue };
+        let mut cmd = std::process::Command::new("ip");
+        if let Some(ns) = netns {
+            cmd.args(["-n", ns]);
+        }
+        let found = cmd
+            .args(["link", "show", "dev", name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        match found {
+            Ok(s) if s.success() => {}
+            Ok(_) => {
+                let place = netns
+                    .as_ref()
+                    .map_or("this host".to_string(), |ns| format!("namespace `{ns}`"));
+                diags.push(doc.diag(
+                    &format!("targets[{i}].interface"),
+                    format!("{place} has no interface `{name}` (see `ip link`)"),
+                ));
+            }
+            // Without `ip` the run finds out when it resolves the target; say nothing here.
+            Err(_) => {}
+        }
+    }
+    diags
 }
 
 /// Reads, parses, decodes and compiles an experiment file. `seed` overrides the file's seed.

@@ -174,7 +174,7 @@ fn plan_names_the_mechanism_or_the_missing_capability() {
 name: slow-node
 targets:
   - name: node
-    netns: cf-plan-test-node
+    host: local
 hypothesis:
   monitors:
     - name: up
@@ -227,4 +227,44 @@ phases: { baseline: 1s, inject: 1s, recover_within: 5s }
         stdout.contains("rate 8Mbit/s (ingress, via htb)"),
         "{stdout}"
     );
+}
+
+/// `plan` checks what only this machine can tell: the namespace exists, the interface is there.
+#[test]
+fn plan_reports_unknown_namespaces_and_interfaces() {
+    let dir = crate::support::Dir::new();
+    let exp = dir.write(
+        "hosts.yaml",
+        r#"apiVersion: chaosforge/v1
+name: hosts
+targets:
+  - { name: ghost, netns: cf-no-such-namespace }
+  - { name: me, host: local, interface: nosuch0 }
+hypothesis:
+  monitors:
+    - name: up
+      tcp: { address: "127.0.0.1:9" }
+      expect: ["availability >= 99%"]
+faults:
+  - name: cut
+    partition: { peers: [10.0.0.1] }
+    target: { select: { name: ghost } }
+phases: { baseline: 1s, inject: 1s, recover_within: 5s }
+"#,
+    );
+    let out = chaosforge()
+        .args(["plan", exp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("hosts.yaml:4:27: targets[0].netns: network namespace `cf-no-such-namespace` does not exist (see `ip netns list`)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hosts.yaml:5:41: targets[1].interface: this host has no interface `nosuch0` (see `ip link`)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was injected"), "{stderr}");
 }
