@@ -75,6 +75,7 @@
 
 mod api;
 mod conn;
+pub mod http;
 mod link;
 pub mod metrics;
 pub mod model;
