@@ -165,4 +165,230 @@ pub trait ProxyBackend: Send + Sync {
         upstream: &str,
         seed: u64,
     ) -> Result<Arc<dyn ProxyControl>, ProxyError>;
+
+    /// Starts an HTTP (L7) fault proxy for an `http_proxy` target: it listens on `listen` and
+    /// forwards every request to `upstream` (`http://…` or `https://…`, trusting the PEM CA
+    /// `upstream_ca` besides the system roots). Backends without one refuse.
+    async fn start_http(
+        &self,
+        name: &str,
+        listen: &str,
+        upstream: &str,
+        upstream_ca: Option<&std::path::Path>,
+        seed: u64,
+    ) -> Result<Arc<dyn HttpProxyControl>, ProxyError> {
+        let _ = (listen, upstream, upstream_ca, seed);
+        Err(ProxyError::Remote(format!(
+            "`{name}`: this proxy backend has no HTTP proxy"
+        )))
+    }
+}
+
+/// A running HTTP fault proxy. Rules apply to the next request of every connection, open ones
+/// included; changing them never drops a connection.
+#[async_trait]
+pub trait HttpProxyControl: fmt::Debug + Send + Sync {
+    /// The address clients connect to (concrete, after binding `:0`).
+    fn listen_addr(&self) -> SocketAddr;
+
+    /// Adds a rule, or replaces the rule of that name.
+    async fn set_rule(&self, rule: HttpRule) -> Result<(), ProxyError>;
+
+    /// Removes a rule by name. Idempotent: `false` when no such rule existed.
+    async fn remove_rule(&self, name: &str) -> Result<bool, ProxyError>;
+
+    /// What each rule did so far, and the security findings (a client that accepted a bad
+    /// certificate, an upstream that accepted forged credentials or a replay).
+    fn report(&self) -> HttpProxyReport;
+
+    /// Stops listening and closes every connection. Idempotent.
+    async fn shutdown(&self);
+}
+
+/// One fault on an HTTP proxy: which requests, how often, what happens. Plain data, so that
+/// plans and journals can hold it; the proxy maps it onto its HTTP types.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRule {
+    /// Unique per proxy; removing by name is how the fault is reverted.
+    pub name: String,
+    /// Which requests.
+    pub matcher: HttpMatch,
+    /// Share of the matching requests that are faulted, drawn per request.
+    pub probability: Ratio,
+    /// What happens to them.
+    pub action: HttpRuleAction,
+}
+
+/// Which requests a rule acts on; every given condition must hold (empty: every request).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HttpMatch {
+    /// Methods (`GET`, `POST`, …); empty: any.
+    pub methods: Vec<String>,
+    /// The path starts with this.
+    pub path_prefix: Option<String>,
+    /// The path matches this regular expression (checked when planning).
+    pub path_regex: Option<String>,
+    /// Headers that must be present (`equals: None`) or equal a value.
+    pub headers: Vec<HeaderCondition>,
+}
+
+/// A header a request must have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeaderCondition {
+    /// Header name.
+    pub name: String,
+    /// The value it must equal; `None`: present with any value.
+    pub equals: Option<String>,
+}
+
+/// What an HTTP rule does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum HttpRuleAction {
+    /// Answer with `status` (and body, headers) without calling upstream.
+    Abort {
+        /// The status code (100–599, checked when planning).
+        status: u16,
+        /// The body.
+        body: Option<String>,
+        /// Extra response headers.
+        headers: Vec<(String, String)>,
+    },
+    /// Close the connection without an answer.
+    Drop,
+    /// Delay the request before forwarding it and/or the response before returning it.
+    Delay {
+        /// Before forwarding.
+        #[serde(with = "crate::units::millis")]
+        request: Duration,
+        /// Before answering.
+        #[serde(with = "crate::units::millis")]
+        response: Duration,
+        /// Uniform spread around each delay.
+        #[serde(with = "crate::units::millis")]
+        jitter: Duration,
+    },
+    /// Never answer.
+    Hang,
+    /// Cut the response body after `keep` bytes.
+    Truncate {
+        /// Bytes kept.
+        keep: u64,
+    },
+    /// Flip a bit in each byte of the response body with this chance.
+    FlipBytes {
+        /// Per byte.
+        probability: Ratio,
+    },
+    /// Replace the JSON values at a JSONPath in the response body.
+    JsonReplace {
+        /// RFC 9535 JSONPath (checked when planning).
+        path: String,
+        /// The new value.
+        value: serde_json::Value,
+    },
+    /// Add, replace or remove headers.
+    Headers {
+        /// On the request, before forwarding.
+        request: Vec<HeaderEditRule>,
+        /// On the response, before answering.
+        response: Vec<HeaderEditRule>,
+    },
+    /// Remove a credential from the request.
+    AuthStrip {
+        /// Which.
+        credential: CredentialRule,
+    },
+    /// Replace a credential with a forged one.
+    AuthForge {
+        /// Which.
+        credential: CredentialRule,
+        /// The forgery.
+        forgery: ForgeryRule,
+    },
+    /// Pass the first matching request through, then send it again `times` times.
+    Replay {
+        /// Copies sent.
+        times: u32,
+    },
+    /// Terminate TLS towards clients with a bad certificate (instead of passing TLS through).
+    TlsMitm {
+        /// The certificate's defect.
+        certificate: MitmVariant,
+    },
+}
+
+/// One header change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderEditRule {
+    /// Add a value (keeping others).
+    Add(String, String),
+    /// Replace every value.
+    Set(String, String),
+    /// Remove the header.
+    Remove(String),
+}
+
+/// Where a request carries its credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialRule {
+    /// The `Authorization` header.
+    Authorization,
+    /// A cookie of this name.
+    Cookie(String),
+    /// A header of this name (an API key).
+    Header(String),
+}
+
+/// A forged credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForgeryRule {
+    /// The request's JWT re-signed with a wrong key.
+    JwtWrongKey,
+    /// The request's JWT with `alg: none` and no signature.
+    JwtAlgNone,
+    /// The request's JWT, expired.
+    JwtExpired,
+    /// The request's JWT with these claims changed.
+    JwtClaims(serde_json::Map<String, serde_json::Value>),
+    /// This literal token.
+    Token(String),
+}
+
+/// The defect of a man-in-the-middle certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MitmVariant {
+    /// Signed by a CA nobody trusts.
+    Untrusted,
+    /// Past its `not_after`.
+    Expired,
+    /// Before its `not_before`.
+    NotYetValid,
+    /// For another host name.
+    WrongHost,
+}
+
+/// What an HTTP proxy's rules did.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HttpProxyReport {
+    /// Per rule, in the order they were first set.
+    pub rules: Vec<HttpRuleCounters>,
+    /// Security findings, one sentence each ("client accepted an expired certificate (3
+    /// handshakes)").
+    pub findings: Vec<String>,
+}
+
+/// Counters of one rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRuleCounters {
+    /// The rule's name.
+    pub name: String,
+    /// Requests it matched.
+    pub matched: u64,
+    /// Requests it faulted (matched and drawn).
+    pub faulted: u64,
 }
