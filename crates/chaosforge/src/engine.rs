@@ -13,9 +13,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
+use crate::fault::freeze::FreezeFault;
+use crate::fault::limits::{LimitFault, LimitResource};
 use crate::fault::net::{ProxyBackend, ProxyControl};
 use crate::fault::process::{self, KillFault, PauseFault, ProcessId};
 use crate::fault::proxy::ProxyToxicFault;
+use crate::fault::restart::RestartFault;
 use crate::fault::{Fault, Guard, InjectCx};
 use crate::hypothesis::{Expectation, Verdict, WindowStats};
 use crate::journal::{self, Event, FaultId, Journal, JournalError, RunId};
@@ -701,6 +704,7 @@ fn build_fault(
             FaultKind::Kill {
                 signal,
                 signal_name,
+                reach,
             },
             Some(Resolved::Process(p)),
         ) => Box::new(KillFault {
@@ -708,6 +712,43 @@ fn build_fault(
             process: *p,
             signal: *signal,
             signal_name: signal_name.clone(),
+            reach: *reach,
+        }),
+        (FaultKind::FdExhaustion { headroom }, Some(Resolved::Process(p))) => {
+            Box::new(LimitFault {
+                target: target_s,
+                process: *p,
+                resource: LimitResource::Nofile,
+                headroom: *headroom,
+            })
+        }
+        (FaultKind::ProcessLimit { headroom }, Some(Resolved::Process(p))) => {
+            Box::new(LimitFault {
+                target: target_s,
+                process: *p,
+                resource: LimitResource::Nproc,
+                headroom: *headroom,
+            })
+        }
+        (FaultKind::Freeze { tree }, Some(Resolved::Process(p))) => Box::new(FreezeFault {
+            target: target_s,
+            process: *p,
+            tree: *tree,
+            freezer: None,
+        }),
+        (
+            FaultKind::Restart {
+                command,
+                ready,
+                timeout,
+            },
+            Some(Resolved::Process(p)),
+        ) => Box::new(RestartFault {
+            target: target_s,
+            process: *p,
+            command: command.clone(),
+            ready: ready.clone(),
+            timeout: *timeout,
         }),
         // The plan checked kinds against targets; reaching this is a bug, but a run must still
         // end cleanly.

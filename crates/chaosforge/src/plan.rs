@@ -225,13 +225,66 @@ pub enum FaultKind {
     },
     /// SIGSTOP, reverted with SIGCONT.
     Pause,
-    /// A signal that ends the process. Irreversible.
+    /// A signal that ends the process (or its group, or its cgroup). Irreversible.
     Kill {
         /// Signal number.
         signal: i32,
         /// Its name, for reports.
         signal_name: String,
+        /// Whom it is sent to.
+        #[serde(skip_serializing_if = "KillReach::is_process")]
+        reach: KillReach,
     },
+    /// The process's open-files limit lowered to what it has open (plus `headroom`).
+    FdExhaustion {
+        /// How many more files it may open.
+        headroom: u64,
+    },
+    /// Its user's process limit lowered to what the user runs now (plus `headroom`).
+    ProcessLimit {
+        /// How many more processes it may start.
+        headroom: u64,
+    },
+    /// Its cgroup frozen (a cgroup made for the fault when it is in the root one).
+    Freeze {
+        /// Move its descendants into the fault's cgroup too.
+        tree: bool,
+    },
+    /// A restart by a command, then a bounded wait for readiness. Nothing to undo.
+    Restart {
+        /// The shell command.
+        command: String,
+        /// When the service counts as back.
+        ready: Readiness,
+        /// The longest the command and the wait may take together.
+        #[serde(with = "units::duration_text")]
+        timeout: Duration,
+    },
+}
+
+/// Whom a `kill` signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KillReach {
+    /// The target process.
+    #[default]
+    Process,
+    /// Its process group.
+    Group,
+    /// Every process in its cgroup and the cgroups below.
+    Cgroup,
+}
+
+/// How a restarted service shows that it is back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readiness {
+    /// A TCP connect to `host:port` succeeds.
+    Tcp(String),
+    /// An HTTP GET answers 2xx or 3xx.
+    Http(String),
+    /// A shell command exits 0.
+    Command(String),
 }
 
 /// What a kernel-level network fault does to each packet it matches.
@@ -388,6 +441,10 @@ impl FaultKind {
             FaultKind::DiskFill { .. } => "disk-fill",
             FaultKind::Pause => "pause",
             FaultKind::Kill { .. } => "kill",
+            FaultKind::FdExhaustion { .. } => "fd-exhaustion",
+            FaultKind::ProcessLimit { .. } => "process-limit",
+            FaultKind::Freeze { .. } => "freeze",
+            FaultKind::Restart { .. } => "restart",
         }
     }
 
@@ -401,14 +458,26 @@ impl FaultKind {
             | FaultKind::Cpu { .. }
             | FaultKind::Memory { .. }
             | FaultKind::DiskFill { .. } => TargetClass::Host,
-            FaultKind::Pause | FaultKind::Kill { .. } => TargetClass::Process,
+            FaultKind::Pause
+            | FaultKind::Kill { .. }
+            | FaultKind::FdExhaustion { .. }
+            | FaultKind::ProcessLimit { .. }
+            | FaultKind::Freeze { .. }
+            | FaultKind::Restart { .. } => TargetClass::Process,
         }
     }
 
     /// Why it cannot be undone, if it cannot.
     pub fn irreversible(&self) -> Option<&'static str> {
         match self {
-            FaultKind::Kill { .. } => Some("a killed process cannot be brought back by chaosforge"),
+            FaultKind::Kill {
+                reach: KillReach::Process,
+                ..
+            } => Some("a killed process cannot be brought back by chaosforge"),
+            FaultKind::Kill { .. } => Some("killed processes cannot be brought back by chaosforge"),
+            // A restart leaves nothing to undo, but it is what operators do every day and the
+            // service comes back by itself: it needs no permission.
+            FaultKind::Restart { .. } => None,
             _ => None,
         }
     }
@@ -570,9 +639,63 @@ impl FaultKind {
                 format!("disk-fill: fill the filesystem of {path} to {percent}%")
             }
             FaultKind::Pause => "pause (SIGSTOP, reverted by SIGCONT)".into(),
-            FaultKind::Kill { signal_name, .. } => {
-                format!("kill with {signal_name} (irreversible)")
+            FaultKind::Kill {
+                signal_name, reach, ..
+            } => match reach {
+                KillReach::Process => format!("kill with {signal_name} (irreversible)"),
+                KillReach::Group => {
+                    format!("kill the process group with {signal_name} (irreversible)")
+                }
+                KillReach::Cgroup => {
+                    format!("kill every process in the cgroup with {signal_name} (irreversible)")
+                }
+            },
+            FaultKind::FdExhaustion { headroom: 0 } => {
+                "fd-exhaustion: no new file descriptors (RLIMIT_NOFILE)".into()
             }
+            FaultKind::FdExhaustion { headroom } => {
+                format!("fd-exhaustion: {headroom} more file descriptor(s) (RLIMIT_NOFILE)")
+            }
+            FaultKind::ProcessLimit { headroom: 0 } => {
+                "process-limit: no new processes for its user (RLIMIT_NPROC)".into()
+            }
+            FaultKind::ProcessLimit { headroom } => {
+                format!("process-limit: {headroom} more process(es) for its user (RLIMIT_NPROC)")
+            }
+            FaultKind::Freeze { tree: false } => "freeze its cgroup (reverted by thawing)".into(),
+            FaultKind::Freeze { tree: true } => {
+                "freeze its cgroup, with its descendants (reverted by thawing)".into()
+            }
+            FaultKind::Restart {
+                command,
+                ready,
+                timeout,
+            } => format!(
+                "restart with `{command}`, ready within {} when {}",
+                units::format_duration(*timeout),
+                ready.describe()
+            ),
+        }
+    }
+}
+
+// === impl KillReach ===
+
+impl KillReach {
+    fn is_process(&self) -> bool {
+        *self == KillReach::Process
+    }
+}
+
+// === impl Readiness ===
+
+impl Readiness {
+    /// `tcp 127.0.0.1:8080 accepts`, for plans and reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Readiness::Tcp(a) => format!("tcp {a} accepts"),
+            Readiness::Http(u) => format!("{u} answers 2xx/3xx"),
+            Readiness::Command(c) => format!("`{c}` exits 0"),
         }
     }
 }
@@ -806,6 +929,85 @@ impl Cx<'_> {
                 );
                 100
             }
+        }
+    }
+
+    /// A `headroom`: a count from 0 to 1 000 000, 0 when absent.
+    fn headroom(&mut self, path: &str, n: Option<i64>) -> u64 {
+        match n {
+            None => 0,
+            Some(n) if (0..=1_000_000).contains(&n) => n as u64,
+            Some(n) => {
+                self.err(
+                    path,
+                    format!("`{n}` is not a headroom; give a count from 0 to 1000000"),
+                );
+                0
+            }
+        }
+    }
+
+    /// A restart's readiness check: exactly one of `tcp`, `http` or `command`.
+    fn readiness(
+        &mut self,
+        path: &str,
+        restart: &str,
+        r: Option<&spec::ReadySpec>,
+    ) -> Option<Readiness> {
+        let Some(r) = r else {
+            self.err(
+                restart,
+                "`restart` needs `ready` to know when the service is back: `{ tcp: \"host:port\" }`, `{ http: URL }` or `{ command: … }`",
+            );
+            return None;
+        };
+        let given: Vec<&str> = [
+            ("tcp", r.tcp.is_some()),
+            ("http", r.http.is_some()),
+            ("command", r.command.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, g)| g.then_some(k))
+        .collect();
+        match given.as_slice() {
+            [] => {
+                self.err(path, "give one of `tcp`, `http` or `command`");
+                return None;
+            }
+            [_] => {}
+            [_, second, ..] => {
+                self.err(
+                    &format!("{path}.{second}"),
+                    format!(
+                        "one readiness check; this one has {} (keep one)",
+                        given.join(" and ")
+                    ),
+                );
+                return None;
+            }
+        }
+        if let Some(a) = &r.tcp {
+            self.address(&format!("{path}.tcp"), a);
+            Some(Readiness::Tcp(a.clone()))
+        } else if let Some(u) = &r.http {
+            match reqwest::Url::parse(u) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                Ok(url) => self.err(
+                    &format!("{path}.http"),
+                    format!(
+                        "scheme `{}` is not supported; use http or https",
+                        url.scheme()
+                    ),
+                ),
+                Err(e) => self.err(&format!("{path}.http"), format!("invalid URL `{u}`: {e}")),
+            }
+            Some(Readiness::Http(u.clone()))
+        } else {
+            let c = r.command.clone().unwrap_or_default();
+            if c.trim().is_empty() {
+                self.err(&format!("{path}.command"), "empty command");
+            }
+            Some(Readiness::Command(c))
         }
     }
 
@@ -1483,6 +1685,10 @@ impl Cx<'_> {
             ("cpu", f.cpu.is_some()),
             ("memory", f.memory.is_some()),
             ("disk-fill", f.disk_fill.is_some()),
+            ("fd-exhaustion", f.fd_exhaustion.is_some()),
+            ("process-limit", f.process_limit.is_some()),
+            ("freeze", f.freeze.is_some()),
+            ("restart", f.restart.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, p)| p.then_some(k))
@@ -1492,7 +1698,7 @@ impl Cx<'_> {
                 self.err(
                     base,
                     format!(
-                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, duplicate, reorder, rate, partition, loss, cpu, memory, disk-fill, pause, kill",
+                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, duplicate, reorder, rate, partition, loss, cpu, memory, disk-fill, pause, kill, freeze, fd-exhaustion, process-limit, restart",
                         f.name
                     ),
                 );
@@ -1748,10 +1954,23 @@ impl Cx<'_> {
             FaultKind::Pause
         } else if let Some(k) = &f.kill {
             let text = k.signal.as_deref().unwrap_or("SIGKILL");
+            let reach = match (k.group, k.cgroup) {
+                (false, false) => KillReach::Process,
+                (true, false) => KillReach::Group,
+                (false, true) => KillReach::Cgroup,
+                (true, true) => {
+                    self.err(
+                        &format!("{p}.cgroup"),
+                        "give `group: true` (the process group) or `cgroup: true` (the cgroup), not both",
+                    );
+                    KillReach::Process
+                }
+            };
             match crate::fault::process::parse_signal(text) {
                 Some((signal, signal_name)) => FaultKind::Kill {
                     signal,
                     signal_name,
+                    reach,
                 },
                 None => {
                     self.err(
@@ -1760,6 +1979,34 @@ impl Cx<'_> {
                     );
                     return None;
                 }
+            }
+        } else if let Some(fd) = &f.fd_exhaustion {
+            FaultKind::FdExhaustion {
+                headroom: self.headroom(&format!("{p}.headroom"), fd.headroom),
+            }
+        } else if let Some(pl) = &f.process_limit {
+            FaultKind::ProcessLimit {
+                headroom: self.headroom(&format!("{p}.headroom"), pl.headroom),
+            }
+        } else if let Some(fr) = &f.freeze {
+            FaultKind::Freeze { tree: fr.tree }
+        } else if let Some(r) = &f.restart {
+            if r.command.trim().is_empty() {
+                self.err(
+                    &format!("{p}.command"),
+                    "empty command; give the shell command that restarts the service",
+                );
+            }
+            let timeout = self.positive_duration(
+                &format!("{p}.timeout"),
+                r.timeout.as_deref(),
+                Duration::from_secs(30),
+            );
+            let ready = self.readiness(&format!("{p}.ready"), &p, r.ready.as_ref())?;
+            FaultKind::Restart {
+                command: r.command.clone(),
+                ready,
+                timeout,
             }
         } else {
             return None;

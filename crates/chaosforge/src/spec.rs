@@ -278,10 +278,37 @@ pub struct FaultSpec {
     /// Process: stop it (SIGSTOP); reverted with SIGCONT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<PauseSpec>,
-    /// Process: send a signal (default SIGKILL). Irreversible: needs
+    /// Process: send a signal (default SIGKILL) to it, its process group (`group: true`) or
+    /// every process in its cgroup (`cgroup: true`). Irreversible: needs
     /// `policies.allow_irreversible: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill: Option<KillSpec>,
+    /// Process: lower its open-files limit (`RLIMIT_NOFILE`, soft) to what it has open now, so
+    /// that every new file, socket or accepted connection fails with EMFILE; reverted by
+    /// restoring the old limit.
+    #[serde(
+        default,
+        rename = "fd-exhaustion",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fd_exhaustion: Option<FdExhaustionSpec>,
+    /// Process: lower its process limit (`RLIMIT_NPROC`, soft) to the number its user runs now,
+    /// so that fork and thread creation fail with EAGAIN; reverted by restoring the old limit.
+    /// Has no effect on processes running as root.
+    #[serde(
+        default,
+        rename = "process-limit",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub process_limit: Option<ProcessLimitSpec>,
+    /// Process: freeze its cgroup (cgroup v2 `cgroup.freeze`, else the v1 freezer); a process in
+    /// the root cgroup is moved into a cgroup made for the fault. Reverted by thawing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<FreezeSpec>,
+    /// Process: restart the service with a command, then wait until it is ready again; the
+    /// report gives the time it took. Nothing to undo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartSpec>,
 }
 
 /// `target: { select: { service: payments }, scope: single }`
@@ -627,13 +654,92 @@ pub struct DiskFillSpec {
 #[serde(deny_unknown_fields)]
 pub struct PauseSpec {}
 
-/// `kill: { signal: SIGTERM }`
+/// `kill: { signal: SIGTERM }`, `kill: { group: true }` (the target's process group),
+/// `kill: { cgroup: true }` (every process in the target's cgroup).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct KillSpec {
     /// Signal name (`SIGKILL`, `SIGTERM`, `KILL`, …) or number. Default `SIGKILL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// Signal the target's whole process group (`killpg`), e.g. a shell pipeline or a server
+    /// with its workers. Refused when chaosforge or one of its parents is in that group.
+    /// Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub group: bool,
+    /// Signal every process in the target's cgroup and the cgroups below it (cgroup v2
+    /// `cgroup.kill` for SIGKILL, else each process in turn), e.g. a whole systemd service.
+    /// Refused for a root cgroup and when chaosforge or one of its parents is in it. Default
+    /// `false`. Not together with `group`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cgroup: bool,
+}
+
+/// `fd-exhaustion: {}`, or `fd-exhaustion: { headroom: 5 }` to leave five more files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FdExhaustionSpec {
+    /// How many more files the process may still open. Default `0`: the next open fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<i64>,
+}
+
+/// `process-limit: {}`, or `process-limit: { headroom: 2 }` to allow two more processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessLimitSpec {
+    /// How many more processes (or threads) the target's user may still start. Default `0`:
+    /// the next fork fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<i64>,
+}
+
+/// `freeze: {}`, or `freeze: { tree: true }` to freeze the target's children along with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeSpec {
+    /// When the target is in the root cgroup and is moved into a cgroup made for the fault:
+    /// move its descendants too (they are frozen with it). A target already in a cgroup of its
+    /// own is frozen with everything in that cgroup anyway. Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tree: bool,
+}
+
+/// `restart: { command: "systemctl restart api", ready: { tcp: "127.0.0.1:8080" }, timeout: 30s }`
+///
+/// The command runs with `sh -c`, in its own process group, with `CHAOSFORGE_TARGET_PID` set to
+/// the target's pid; its output goes to `restart-<n>.log` in the run's directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartSpec {
+    /// The shell command that restarts the service, e.g. `systemctl restart api`. It must exit
+    /// with status 0.
+    pub command: String,
+    /// How to tell that the service is back: `{ tcp: "127.0.0.1:8080" }` (a connect
+    /// succeeds), `{ http: "http://127.0.0.1:8080/health" }` (a 2xx or 3xx answer) or
+    /// `{ command: "pg_isready" }` (exit status 0). Checked every 100ms after the command ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<ReadySpec>,
+    /// How long the command and the wait for readiness may take together, e.g. `30s`. Default
+    /// `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub timeout: Option<String>,
+}
+
+/// Exactly one of `tcp`, `http` or `command`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReadySpec {
+    /// `host:port` that accepts a TCP connection once the service is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    /// An `http://` or `https://` URL that answers 2xx or 3xx once the service is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// A shell command (`sh -c`) that exits 0 once the service is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }
 
 /// How long each phase lasts.

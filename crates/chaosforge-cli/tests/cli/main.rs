@@ -2,7 +2,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod demo;
+mod freeze;
+mod kill;
+mod limits;
 mod recover;
+mod restart;
 mod run;
 mod support;
 mod validate;

@@ -214,3 +214,247 @@ pub fn recover(dir: &Dir) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// The Python interpreter for victims: the system one, which an unprivileged uid can run (a
+/// pyenv shim under /root cannot be read by uid 65534).
+pub fn python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+/// A victim that tries one operation every 10 ms and writes `<count> <result>` over the start of
+/// its stdout (a file), where `result` is `ok` or the errno name (`EMFILE`, `EAGAIN`): the
+/// fault is measured by what the process itself sees.
+///
+/// Modes: `open` (a new socket each time), `fork` (a child that exits at once), `count` (only
+/// counts, to see whether it makes progress).
+pub const PROBE_VICTIM: &str = r#"
+import errno, os, socket, sys, time
+mode = sys.argv[1]
+n = 0
+while True:
+    n += 1
+    r = "ok"
+    try:
+        if mode == "open":
+            socket.socket().close()
+        elif mode == "fork":
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+    except OSError as e:
+        r = errno.errorcode.get(e.errno, str(e.errno))
+    os.pwrite(1, ("%d %s\n" % (n, r)).ljust(40).encode(), 0)
+    time.sleep(0.01)
+"#;
+
+/// A Python victim (see [`PROBE_VICTIM`]); killed and reaped when dropped.
+pub struct Probed {
+    pub child: Child,
+    status: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Probed {
+    /// Runs the victim in `mode` as root.
+    pub fn start(mode: &str) -> Self {
+        Self::spawn(mode, None)
+    }
+
+    /// Runs it as `uid` (gid too, no groups) through `setpriv`.
+    pub fn start_as(mode: &str, uid: u32) -> Self {
+        Self::spawn(mode, Some(uid))
+    }
+
+    fn spawn(mode: &str, uid: Option<u32>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = dir.path().join("status");
+        let out = std::fs::File::create(&status).unwrap();
+        let mut cmd = match uid {
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg("--clear-groups")
+                    .arg(python());
+                c
+            }
+            None => Command::new(python()),
+        };
+        cmd.arg("-c")
+            .arg(PROBE_VICTIM)
+            .arg(mode)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(Stdio::null());
+        let child = cmd.spawn().unwrap();
+        let v = Probed {
+            child,
+            status,
+            _dir: dir,
+        };
+        assert!(
+            wait_for(Duration::from_secs(10), || v.read().is_some()),
+            "the victim never reported"
+        );
+        v
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The last `(count, result)` it wrote.
+    pub fn read(&self) -> Option<(u64, String)> {
+        let text = std::fs::read_to_string(&self.status).ok()?;
+        let mut f = text.split_whitespace();
+        Some((f.next()?.parse().ok()?, f.next()?.to_string()))
+    }
+
+    /// The result of an attempt made after this call (waits up to 2 s for a fresh one).
+    pub fn fresh(&self) -> Option<String> {
+        let (before, _) = self.read()?;
+        let mut last = None;
+        wait_for(Duration::from_secs(2), || {
+            last = self.read().filter(|(n, _)| *n > before + 1);
+            last.is_some()
+        });
+        last.map(|(_, r)| r)
+    }
+
+    /// Whether it advances its count within `window`.
+    pub fn progresses(&self, window: Duration) -> bool {
+        let before = self.read().map(|(n, _)| n);
+        std::thread::sleep(window);
+        self.read().map(|(n, _)| n) > before
+    }
+
+    /// Async versions for `assert_fault_compliance` observers.
+    pub async fn fresh_async(&self) -> Option<String> {
+        let (before, _) = self.read()?;
+        for _ in 0..100 {
+            if let Some((_, r)) = self.read().filter(|(n, _)| *n > before + 1) {
+                return Some(r);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    pub async fn progresses_async(&self, window: Duration) -> bool {
+        let before = self.read().map(|(n, _)| n);
+        tokio::time::sleep(window).await;
+        self.read().map(|(n, _)| n) > before
+    }
+}
+
+impl Drop for Probed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A cgroup a test makes (in a v1 hierarchy or the unified one) and removes when dropped: every
+/// process left in it is killed first, whatever the test did.
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    /// `<root>/cftest-<pid>-<name>`.
+    pub fn new(root: &Path, name: &str) -> Self {
+        let path = root.join(format!("cftest-{}-{name}", std::process::id()));
+        let _ = std::fs::create_dir(&path);
+        assert!(path.is_dir(), "cannot create {}", path.display());
+        TestCgroup { path }
+    }
+
+    pub fn add(&self, pid: i32) {
+        std::fs::write(self.path.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+
+    pub fn procs(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.path.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path.join("freezer.state"), "THAWED");
+        let _ = std::fs::write(self.path.join("cgroup.freeze"), "0");
+        for _ in 0..250 {
+            let procs = self.procs();
+            for p in &procs {
+                if let Some(pid) = rustix::process::Pid::from_raw(*p) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The mount point of the unified (v2) hierarchy, if one is mounted.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    mounts()
+        .into_iter()
+        .find(|(_, fs, _)| fs == "cgroup2")
+        .map(|(at, _, _)| PathBuf::from(at))
+}
+
+/// The mount point of the v1 hierarchy with `controller`, if one is mounted.
+pub fn cgroup1_root(controller: &str) -> Option<PathBuf> {
+    mounts()
+        .into_iter()
+        .find(|(_, fs, opts)| fs == "cgroup" && opts.split(',').any(|o| o == controller))
+        .map(|(at, _, _)| PathBuf::from(at))
+}
+
+fn mounts() -> Vec<(String, String, String)> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 4).then(|| (f[1].to_string(), f[2].to_string(), f[3].to_string()))
+        })
+        .collect()
+}
+
+/// The cgroup of `pid` in the hierarchy mounted at `root` (`/proc/PID/cgroup`).
+pub fn cgroup_in(root: &Path, pid: i32) -> Option<PathBuf> {
+    let v2 = cgroup2_root().as_deref() == Some(root);
+    let opts = mounts()
+        .into_iter()
+        .find(|(at, _, _)| Path::new(at) == root)?
+        .2;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (id, ctl, path) = (f.next()?, f.next()?, f.next()?);
+        let mine = if v2 {
+            id == "0" && ctl.is_empty()
+        } else {
+            !ctl.is_empty() && ctl.split(',').all(|c| opts.split(',').any(|o| o == c))
+        };
+        mine.then(|| root.join(path.trim_start_matches('/')))
+    })
+}
+
+/// Whether `pid` is alive (exists and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    chaosforge::fault::process::state_of(pid).is_some_and(|s| s != 'Z')
+}

@@ -268,3 +268,79 @@ phases: { baseline: 1s, inject: 1s, recover_within: 5s }
     );
     assert!(stderr.contains("nothing was injected"), "{stderr}");
 }
+
+/// The process faults (`fd-exhaustion`, `process-limit`, `freeze`, `restart`, `kill` of a group
+/// or a cgroup) validate, describe themselves in the plan, and match `chaosforge schema`.
+#[test]
+fn process_faults_plan_and_match_the_schema() {
+    let dir = crate::support::Dir::new();
+    let text = r#"apiVersion: chaosforge/v1
+name: process-faults
+targets:
+  - name: api
+    process: { pid: 4242 }
+hypothesis:
+  monitors:
+    - name: health
+      http: { url: "http://127.0.0.1:8080/health", interval: 100ms }
+      expect: ["availability >= 99%"]
+faults:
+  - name: no-fds
+    fd-exhaustion: { headroom: 2 }
+    target: { select: { name: api } }
+  - name: no-forks
+    process-limit: {}
+    target: { select: { name: api } }
+  - name: ice
+    freeze: { tree: true }
+    target: { select: { name: api } }
+  - name: bounce
+    restart: { command: "systemctl restart api", ready: { http: "http://127.0.0.1:8080/health" }, timeout: 45s }
+    target: { select: { name: api } }
+  - name: kill-the-group
+    kill: { signal: SIGTERM, group: true }
+    target: { select: { name: api } }
+  - name: kill-the-service
+    kill: { cgroup: true }
+    target: { select: { name: api } }
+policies: { allow_irreversible: true }
+"#;
+    let exp = dir.write("process.yaml", text);
+    let out = chaosforge()
+        .args(["plan", exp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "fd-exhaustion: 2 more file descriptor(s) (RLIMIT_NOFILE)",
+        "process-limit: no new processes for its user (RLIMIT_NPROC)",
+        "freeze its cgroup, with its descendants (reverted by thawing)",
+        "restart with `systemctl restart api`, ready within 45s when http://127.0.0.1:8080/health answers 2xx/3xx",
+        "kill the process group with SIGTERM (irreversible)",
+        "kill every process in the cgroup with SIGKILL (irreversible)",
+    ] {
+        assert!(stdout.contains(line), "`{line}` missing from:\n{stdout}");
+    }
+    let out = chaosforge().arg("schema").output().unwrap();
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let doc = chaosforge::source::Document::parse("process.yaml", text).unwrap();
+    let value: serde_json::Value = chaosforge::de::decode(&doc).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut typo = value.clone();
+    typo["faults"][2]["freeze"]["tre"] = serde_json::json!(true);
+    assert!(
+        !validator.is_valid(&typo),
+        "the schema rejects unknown fields"
+    );
+}

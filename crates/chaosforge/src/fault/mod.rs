@@ -14,7 +14,9 @@
 //! 5. if it cannot be undone, says so ([`Guard::irreversible`]) and is refused by the plan unless
 //!    `policies.allow_irreversible` is set.
 //!
-//! One file per family: [`proxy`] (toxics on a TCP proxy), [`process`] (signals).
+//! One file per family: [`proxy`] (toxics on a TCP proxy), [`process`] (signals to a process,
+//! its group or its cgroup), [`limits`] (`RLIMIT_NOFILE`/`RLIMIT_NPROC`), [`freeze`] (the cgroup
+//! freezer), [`restart`] (a restart command and a readiness wait), [`stress`], [`host`].
 
 use std::fmt;
 
@@ -23,11 +25,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::journal::{Event, FaultId, Journal, JournalError};
 
+mod cgroupfs;
+pub mod freeze;
 pub mod host;
+pub mod limits;
 pub mod net;
 pub mod process;
 pub mod proxy;
 pub mod remote;
+pub mod restart;
 pub mod stress;
 
 /// An error a revert reports; kept as text in the journal.
@@ -130,6 +136,36 @@ pub enum RevertSpec {
         pid: i32,
         /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
         start_time: u64,
+    },
+    /// Restore a process's resource limit (soft and hard, `null` for unlimited) — if it is
+    /// still the same process (pid and start time match).
+    RestoreLimit {
+        /// Process id.
+        pid: i32,
+        /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
+        start_time: u64,
+        /// Which limit.
+        resource: limits::LimitResource,
+        /// The soft limit before.
+        soft: Option<u64>,
+        /// The hard limit before.
+        hard: Option<u64>,
+    },
+    /// Thaw a frozen cgroup; if a freeze made it (`moved`), move its processes back where they
+    /// came from and remove it.
+    Thaw {
+        /// The cgroup's directory.
+        cgroup: std::path::PathBuf,
+        /// `cgroup.freeze` (v2) rather than `freezer.state` (v1).
+        v2: bool,
+        /// The processes moved into a cgroup made for the fault.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        moved: Option<freeze::Moved>,
+    },
+    /// Nothing to undo, and nothing lost: the fault is over once injected (a restart).
+    Nothing {
+        /// What was done.
+        note: String,
     },
     /// Nothing can undo it.
     Irreversible {
@@ -388,6 +424,27 @@ impl RevertSpec {
             RevertSpec::ContinueProcess { pid, start_time } => {
                 process::continue_if_same(*pid, *start_time)
             }
+            RevertSpec::RestoreLimit {
+                pid,
+                start_time,
+                resource,
+                soft,
+                hard,
+            } => limits::restore_if_same(
+                process::ProcessId {
+                    pid: *pid,
+                    start_time: *start_time,
+                },
+                *resource,
+                limits::Limits {
+                    soft: *soft,
+                    hard: *hard,
+                },
+            ),
+            RevertSpec::Thaw { cgroup, v2, moved } => {
+                freeze::thaw(cgroup, *v2, moved.as_ref()).await
+            }
+            RevertSpec::Nothing { note } => Ok(format!("nothing to undo: {note}")),
             RevertSpec::Irreversible { reason } => {
                 Ok(format!("irreversible, nothing to undo: {reason}"))
             }
