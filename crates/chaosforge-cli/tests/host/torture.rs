@@ -1,7 +1,9 @@
 //! Crash torture: `chaosforge run` is SIGKILLed at a random moment (seeded) while a pause, a
-//! partition, a CPU stress and a disk fill are being injected or held; `chaosforge recover` must
-//! then leave **zero residue**: no chaosforge nft table, no process in state T, no stress worker,
-//! no cgroup, no ballast file. `CHAOSFORGE_TORTURE_TRIALS` (default 30) and
+//! partition, a CPU stress, a disk fill, an NFQUEUE latency, a two-way rate limit, a duplicate,
+//! an fd exhaustion and a freeze are being injected or held; `chaosforge recover` must then
+//! leave **zero residue**: no chaosforge nft table, iptables chain, NFQUEUE rule, qdisc or ifb,
+//! no process in state T, no stress worker, no cgroup (stress or freeze), no ballast file, and
+//! the victim's resource limits exactly as they were. `CHAOSFORGE_TORTURE_TRIALS` (default 30) and
 //! `CHAOSFORGE_TORTURE_SEED` set the run; `scripts/torture` runs 1000.
 
 use std::process::{Command, Stdio};
@@ -108,6 +110,10 @@ fn killed_runs_leave_zero_residue_after_recover() {
     std::thread::spawn(move || for _ in listener.incoming() {});
     let victim = Victim(Command::new("sleep").arg("600").spawn().unwrap());
     let pid = victim.0.id() as i32;
+    // A second victim for the faults on a cgroup and on resource limits.
+    let victim2 = Victim(Command::new("sleep").arg("600").spawn().unwrap());
+    let pid2 = victim2.0.id() as i32;
+    let limits2 = std::fs::read_to_string(format!("/proc/{pid2}/limits")).unwrap();
     let exp =
         fs.0.path()
             .join("..")
@@ -123,6 +129,7 @@ targets:
   - {{ name: node-c, netns: {c} }}
   - {{ name: me, host: local }}
   - {{ name: victim, process: {{ pid: {pid} }} }}
+  - {{ name: victim2, process: {{ pid: {pid2} }} }}
 hypothesis:
   monitors: [{{ name: port, tcp: {{ address: "{monitored}", interval: 100ms, timeout: 300ms }}, expect: ["availability >= 0%"] }}]
 faults:
@@ -133,6 +140,8 @@ faults:
   - {{ name: slow, latency: {{ delay: 20ms, peers: [node-b] }}, target: {{ select: {{ name: node-a }} }} }}
   - {{ name: throttle, rate: {{ rate: 8Mbit/s, direction: both }}, target: {{ select: {{ name: node-c }} }} }}
   - {{ name: twice, duplicate: {{ probability: 5% }}, target: {{ select: {{ name: node-b }} }} }}
+  - {{ name: no-fds, fd-exhaustion: {{}}, target: {{ select: {{ name: victim2 }} }} }}
+  - {{ name: ice, freeze: {{}}, target: {{ select: {{ name: victim2 }} }} }}
 phases: {{ baseline: 100ms, inject: 1s, recover_within: 2s }}
 "#,
             a = h.a.ns,
@@ -192,6 +201,16 @@ phases: {{ baseline: 100ms, inject: 1s, recover_within: 2s }}
             }
             n == 0
         });
+        let limits_now = std::fs::read_to_string(format!("/proc/{pid2}/limits")).unwrap();
+        assert_eq!(
+            limits_now, limits2,
+            "trial {trial}: victim2's limits are restored"
+        );
+        assert_eq!(
+            chaosforge::fault::freeze::freeze_cgroups(),
+            Vec::<std::path::PathBuf>::new(),
+            "trial {trial}: freeze cgroups left"
+        );
         let residue = (
             network.len(),
             chaosforge::fault::process::state_of(pid) == Some('T'),
