@@ -155,6 +155,7 @@ pub enum EngineError {
 
 enum Resolved {
     Proxy(Arc<dyn ProxyControl>),
+    Http(Arc<dyn crate::fault::net::HttpProxyControl>),
     Process(ProcessId),
     Host(crate::host_target::HostTarget),
 }
@@ -171,6 +172,8 @@ struct Run<'p> {
     signals_gone: bool,
     interrupted: bool,
     run_id: RunId,
+    /// HTTP proxies started for `http_proxy` targets, by target name.
+    http_proxies: Vec<(String, Arc<dyn crate::fault::net::HttpProxyControl>)>,
 }
 
 // === impl Outcome ===
@@ -253,6 +256,7 @@ impl Engine {
             shutdown,
             signals_gone: false,
             interrupted: false,
+            http_proxies: Vec::new(),
         };
         let mut proxies: Vec<Arc<dyn ProxyControl>> = Vec::new();
         let mut monitors: Vec<MonitorHandle> = Vec::new();
@@ -286,6 +290,15 @@ impl Engine {
             }
         };
         for p in &proxies {
+            p.shutdown().await;
+        }
+        // What the HTTP rules did and what they found, before their proxies stop.
+        for (target, p) in std::mem::take(&mut run.http_proxies) {
+            journal.append_durable(&Event::HttpProxyReport {
+                target,
+                report: p.report(),
+                at: journal.now(),
+            })?;
             p.shutdown().await;
         }
         journal.append_durable(&Event::RunFinished {
@@ -349,6 +362,32 @@ impl Engine {
                         Ok(p) => {
                             proxies.push(p.clone());
                             Resolved::Proxy(p)
+                        }
+                        Err(e) => {
+                            return errored(Phase::Validate, format!("target `{}`: {e}", t.name))
+                                .into();
+                        }
+                    }
+                }
+                TargetKind::HttpProxy {
+                    listen,
+                    upstream,
+                    upstream_ca,
+                } => {
+                    match self
+                        .proxies
+                        .start_http(
+                            &t.name,
+                            listen,
+                            upstream,
+                            upstream_ca.as_deref().map(std::path::Path::new),
+                            plan.seed ^ crate::scope::fnv1a(&t.name),
+                        )
+                        .await
+                    {
+                        Ok(p) => {
+                            run.http_proxies.push((t.name.clone(), p.clone()));
+                            Resolved::Http(p)
                         }
                         Err(e) => {
                             return errored(Phase::Validate, format!("target `{}`: {e}", t.name))
@@ -749,6 +788,24 @@ fn build_fault(
             command: command.clone(),
             ready: ready.clone(),
             timeout: *timeout,
+        }),
+        (
+            FaultKind::Http {
+                matcher,
+                probability,
+                action,
+            },
+            Some(Resolved::Http(p)),
+        ) => Box::new(crate::fault::http::HttpRuleFault {
+            target: target_s,
+            kind: f.kind.name(),
+            proxy: p.clone(),
+            rule: crate::fault::net::HttpRule {
+                name: format!("{}#{id}", f.name),
+                matcher: matcher.clone(),
+                probability: *probability,
+                action: action.clone(),
+            },
         }),
         // The plan checked kinds against targets; reaching this is a bug, but a run must still
         // end cleanly.

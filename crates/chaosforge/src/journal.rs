@@ -154,6 +154,17 @@ pub enum Event {
         #[serde(rename = "at_ms", with = "crate::units::millis")]
         at: Duration,
     },
+    /// What the rules of an HTTP proxy target did, taken before the proxy stopped: counters
+    /// and security findings.
+    HttpProxyReport {
+        /// The target.
+        target: String,
+        /// Its report.
+        report: crate::fault::net::HttpProxyReport,
+        /// When.
+        #[serde(rename = "at_ms", with = "crate::units::millis")]
+        at: Duration,
+    },
     /// Last line of a run.
     RunFinished {
         /// How it ended.

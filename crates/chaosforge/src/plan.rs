@@ -88,6 +88,15 @@ pub enum TargetKind {
         /// The interface faults act on; `None`: the one non-loopback interface.
         interface: Option<String>,
     },
+    /// An HTTP (L7) fault proxy the runner starts.
+    HttpProxy {
+        /// `host:port` to listen on.
+        listen: String,
+        /// `http://…` or `https://…`.
+        upstream: String,
+        /// A PEM CA trusted for an https upstream.
+        upstream_ca: Option<String>,
+    },
 }
 
 /// How a process target is found when the run starts.
@@ -260,6 +269,15 @@ pub enum FaultKind {
         #[serde(with = "units::duration_text")]
         timeout: Duration,
     },
+    /// A rule on an HTTP proxy: which requests, how often, what happens.
+    Http {
+        /// Which requests.
+        matcher: crate::fault::net::HttpMatch,
+        /// Share of matching requests.
+        probability: Ratio,
+        /// What happens.
+        action: crate::fault::net::HttpRuleAction,
+    },
 }
 
 /// Whom a `kill` signals.
@@ -397,6 +415,8 @@ pub enum TargetClass {
     Process,
     /// A `netns` or `host` target.
     Host,
+    /// An `http_proxy` target.
+    HttpProxy,
 }
 
 /// Phase durations.
@@ -445,6 +465,7 @@ impl FaultKind {
             FaultKind::ProcessLimit { .. } => "process-limit",
             FaultKind::Freeze { .. } => "freeze",
             FaultKind::Restart { .. } => "restart",
+            FaultKind::Http { action, .. } => http_key(action),
         }
     }
 
@@ -464,6 +485,7 @@ impl FaultKind {
             | FaultKind::ProcessLimit { .. }
             | FaultKind::Freeze { .. }
             | FaultKind::Restart { .. } => TargetClass::Process,
+            FaultKind::Http { .. } => TargetClass::HttpProxy,
         }
     }
 
@@ -675,8 +697,129 @@ impl FaultKind {
                 units::format_duration(*timeout),
                 ready.describe()
             ),
+            FaultKind::Http {
+                matcher,
+                probability,
+                action,
+            } => describe_http(matcher, *probability, action),
         }
     }
+}
+
+/// The key users write for an HTTP rule.
+fn http_key(action: &crate::fault::net::HttpRuleAction) -> &'static str {
+    use crate::fault::net::HttpRuleAction as A;
+    match action {
+        A::Abort { .. } | A::Drop => "http-abort",
+        A::Delay { .. } => "http-delay",
+        A::Hang => "http-hang",
+        A::Truncate { .. } | A::FlipBytes { .. } | A::JsonReplace { .. } => "http-corrupt",
+        A::Headers { .. } => "http-header",
+        A::AuthStrip { .. } => "auth-strip",
+        A::AuthForge { .. } => "auth-forge",
+        A::Replay { .. } => "replay",
+        A::TlsMitm { .. } => "tls-mitm",
+    }
+}
+
+fn describe_http(
+    m: &crate::fault::net::HttpMatch,
+    probability: Ratio,
+    action: &crate::fault::net::HttpRuleAction,
+) -> String {
+    use crate::fault::net::{CredentialRule as C, ForgeryRule as F, HttpRuleAction as A};
+    let cred = |c: &C| match c {
+        C::Authorization => "the Authorization header".to_string(),
+        C::Cookie(n) => format!("cookie `{n}`"),
+        C::Header(n) => format!("header `{n}`"),
+    };
+    let what = match action {
+        A::Abort { status, .. } => format!("answer {status} without calling upstream"),
+        A::Drop => "drop the connection".into(),
+        A::Delay {
+            request,
+            response,
+            jitter,
+        } => {
+            let (on, d) = if request.is_zero() {
+                ("response", response)
+            } else {
+                ("request", request)
+            };
+            if jitter.is_zero() {
+                format!("delay the {on} by {}", units::format_duration(*d))
+            } else {
+                format!(
+                    "delay the {on} by {} ±{}",
+                    units::format_duration(*d),
+                    units::format_duration(*jitter)
+                )
+            }
+        }
+        A::Hang => "never answer".into(),
+        A::Truncate { keep } => format!("truncate the response body to {keep} bytes"),
+        A::FlipBytes { probability } => format!("flip bits in {probability} of the body's bytes"),
+        A::JsonReplace { path, value } => format!("replace {path} by {value} in the JSON body"),
+        A::Headers { request, response } => {
+            format!(
+                "edit headers ({} on requests, {} on responses)",
+                request.len(),
+                response.len()
+            )
+        }
+        A::AuthStrip { credential } => format!("strip {}", cred(credential)),
+        A::AuthForge {
+            credential,
+            forgery,
+        } => format!(
+            "forge {} ({})",
+            cred(credential),
+            match forgery {
+                F::JwtWrongKey => "JWT re-signed with a wrong key".to_string(),
+                F::JwtAlgNone => "JWT with alg none".into(),
+                F::JwtExpired => "expired JWT".into(),
+                F::JwtClaims(c) => format!("JWT with {} claim(s) changed", c.len()),
+                F::Token(_) => "a literal token".into(),
+            }
+        ),
+        A::Replay { times } => format!("replay the first matching request {times} time(s)"),
+        A::TlsMitm { certificate } => format!(
+            "terminate TLS with {} certificate",
+            match certificate {
+                crate::fault::net::MitmVariant::Untrusted => "an untrusted",
+                crate::fault::net::MitmVariant::Expired => "an expired",
+                crate::fault::net::MitmVariant::NotYetValid => "a not-yet-valid",
+                crate::fault::net::MitmVariant::WrongHost => "a wrong-host",
+            }
+        ),
+    };
+    let mut on = Vec::new();
+    if !m.methods.is_empty() {
+        on.push(m.methods.join("/"));
+    }
+    if let Some(p) = &m.path_prefix {
+        on.push(format!("{p}*"));
+    }
+    if let Some(r) = &m.path_regex {
+        on.push(format!("~{r}"));
+    }
+    for h in &m.headers {
+        on.push(match &h.equals {
+            Some(v) => format!("{}: {v}", h.name),
+            None => format!("with {}", h.name),
+        });
+    }
+    let scope = if on.is_empty() {
+        "every request".to_string()
+    } else {
+        on.join(" ")
+    };
+    let share = if probability == Ratio::ONE {
+        String::new()
+    } else {
+        format!(", {probability} of them")
+    };
+    format!("{what} ({scope}{share})")
 }
 
 // === impl KillReach ===
@@ -1074,6 +1217,7 @@ impl Cx<'_> {
                     ("process", t.process.is_some()),
                     ("netns", t.netns.is_some()),
                     ("host", t.host.is_some()),
+                    ("http_proxy", t.http_proxy.is_some()),
                 ]
                 .into_iter()
                 .filter_map(|(k, p)| p.then_some(k))
@@ -1090,6 +1234,8 @@ impl Cx<'_> {
                 }
                 let kind = if let Some(p) = &t.proxy {
                     self.proxy_target(&format!("{base}.proxy"), p)?
+                } else if let Some(h) = &t.http_proxy {
+                    self.http_proxy_target(&format!("{base}.http_proxy"), h)
                 } else if let Some(p) = &t.process {
                     TargetKind::Process(self.process(&format!("{base}.process"), p)?)
                 } else if let Some(ns) = &t.netns {
@@ -1111,7 +1257,7 @@ impl Cx<'_> {
                 } else {
                     self.err(
                         &base,
-                        format!("target `{}` needs a kind: `proxy`, `process`, `netns` or `host`", t.name),
+                        format!("target `{}` needs a kind: `proxy`, `http_proxy`, `process`, `netns` or `host`", t.name),
                     );
                     return None;
                 };
@@ -1127,6 +1273,35 @@ impl Cx<'_> {
                 })
             })
             .collect()
+    }
+
+    fn http_proxy_target(&mut self, base: &str, h: &spec::HttpProxyTargetSpec) -> TargetKind {
+        self.address(&format!("{base}.listen"), &h.listen);
+        match reqwest::Url::parse(&h.upstream) {
+            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {}
+            _ => self.err(
+                &format!("{base}.upstream"),
+                format!("`{}` is not an http(s) URL, e.g. `http://127.0.0.1:8080` or `https://api.internal:8443`", h.upstream),
+            ),
+        }
+        if let Some(ca) = &h.upstream_ca {
+            if !h.upstream.starts_with("https://") {
+                self.err(
+                    &format!("{base}.upstream_ca"),
+                    "`upstream_ca` is for an `https://` upstream",
+                );
+            } else if !Path::new(ca).is_file() {
+                self.err(
+                    &format!("{base}.upstream_ca"),
+                    format!("`{ca}` is not a file"),
+                );
+            }
+        }
+        TargetKind::HttpProxy {
+            listen: h.listen.clone(),
+            upstream: h.upstream.clone(),
+            upstream_ca: h.upstream_ca.clone(),
+        }
     }
 
     fn proxy_target(&mut self, base: &str, p: &spec::ProxyTargetSpec) -> Option<TargetKind> {
@@ -1442,7 +1617,22 @@ impl Cx<'_> {
                         TargetClass::Proxy
                     ) | (TargetKind::Process(_), TargetClass::Process)
                         | (TargetKind::Host { .. }, TargetClass::Host)
+                        | (TargetKind::HttpProxy { .. }, TargetClass::HttpProxy)
                 );
+                if let (
+                    FaultKind::Http {
+                        action: crate::fault::net::HttpRuleAction::TlsMitm { .. },
+                        ..
+                    },
+                    TargetKind::HttpProxy { upstream, .. },
+                ) = (&kind, &target.kind)
+                    && !upstream.starts_with("https://")
+                {
+                    self.err(
+                        &format!("{base}.tls-mitm"),
+                        format!("`tls-mitm` needs an `https://` upstream, and `{}` talks to `{upstream}`: its clients do not use TLS", t.name),
+                    );
+                }
                 if !ok {
                     wrong.push(t.name.as_str());
                 }
@@ -1452,6 +1642,7 @@ impl Cx<'_> {
                     TargetClass::Proxy => "proxy",
                     TargetClass::Process => "process",
                     TargetClass::Host => "netns or host",
+                    TargetClass::HttpProxy => "http_proxy",
                 };
                 self.err(
                     &sel_path,
@@ -1689,6 +1880,15 @@ impl Cx<'_> {
             ("process-limit", f.process_limit.is_some()),
             ("freeze", f.freeze.is_some()),
             ("restart", f.restart.is_some()),
+            ("http-abort", f.http_abort.is_some()),
+            ("http-delay", f.http_delay.is_some()),
+            ("http-hang", f.http_hang.is_some()),
+            ("http-corrupt", f.http_corrupt.is_some()),
+            ("http-header", f.http_header.is_some()),
+            ("auth-strip", f.auth_strip.is_some()),
+            ("auth-forge", f.auth_forge.is_some()),
+            ("replay", f.replay.is_some()),
+            ("tls-mitm", f.tls_mitm.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, p)| p.then_some(k))
@@ -1698,7 +1898,7 @@ impl Cx<'_> {
                 self.err(
                     base,
                     format!(
-                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, duplicate, reorder, rate, partition, loss, cpu, memory, disk-fill, pause, kill, freeze, fd-exhaustion, process-limit, restart",
+                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, duplicate, reorder, rate, partition, loss, cpu, memory, disk-fill, pause, kill, freeze, fd-exhaustion, process-limit, restart, http-abort, http-delay, http-hang, http-corrupt, http-header, auth-strip, auth-forge, replay, tls-mitm",
                         f.name
                     ),
                 );
@@ -2009,9 +2209,362 @@ impl Cx<'_> {
                 timeout,
             }
         } else {
-            return None;
+            self.http_fault(&p, f)?
         };
         Some((key, kind))
+    }
+
+    /// An HTTP rule from whichever HTTP key `f` has.
+    fn http_fault(&mut self, p: &str, f: &spec::FaultSpec) -> Option<FaultKind> {
+        use crate::fault::net::{
+            CredentialRule, ForgeryRule, HeaderEditRule, HttpRuleAction as A, MitmVariant,
+        };
+        let mk = |cx: &mut Self, m: Option<&spec::HttpMatchSpec>, prob: Option<&str>, action| {
+            let matcher = cx.http_match(&format!("{p}.match"), m);
+            let probability = cx.ratio(&format!("{p}.probability"), prob, Ratio::ONE);
+            FaultKind::Http {
+                matcher,
+                probability,
+                action,
+            }
+        };
+        for (cookie, header) in [
+            f.auth_strip.as_ref().map(|a| (&a.cookie, &a.header)),
+            f.auth_forge.as_ref().map(|a| (&a.cookie, &a.header)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(h) = header {
+                self.header_pair(&format!("{p}.header"), h, None);
+            }
+            if let Some(c) = cookie
+                && (c.is_empty() || c.contains([';', '=', ' ', ',']))
+            {
+                self.err(
+                    &format!("{p}.cookie"),
+                    format!("`{c}` is not a cookie name"),
+                );
+            }
+        }
+        let credential = |cookie: &Option<String>, header: &Option<String>| match (cookie, header) {
+            (Some(c), _) => CredentialRule::Cookie(c.clone()),
+            (None, Some(h)) => CredentialRule::Header(h.clone()),
+            (None, None) => CredentialRule::Authorization,
+        };
+        Some(if let Some(a) = &f.http_abort {
+            let action = match (a.drop, a.status) {
+                (true, None) if a.body.is_none() && a.headers.is_empty() => A::Drop,
+                (true, _) => {
+                    self.err(
+                        &format!("{p}.drop"),
+                        "`drop` closes the connection without an answer; leave out `status`, `body` and `headers`",
+                    );
+                    A::Drop
+                }
+                (false, None) => {
+                    self.err(
+                        p,
+                        "give the `status` to answer with (e.g. 503), or `drop: true`",
+                    );
+                    A::Drop
+                }
+                (false, Some(status)) => {
+                    if !(100..=599).contains(&status) {
+                        self.err(
+                            &format!("{p}.status"),
+                            format!("`{status}` is not an HTTP status code (100–599)"),
+                        );
+                    }
+                    for (name, value) in &a.headers {
+                        self.header_pair(&format!("{p}.headers.{name}"), name, Some(value));
+                    }
+                    A::Abort {
+                        status: status.clamp(100, 599) as u16,
+                        body: a.body.clone(),
+                        headers: a
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    }
+                }
+            };
+            mk(self, a.matcher.as_ref(), a.probability.as_deref(), action)
+        } else if let Some(d) = &f.http_delay {
+            let delay = self.duration(&format!("{p}.delay"), Some(&d.delay), Duration::ZERO);
+            let jitter = self.duration(&format!("{p}.jitter"), d.jitter.as_deref(), Duration::ZERO);
+            if jitter > delay {
+                self.err(
+                    &format!("{p}.jitter"),
+                    format!(
+                        "jitter {} is larger than the delay {}",
+                        units::format_duration(jitter),
+                        units::format_duration(delay)
+                    ),
+                );
+            }
+            let (request, response) = match d.on {
+                spec::HttpDelayOn::Request => (delay, Duration::ZERO),
+                spec::HttpDelayOn::Response => (Duration::ZERO, delay),
+            };
+            mk(
+                self,
+                d.matcher.as_ref(),
+                d.probability.as_deref(),
+                A::Delay {
+                    request,
+                    response,
+                    jitter,
+                },
+            )
+        } else if let Some(h) = &f.http_hang {
+            mk(self, h.matcher.as_ref(), h.probability.as_deref(), A::Hang)
+        } else if let Some(c) = &f.http_corrupt {
+            let given = [
+                c.truncate.is_some(),
+                c.flip.is_some(),
+                c.json_path.is_some(),
+            ];
+            let action = match (c.truncate, &c.flip, &c.json_path) {
+                _ if given.iter().filter(|g| **g).count() != 1 => {
+                    self.err(p, "give exactly one of `truncate`, `flip` or `json_path`");
+                    A::Truncate { keep: 0 }
+                }
+                (Some(n), _, _) => {
+                    if n < 0 {
+                        self.err(
+                            &format!("{p}.truncate"),
+                            format!("`{n}`: give a number of bytes to keep, 0 or more"),
+                        );
+                    }
+                    A::Truncate {
+                        keep: n.max(0) as u64,
+                    }
+                }
+                (_, Some(flip), _) => A::FlipBytes {
+                    probability: self.ratio(&format!("{p}.flip"), Some(flip), Ratio::ZERO),
+                },
+                (_, _, Some(path)) => {
+                    if let Err(e) = serde_json_path::JsonPath::parse(path) {
+                        self.err(
+                            &format!("{p}.json_path"),
+                            format!("`{path}` is not a JSONPath: {e}"),
+                        );
+                    }
+                    let Some(text) = &c.value else {
+                        self.err(p, "`json_path` needs the `value` to put there");
+                        return None;
+                    };
+                    let value = serde_json::from_str(text)
+                        .unwrap_or_else(|_| serde_json::Value::String(text.clone()));
+                    A::JsonReplace {
+                        path: path.clone(),
+                        value,
+                    }
+                }
+                _ => A::Truncate { keep: 0 },
+            };
+            mk(self, c.matcher.as_ref(), c.probability.as_deref(), action)
+        } else if let Some(h) = &f.http_header {
+            let mut edits = |side: &str, e: Option<&spec::HeaderEditsSpec>| {
+                let mut out = Vec::new();
+                let Some(e) = e else { return out };
+                for (name, value) in &e.add {
+                    self.header_pair(&format!("{p}.{side}.add.{name}"), name, Some(value));
+                    out.push(HeaderEditRule::Add(name.clone(), value.clone()));
+                }
+                for (name, value) in &e.set {
+                    self.header_pair(&format!("{p}.{side}.set.{name}"), name, Some(value));
+                    out.push(HeaderEditRule::Set(name.clone(), value.clone()));
+                }
+                for (j, name) in e.remove.iter().enumerate() {
+                    self.header_pair(&format!("{p}.{side}.remove[{j}]"), name, None);
+                    out.push(HeaderEditRule::Remove(name.clone()));
+                }
+                out
+            };
+            let request = edits("request", h.request.as_ref());
+            let response = edits("response", h.response.as_ref());
+            if request.is_empty() && response.is_empty() {
+                self.err(
+                    p,
+                    "no header changes; give `request` or `response` with `add`, `set` or `remove`",
+                );
+            }
+            mk(
+                self,
+                h.matcher.as_ref(),
+                h.probability.as_deref(),
+                A::Headers { request, response },
+            )
+        } else if let Some(a) = &f.auth_strip {
+            if a.cookie.is_some() && a.header.is_some() {
+                self.err(
+                    p,
+                    "give at most one of `cookie` or `header` (neither: the Authorization header)",
+                );
+            }
+            let credential = credential(&a.cookie, &a.header);
+            mk(
+                self,
+                a.matcher.as_ref(),
+                a.probability.as_deref(),
+                A::AuthStrip { credential },
+            )
+        } else if let Some(a) = &f.auth_forge {
+            if a.cookie.is_some() && a.header.is_some() {
+                self.err(
+                    p,
+                    "give at most one of `cookie` or `header` (neither: the Authorization header)",
+                );
+            }
+            let forgery = match a.forgery {
+                spec::ForgerySpec::JwtWrongKey => ForgeryRule::JwtWrongKey,
+                spec::ForgerySpec::JwtAlgNone => ForgeryRule::JwtAlgNone,
+                spec::ForgerySpec::JwtExpired => ForgeryRule::JwtExpired,
+                spec::ForgerySpec::JwtClaims => {
+                    if a.claims.is_empty() {
+                        self.err(
+                            &format!("{p}.claims"),
+                            "`jwt-claims` needs the `claims` to change, e.g. `{ role: admin }`",
+                        );
+                    }
+                    ForgeryRule::JwtClaims(
+                        a.claims
+                            .iter()
+                            .map(|(k, v)| {
+                                let v = serde_json::from_str(v)
+                                    .unwrap_or_else(|_| serde_json::Value::String(v.clone()));
+                                (k.clone(), v)
+                            })
+                            .collect(),
+                    )
+                }
+                spec::ForgerySpec::Token => match &a.token {
+                    Some(t) => ForgeryRule::Token(t.clone()),
+                    None => {
+                        self.err(
+                            &format!("{p}.token"),
+                            "`forgery: token` needs the `token` to send",
+                        );
+                        ForgeryRule::Token(String::new())
+                    }
+                },
+            };
+            let credential = credential(&a.cookie, &a.header);
+            mk(
+                self,
+                a.matcher.as_ref(),
+                a.probability.as_deref(),
+                A::AuthForge {
+                    credential,
+                    forgery,
+                },
+            )
+        } else if let Some(r) = &f.replay {
+            let times = match r.times {
+                None => 1,
+                Some(n) if (1..=100).contains(&n) => n as u32,
+                Some(n) => {
+                    self.err(
+                        &format!("{p}.times"),
+                        format!("`{n}`: replay 1 to 100 times"),
+                    );
+                    1
+                }
+            };
+            mk(self, r.matcher.as_ref(), None, A::Replay { times })
+        } else if let Some(t) = &f.tls_mitm {
+            let certificate = match t.certificate {
+                spec::MitmCertSpec::Untrusted => MitmVariant::Untrusted,
+                spec::MitmCertSpec::Expired => MitmVariant::Expired,
+                spec::MitmCertSpec::NotYetValid => MitmVariant::NotYetValid,
+                spec::MitmCertSpec::WrongHost => MitmVariant::WrongHost,
+            };
+            mk(self, None, None, A::TlsMitm { certificate })
+        } else {
+            return None;
+        })
+    }
+
+    fn http_match(
+        &mut self,
+        base: &str,
+        m: Option<&spec::HttpMatchSpec>,
+    ) -> crate::fault::net::HttpMatch {
+        use crate::fault::net::{HeaderCondition, HttpMatch};
+        let Some(m) = m else {
+            return HttpMatch::default();
+        };
+        for (j, method) in m.methods.iter().enumerate() {
+            if method.is_empty() || !method.chars().all(|c| c.is_ascii_alphabetic()) {
+                self.err(
+                    &format!("{base}.methods[{j}]"),
+                    format!("`{method}` is not an HTTP method"),
+                );
+            }
+        }
+        if let Some(prefix) = &m.path_prefix
+            && !prefix.starts_with('/')
+        {
+            self.err(
+                &format!("{base}.path_prefix"),
+                format!("`{prefix}` must start with `/`"),
+            );
+        }
+        if let Some(re) = &m.path_regex
+            && let Err(e) = regex::Regex::new(re)
+        {
+            let msg = e.to_string();
+            let why = msg
+                .lines()
+                .last()
+                .unwrap_or("invalid")
+                .trim()
+                .trim_start_matches("error: ");
+            self.err(
+                &format!("{base}.path_regex"),
+                format!("`{re}` is not a regular expression: {why}"),
+            );
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &m.headers {
+            self.header_pair(&format!("{base}.headers.{name}"), name, Some(value));
+            headers.push(HeaderCondition {
+                name: name.clone(),
+                equals: Some(value.clone()),
+            });
+        }
+        for (j, name) in m.present.iter().enumerate() {
+            self.header_pair(&format!("{base}.present[{j}]"), name, None);
+            headers.push(HeaderCondition {
+                name: name.clone(),
+                equals: None,
+            });
+        }
+        HttpMatch {
+            methods: m.methods.iter().map(|x| x.to_ascii_uppercase()).collect(),
+            path_prefix: m.path_prefix.clone(),
+            path_regex: m.path_regex.clone(),
+            headers,
+        }
+    }
+
+    /// A header name (RFC 9110 token) and, if given, a value without control characters.
+    fn header_pair(&mut self, path: &str, name: &str, value: Option<&str>) {
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || !name.chars().all(token) {
+            self.err(path, format!("`{name}` is not a header name"));
+        }
+        if let Some(v) = value
+            && v.chars().any(|c| c.is_control() && c != '\t')
+        {
+            self.err(
+                path,
+                "a header value cannot hold control characters (line breaks)",
+            );
+        }
     }
 }
 

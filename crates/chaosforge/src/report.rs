@@ -123,9 +123,24 @@ pub struct Report {
     pub halted: Option<String>,
     /// What the run suggests fixing.
     pub findings: Vec<String>,
+    /// What the rules of each HTTP proxy target did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpTargetReport>,
+    /// Security findings: a client that accepted a bad certificate, an upstream that accepted
+    /// forged or missing credentials or a replayed request.
+    pub security_findings: Vec<String>,
     /// Total run time.
     #[serde(with = "duration_text")]
     pub duration: Duration,
+}
+
+/// What an HTTP proxy target's rules did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpTargetReport {
+    /// The target.
+    pub target: String,
+    /// Per rule: requests matched and faulted.
+    pub rules: Vec<crate::fault::net::HttpRuleCounters>,
 }
 
 /// One monitor's figures.
@@ -255,6 +270,9 @@ impl PlanSummary {
                             format!("proxy {listen} → {upstream}")
                         }
                         TargetKind::Process(sel) => format!("process {sel:?}"),
+                        TargetKind::HttpProxy {
+                            listen, upstream, ..
+                        } => format!("HTTP proxy {listen} → {upstream}"),
                     },
                     labels: t.labels.clone(),
                 })
@@ -339,6 +357,8 @@ impl Report {
         let mut outcome = None;
         let mut recovery = None;
         let mut halted = None;
+        let mut http = Vec::new();
+        let mut security = Vec::new();
         let mut end = Duration::ZERO;
         for e in events {
             match e {
@@ -421,6 +441,13 @@ impl Report {
                 Event::RunFinished { outcome: o, at } => {
                     outcome = Some(o.clone());
                     end = end.max(*at);
+                }
+                Event::HttpProxyReport { target, report, .. } => {
+                    security.extend(report.findings.iter().map(|f| format!("{target}: {f}")));
+                    http.push(HttpTargetReport {
+                        target: target.clone(),
+                        rules: report.rules.clone(),
+                    });
                 }
                 Event::RunStarted { .. } => {}
             }
@@ -509,6 +536,8 @@ impl Report {
             recovery,
             halted,
             findings,
+            http,
+            security_findings: security,
             duration: end,
         })
     }
@@ -619,6 +648,22 @@ impl Report {
         }
         if let Some(h) = &self.halted {
             let _ = writeln!(o, "halted by   {h}");
+        }
+        for h in &self.http {
+            let _ = writeln!(o, "\nHTTP rules on {}", h.target);
+            for r in &h.rules {
+                let _ = writeln!(
+                    o,
+                    "  {:<24} matched {:>6}, faulted {:>6}",
+                    r.name, r.matched, r.faulted
+                );
+            }
+        }
+        if !self.security_findings.is_empty() {
+            let _ = writeln!(o, "\nsecurity findings");
+            for f in &self.security_findings {
+                let _ = writeln!(o, "  - {f}");
+            }
         }
         if !self.findings.is_empty() {
             let _ = writeln!(o, "\nwhat to fix");

@@ -92,6 +92,25 @@ pub struct TargetSpec {
     /// non-loopback interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
+    /// An in-process HTTP (L7) fault proxy the runner starts: the system under test calls
+    /// `listen` instead of `upstream`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_proxy: Option<HttpProxyTargetSpec>,
+}
+
+/// `http_proxy: { listen: "127.0.0.1:18443", upstream: "https://payments.internal:8443",
+/// upstream_ca: /etc/ssl/internal-ca.pem }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProxyTargetSpec {
+    /// `host:port` the proxy listens on (port 0 picks a free one). Plain HTTP/1.1 and h2c from
+    /// clients; TLS from clients is passed through to the upstream, or terminated by `tls-mitm`.
+    pub listen: String,
+    /// The real service: `http://host:port` or `https://host:port`.
+    pub upstream: String,
+    /// A PEM CA file trusted for an `https` upstream, besides the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ca: Option<String>,
 }
 
 /// A TCP fault proxy, in one of two shapes:
@@ -309,6 +328,312 @@ pub struct FaultSpec {
     /// report gives the time it took. Nothing to undo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<RestartSpec>,
+    /// HTTP proxy: answer matching requests with a status (or drop the connection) without
+    /// calling upstream.
+    #[serde(
+        default,
+        rename = "http-abort",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_abort: Option<HttpAbortSpec>,
+    /// HTTP proxy: delay matching requests or their responses.
+    #[serde(
+        default,
+        rename = "http-delay",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_delay: Option<HttpDelaySpec>,
+    /// HTTP proxy: never answer matching requests.
+    #[serde(default, rename = "http-hang", skip_serializing_if = "Option::is_none")]
+    pub http_hang: Option<HttpMatchOnlySpec>,
+    /// HTTP proxy: alter response bodies (truncate, flip bytes, replace JSON values).
+    #[serde(
+        default,
+        rename = "http-corrupt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_corrupt: Option<HttpCorruptSpec>,
+    /// HTTP proxy: add, replace or remove request or response headers.
+    #[serde(
+        default,
+        rename = "http-header",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_header: Option<HttpHeaderSpec>,
+    /// HTTP proxy (security): remove the credentials from matching requests.
+    #[serde(
+        default,
+        rename = "auth-strip",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auth_strip: Option<AuthStripSpec>,
+    /// HTTP proxy (security): replace the credentials with a forged value.
+    #[serde(
+        default,
+        rename = "auth-forge",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auth_forge: Option<AuthForgeSpec>,
+    /// HTTP proxy (security): send a captured request again and record what upstream says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySpec>,
+    /// HTTP proxy (security): terminate clients' TLS with a bad certificate.
+    #[serde(default, rename = "tls-mitm", skip_serializing_if = "Option::is_none")]
+    pub tls_mitm: Option<TlsMitmSpec>,
+}
+
+/// Which requests an HTTP fault acts on: every condition given must hold.
+///
+/// `match: { methods: [POST], path_prefix: /api/orders, headers: { x-canary: "1" }, present: [authorization] }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpMatchSpec {
+    /// Methods; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// The path starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// The path matches this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<String>,
+    /// Headers that must equal these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Headers that must be present, with any value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub present: Vec<String>,
+}
+
+/// `http-abort: { status: 503, probability: 30% }`, or `http-abort: { drop: true }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAbortSpec {
+    /// The status to answer with (100–599). Required unless `drop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<i64>,
+    /// Close the connection without an answer instead.
+    #[serde(default)]
+    pub drop: bool,
+    /// The answer's body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// The answer's headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Which requests. Default: all.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<HttpMatchSpec>,
+    /// Share of the matching requests, drawn per request. Default `100%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub probability: Option<String>,
+}
+
+/// `http-delay: { delay: 200ms, jitter: 20ms, on: response }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDelaySpec {
+    /// Added delay.
+    #[schemars(with = "UnitValue")]
+    pub delay: String,
+    /// Uniform spread around it. Default `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub jitter: Option<String>,
+    /// `request` (before forwarding, the default) or `response` (before answering).
+    #[serde(default)]
+    pub on: HttpDelayOn,
+    /// Which requests. Default: all.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<HttpMatchSpec>,
+    /// Share of the matching requests. Default `100%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub probability: Option<String>,
+}
+
+/// Where an `http-delay` waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpDelayOn {
+    /// Before forwarding the request.
+    #[default]
+    Request,
+    /// Before returning the response.
+    Response,
+}
+
+/// `http-hang: { match: { path_prefix: /slow } }`: only which requests and how often.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpMatchOnlySpec {
+    /// Which requests. Default: all.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<HttpMatchSpec>,
+    /// Share of the matching requests. Default `100%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub probability: Option<String>,
+}
+
+/// `http-corrupt: { truncate: 10 }`, `{ flip: 1% }` or `{ json_path: "$.total", value: "0" }`
+/// (exactly one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCorruptSpec {
+    /// Keep only this many bytes of the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate: Option<i64>,
+    /// Flip a bit in each byte with this chance, e.g. `1%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub flip: Option<String>,
+    /// Replace the values at this RFC 9535 JSONPath in a JSON body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_path: Option<String>,
+    /// With `json_path`: the new value, as JSON text (`"0"`, `"null"`, `"\"x\""`); text that
+    /// is not JSON is used as a string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Which requests. Default: all.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<HttpMatchSpec>,
+    /// Share of the matching requests. Default `100%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub probability: Option<String>,
+}
+
+/// `http-header: { request: { remove: [x-request-id] }, response: { set: { cache-control: no-store } } }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpHeaderSpec {
+    /// Changes to the request, before forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<HeaderEditsSpec>,
+    /// Changes to the response, before answering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HeaderEditsSpec>,
+    /// Which requests. Default: all.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<HttpMatchSpec>,
+    /// Share of the matching requests. Default `100%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub probability: Option<String>,
+}
+
+/// Header changes: `{ add: { x-a: "1" }, set: { x-b: "2" }, remove: [x-c] }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEditsSpec {
+    /// Add a value (keeping others).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
+    /// Replace every value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    /// Remove.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// `auth-strip: {}` (the Authorization header), `{ cookie: session }` or `{ header: x-api-key }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthStripSpec {
+    /// A cookie carrying the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// A header carrying the credential (an API key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Which requests. Default: all.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<HttpMatchSpec>,
+    /// Share of the matching requests. Default `100%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub probability: Option<String>,
+}
+
+/// `auth-forge: { forgery: jwt-alg-none }`, `{ forgery: jwt-claims, claims: { role: admin } }`,
+/// `{ forgery: token, token: "letmein", header: x-api-key }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthForgeSpec {
+    /// `jwt-wrong-key`, `jwt-alg-none`, `jwt-expired`, `jwt-claims` or `token`.
+    pub forgery: ForgerySpec,
+    /// With `jwt-claims`: the claims to change.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, String>,
+    /// With `token`: the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A cookie carrying the credential (default: the Authorization header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// A header carrying the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Which requests. Default: all.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<HttpMatchSpec>,
+    /// Share of the matching requests. Default `100%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub probability: Option<String>,
+}
+
+/// How `auth-forge` forges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForgerySpec {
+    /// The request's JWT re-signed with a wrong key.
+    JwtWrongKey,
+    /// The request's JWT with `alg: none`.
+    JwtAlgNone,
+    /// The request's JWT, expired.
+    JwtExpired,
+    /// The request's JWT with `claims` changed.
+    JwtClaims,
+    /// The literal `token`.
+    Token,
+}
+
+/// `replay: { times: 2, match: { methods: [POST], path_prefix: /pay } }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySpec {
+    /// Copies of the captured request sent again. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<i64>,
+    /// Which requests. Default: all.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<HttpMatchSpec>,
+}
+
+/// `tls-mitm: { certificate: expired }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsMitmSpec {
+    /// `untrusted` (own CA), `expired`, `not-yet-valid` or `wrong-host`.
+    pub certificate: MitmCertSpec,
+}
+
+/// The defect of the certificate `tls-mitm` presents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MitmCertSpec {
+    /// Signed by a CA nobody trusts.
+    Untrusted,
+    /// Expired.
+    Expired,
+    /// Not valid yet.
+    NotYetValid,
+    /// For another host name.
+    WrongHost,
 }
 
 /// `target: { select: { service: payments }, scope: single }`

@@ -157,7 +157,21 @@ where
 fn fault_survives_its_process(fault: &dyn Fault) -> bool {
     !matches!(
         fault.kind(),
-        "latency" | "bandwidth" | "timeout" | "reset" | "down" | "corrupt"
+        "latency"
+            | "bandwidth"
+            | "timeout"
+            | "reset"
+            | "down"
+            | "corrupt"
+            | "http-abort"
+            | "http-delay"
+            | "http-hang"
+            | "http-corrupt"
+            | "http-header"
+            | "auth-strip"
+            | "auth-forge"
+            | "replay"
+            | "tls-mitm"
     )
 }
 

@@ -28,6 +28,7 @@ use crate::journal::{Event, FaultId, Journal, JournalError};
 mod cgroupfs;
 pub mod freeze;
 pub mod host;
+pub mod http;
 pub mod limits;
 pub mod net;
 pub mod process;
