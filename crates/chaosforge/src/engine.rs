@@ -267,6 +267,12 @@ impl Engine {
         while let Ok(s) = run.rx.try_recv() {
             run.record(s);
         }
+        // What the HTTP rules did and found, once every rule is gone.
+        let http_reports: Vec<(String, crate::fault::net::HttpProxyReport)> = run
+            .http_proxies
+            .iter()
+            .map(|(t, p)| (t.clone(), p.report()))
+            .collect();
         // Judged only now, so that samples that started during the fault but finished later
         // (a slow request is exactly what a latency fault makes) count where they belong.
         let outcome = match decided {
@@ -282,6 +288,15 @@ impl Engine {
                         format_duration(plan.phases.recover_within)
                     ));
                 }
+                // A system that accepts what it must refuse refutes the experiment, whatever
+                // the monitors saw.
+                for (target, r) in &http_reports {
+                    reasons.extend(
+                        r.findings
+                            .iter()
+                            .map(|f| format!("security ({target}): {f}")),
+                    );
+                }
                 if reasons.is_empty() {
                     Outcome::Confirmed
                 } else {
@@ -292,13 +307,14 @@ impl Engine {
         for p in &proxies {
             p.shutdown().await;
         }
-        // What the HTTP rules did and what they found, before their proxies stop.
-        for (target, p) in std::mem::take(&mut run.http_proxies) {
+        for (target, report) in http_reports {
             journal.append_durable(&Event::HttpProxyReport {
                 target,
-                report: p.report(),
+                report,
                 at: journal.now(),
             })?;
+        }
+        for (_, p) in std::mem::take(&mut run.http_proxies) {
             p.shutdown().await;
         }
         journal.append_durable(&Event::RunFinished {
