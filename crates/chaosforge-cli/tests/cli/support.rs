@@ -1,7 +1,7 @@
 //! Shared helpers: the binary, scratch directories, a loopback TCP server, victim processes.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -70,33 +70,49 @@ pub struct EchoServer {
 
 impl EchoServer {
     pub fn start() -> Self {
-        chaosforge::testkit::assert_isolated();
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        l.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((mut c, _)) => {
-                        std::thread::spawn(move || {
-                            let _ = c.set_nonblocking(false);
-                            let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
-                            let mut buf = [0u8; 4096];
-                            while let Ok(n) = c.read(&mut buf) {
-                                if n == 0 || c.write_all(&buf[..n]).is_err() {
-                                    break;
-                                }
-                            }
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        let (addr, stop) = serve_loopback(|mut c| {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 || c.write_all(&buf[..n]).is_err() {
+                    break;
                 }
             }
         });
         EchoServer { addr, stop }
     }
+}
+
+/// Accepts connections on a free loopback port, each handled by `handle` on its own thread,
+/// until the returned flag is set.
+pub fn serve_loopback(
+    handle: impl Fn(TcpStream) + Send + Sync + Clone + 'static,
+) -> (SocketAddr, Arc<AtomicBool>) {
+    chaosforge::testkit::assert_isolated();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    l.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((c, _)) => {
+                    let _ = c.set_nonblocking(false);
+                    let h = handle.clone();
+                    std::thread::spawn(move || h(c));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    (addr, stop)
+}
+
+/// The report of the (only) run under `dir`, rebuilt from its journal.
+pub fn report(dir: &Dir) -> chaosforge::report::Report {
+    let journal = &dir.journals()[0];
+    chaosforge::report::Report::from_events(&chaosforge::journal::read(journal).unwrap()).unwrap()
 }
 
 impl Drop for EchoServer {

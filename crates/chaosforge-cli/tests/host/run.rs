@@ -79,16 +79,7 @@ fn a_partition_refutes_availability_and_heals() {
     assert!(stdout.contains("REFUTED"), "{stdout}");
     assert!(stdout.contains("partition from node-a"), "{stdout}");
     // Every probe during the fault failed; every probe after recovery succeeded.
-    let journal = std::fs::read_dir(state.join("runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("journal.jsonl");
-    let report =
-        chaosforge::report::Report::from_events(&chaosforge::journal::read(&journal).unwrap())
-            .unwrap();
+    let report = report_in(&state);
     let m = &report.monitors[0];
     assert!(m.during.samples >= 5 && m.during.ok == 0, "{m:?}");
     assert!(
@@ -207,16 +198,7 @@ phases: {{ baseline: 500ms, inject: 1500ms, recover_within: 5s }}
         stdout.contains("latency 100ms (peers node-a, egress, via "),
         "{stdout}"
     );
-    let journal = std::fs::read_dir(state.join("runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("journal.jsonl");
-    let report =
-        chaosforge::report::Report::from_events(&chaosforge::journal::read(&journal).unwrap())
-            .unwrap();
+    let report = report_in(&state);
     let m = &report.monitors[0];
     assert!(
         m.during.samples >= 10 && m.during.ok == m.during.samples,
@@ -240,6 +222,18 @@ phases: {{ baseline: 500ms, inject: 1500ms, recover_within: 5s }}
         r
     });
     assert!(residue.is_empty(), "{residue:?}");
+}
+
+/// The report of the only run in `state`, rebuilt from its journal.
+fn report_in(state: &std::path::Path) -> chaosforge::report::Report {
+    let journal = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("journal.jsonl");
+    chaosforge::report::Report::from_events(&chaosforge::journal::read(&journal).unwrap()).unwrap()
 }
 
 fn rt() -> tokio::runtime::Runtime {
