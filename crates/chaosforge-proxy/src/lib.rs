@@ -14,6 +14,8 @@
 //! - `conn`: one connection: dials the upstream, runs its two links, ends them together.
 //! - `link`: one direction of a connection: chunks through the toxic chain, or `splice(2)`
 //!   through a pipe while no toxic applies; half-close.
+//! - `http`: the HTTP (L7) fault proxy, [`http::HttpProxy`]; the engine starts it through
+//!   [`InProcessBackend`]'s `start_http` and drives it with `HttpRule`s.
 //! - `toxic`: the per-link toxic chain, and one file per behaviour (`latency`, `bandwidth`,
 //!   `slow_close`, `timeout`, `reset_peer`, `slicer`, `limit_data`, `corrupt`, the engine's
 //!   `hold` and `reset`; `noop`, `loss`, `blackhole` are one line each in the chain). `down`

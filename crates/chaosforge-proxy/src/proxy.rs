@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chaosforge::fault::net::{ProxyBackend, ProxyControl, ProxyError, ProxyToxic, Stream};
+use chaosforge::fault::net::{
+    HttpProxyControl, ProxyBackend, ProxyControl, ProxyError, ProxyToxic, Stream,
+};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::net::TcpListener;
@@ -507,6 +509,24 @@ impl ProxyBackend for InProcessBackend {
         let proxy: Arc<dyn ProxyControl> = TcpProxy::start(name, listen, upstream, seed).await?;
         Ok(proxy)
     }
+
+    /// An [`HttpProxy`](crate::http::HttpProxy) in this process. `listen` is `host:port`
+    /// (resolved, IPv4 first); `upstream` an `http://` or `https://` URL, optionally with a
+    /// base path; `upstream_ca` a PEM file of extra roots for an https upstream (ignored for
+    /// http). TLS clients are passed through to an https upstream until a `tls-mitm` rule is
+    /// set; with an http upstream they are closed.
+    async fn start_http(
+        &self,
+        name: &str,
+        listen: &str,
+        upstream: &str,
+        upstream_ca: Option<&std::path::Path>,
+        seed: u64,
+    ) -> Result<Arc<dyn HttpProxyControl>, ProxyError> {
+        let proxy: Arc<dyn HttpProxyControl> =
+            crate::http::HttpProxyHandle::start(name, listen, upstream, upstream_ca, seed).await?;
+        Ok(proxy)
+    }
 }
 
 // === impl Shared ===
@@ -611,7 +631,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Resolves `host:port` to one address, IPv4 first (as Go resolves `localhost`).
-async fn resolve(addr: &str) -> Result<SocketAddr, ProxyError> {
+pub(crate) async fn resolve(addr: &str) -> Result<SocketAddr, ProxyError> {
     let bad = |reason: String| ProxyError::Address {
         addr: addr.to_owned(),
         reason,

@@ -13,6 +13,8 @@ use hyper::{Method, StatusCode};
 use regex::Regex;
 use serde_json_path::JsonPath;
 
+use super::mitm::MitmCert;
+
 /// One HTTP fault on an [`HttpProxy`](super::HttpProxy): the requests it applies to, how
 /// often, and what it does to them.
 ///
@@ -22,6 +24,11 @@ use serde_json_path::JsonPath;
 /// ([`HttpAction::Abort`], [`HttpAction::Drop`], [`HttpAction::Hang`]) ends the evaluation:
 /// later faults do not see that request. Every fault matches the request as the client sent
 /// it, before any other fault's edits.
+///
+/// [`HttpAction::TlsMitm`] is the exception: it acts on connections, not requests. Each new
+/// client connection that opens with a TLS ClientHello is offered to the `tls-mitm` faults in
+/// the same order (the matcher is not consulted: there is no request yet); the first whose
+/// draw succeeds terminates TLS with its certificate. Request faults never see it.
 ///
 /// [`matcher`]: HttpFault::matcher
 /// [`probability`]: HttpFault::probability
@@ -138,6 +145,11 @@ pub enum HttpAction {
         /// How many copies to send after the original.
         times: u32,
     },
+    /// `tls-mitm`: terminate TLS towards clients with this bad certificate (then serve them
+    /// as HTTP, every other fault applying), where the proxy would otherwise pass their TLS
+    /// through to the upstream untouched. Acts on new connections only: one already passed
+    /// through or terminated stays so. The probability is drawn per connection.
+    TlsMitm(MitmCert),
 }
 
 /// How `http-corrupt` alters a response body.
@@ -262,7 +274,7 @@ impl RequestMatch {
 impl HttpAction {
     /// The fault kind as the experiment file names it: `http-abort` (also for
     /// [`HttpAction::Drop`]), `http-delay`, `http-hang`, `http-corrupt`, `http-header`,
-    /// `auth-strip`, `auth-forge` or `replay`.
+    /// `auth-strip`, `auth-forge`, `replay` or `tls-mitm`.
     pub fn kind(&self) -> &'static str {
         match self {
             HttpAction::Abort { .. } | HttpAction::Drop => "http-abort",
@@ -273,7 +285,13 @@ impl HttpAction {
             HttpAction::AuthStrip(_) => "auth-strip",
             HttpAction::AuthForge { .. } => "auth-forge",
             HttpAction::Replay { .. } => "replay",
+            HttpAction::TlsMitm(_) => "tls-mitm",
         }
+    }
+
+    /// Whether it acts on connections (at the TLS handshake) rather than on requests.
+    pub(crate) fn acts_on_connections(&self) -> bool {
+        matches!(self, HttpAction::TlsMitm(_))
     }
 
     /// Whether the proxy answers in place of the upstream (ending fault evaluation).
@@ -367,5 +385,8 @@ mod tests {
         assert_eq!(HttpAction::Replay { times: 1 }.kind(), "replay");
         assert!(HttpAction::Hang.is_terminal());
         assert!(!HttpAction::Replay { times: 1 }.is_terminal());
+        let mitm = HttpAction::TlsMitm(MitmCert::Expired);
+        assert_eq!(mitm.kind(), "tls-mitm");
+        assert!(mitm.acts_on_connections() && !mitm.is_terminal());
     }
 }

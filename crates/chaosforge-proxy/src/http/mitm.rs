@@ -1,6 +1,7 @@
 //! `tls-mitm`: the certificates the proxy presents to its clients. At start the proxy makes
-//! its own CA (never trusted by anyone) and one leaf certificate with the chosen defect,
-//! with rcgen on aws-lc-rs; the rustls server config offers `h2` and `http/1.1` by ALPN.
+//! its own CA (never trusted by anyone) and one leaf certificate per defect, with rcgen on
+//! aws-lc-rs, so that a `tls-mitm` fault set later only picks one (setting it cannot fail);
+//! each rustls server config offers `h2` and `http/1.1` by ALPN.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,13 +36,14 @@ pub enum MitmCert {
     WrongHost,
 }
 
-/// The TLS side of a `tls-mitm` proxy.
+/// The TLS side of the proxy: its CA and one server config per [`MitmCert`].
 #[derive(Debug)]
 pub(crate) struct MitmTls {
     /// The proxy's own CA certificate (for tests that want a client trusting it).
     pub(crate) ca: CertificateDer<'static>,
-    /// Presents the defective leaf; ALPN `h2`, `http/1.1`.
-    pub(crate) config: Arc<ServerConfig>,
+    /// Per variant, in [`MitmCert::ALL`] order: presents that defective leaf; ALPN `h2`,
+    /// `http/1.1`.
+    configs: [Arc<ServerConfig>; 4],
 }
 
 /// The name on a [`MitmCert::WrongHost`] certificate; `.invalid` never resolves (RFC 6761).
@@ -83,17 +85,11 @@ impl MitmCert {
 // === impl MitmTls ===
 
 impl MitmTls {
-    /// A new CA and a `variant` leaf for `names` (DNS names or IP addresses the clients use:
-    /// the proxy's and the upstream's).
-    pub(crate) fn new(variant: MitmCert, names: &[String]) -> Result<MitmTls, HttpProxyError> {
+    /// A new CA and one leaf per variant for `names` (DNS names or IP addresses the clients
+    /// use: the proxy's and the upstream's). Costs five ECDSA P-256 key pairs, a few
+    /// milliseconds.
+    pub(crate) fn new(names: &[String]) -> Result<MitmTls, HttpProxyError> {
         let today = days_since_epoch();
-        // Midnight UTC of a day number. Day granularity is enough: every validity bound is at
-        // least a day away from now. (A closure, so that rcgen's `time` type needs no name.)
-        let date = |days: i64| {
-            let (y, m, d) = civil_from_days(days);
-            rcgen::date_time_ymd(y, m, d)
-        };
-
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params
@@ -106,43 +102,79 @@ impl MitmTls {
             KeyUsagePurpose::DigitalSignature,
         ];
         // The CA itself is always within its dates, so the leaf's defect is the only one.
-        ca_params.not_before = date(today - 60);
-        ca_params.not_after = date(today + 365);
+        valid(&mut ca_params, today - 60, today + 365);
         let ca = ca_params.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca_params, ca_key);
-
-        let leaf_names = match variant {
-            MitmCert::WrongHost => vec![WRONG_HOST.to_owned()],
-            _ => names.to_vec(),
-        };
-        let mut leaf = CertificateParams::new(leaf_names.clone())?;
-        leaf.distinguished_name.push(
-            DnType::CommonName,
-            leaf_names.first().map_or(WRONG_HOST, String::as_str),
-        );
-        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        leaf.use_authority_key_identifier_extension = true;
-        (leaf.not_before, leaf.not_after) = match variant {
-            MitmCert::Expired => (date(today - 30), date(today - 1)),
-            MitmCert::NotYetValid => (date(today + 2), date(today + 30)),
-            MitmCert::Untrusted | MitmCert::WrongHost => (date(today - 1), date(today + 30)),
-        };
-        let leaf_key = KeyPair::generate()?;
-        let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
-
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(vec![leaf_cert.der().clone()], key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let [a, b, c, d] = MitmCert::ALL;
         Ok(MitmTls {
             ca: ca.der().clone(),
-            config: Arc::new(config),
+            configs: [
+                leaf_config(a, names, &issuer, today)?,
+                leaf_config(b, names, &issuer, today)?,
+                leaf_config(c, names, &issuer, today)?,
+                leaf_config(d, names, &issuer, today)?,
+            ],
         })
     }
+
+    /// The server config presenting `variant`'s certificate.
+    pub(crate) fn config(&self, variant: MitmCert) -> Arc<ServerConfig> {
+        let at = MitmCert::ALL
+            .iter()
+            .position(|v| *v == variant)
+            .unwrap_or_default();
+        self.configs[at].clone()
+    }
+}
+
+/// A server config presenting a leaf with `variant`'s defect, signed by `issuer`.
+fn leaf_config(
+    variant: MitmCert,
+    names: &[String],
+    issuer: &Issuer<'_, KeyPair>,
+    today: i64,
+) -> Result<Arc<ServerConfig>, HttpProxyError> {
+    let leaf_names = match variant {
+        MitmCert::WrongHost => vec![WRONG_HOST.to_owned()],
+        _ => names.to_vec(),
+    };
+    let mut leaf = CertificateParams::new(leaf_names.clone())?;
+    leaf.distinguished_name.push(
+        DnType::CommonName,
+        leaf_names.first().map_or(WRONG_HOST, String::as_str),
+    );
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.use_authority_key_identifier_extension = true;
+    let (from, until) = match variant {
+        MitmCert::Expired => (today - 30, today - 1),
+        MitmCert::NotYetValid => (today + 2, today + 30),
+        MitmCert::Untrusted | MitmCert::WrongHost => (today - 1, today + 30),
+    };
+    valid(&mut leaf, from, until);
+    let leaf_key = KeyPair::generate()?;
+    let leaf_cert = leaf.signed_by(&leaf_key, issuer)?;
+
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf_cert.der().clone()], key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Sets `params` valid from midnight UTC of day `from` to midnight of day `until` (day
+/// numbers). Day granularity is enough: every validity bound is at least a day away from now.
+/// (This way rcgen's `time` type needs no name.)
+fn valid(params: &mut CertificateParams, from: i64, until: i64) {
+    let date = |days: i64| {
+        let (y, m, d) = civil_from_days(days);
+        rcgen::date_time_ymd(y, m, d)
+    };
+    params.not_before = date(from);
+    params.not_after = date(until);
 }
 
 /// Whole days since 1970-01-01 (UTC), today. A clock before 1970 counts as day 0.
@@ -185,11 +217,15 @@ mod tests {
     }
 
     #[test]
-    fn every_variant_builds() {
+    fn every_variant_builds_under_one_ca() {
+        let tls = MitmTls::new(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+        assert!(!tls.ca.is_empty());
         for variant in MitmCert::ALL {
-            let tls = MitmTls::new(variant, &["localhost".into(), "127.0.0.1".into()]).unwrap();
-            assert!(!tls.ca.is_empty());
-            assert_eq!(tls.config.alpn_protocols.len(), 2);
+            assert_eq!(tls.config(variant).alpn_protocols.len(), 2);
         }
+        assert!(!Arc::ptr_eq(
+            &tls.config(MitmCert::Expired),
+            &tls.config(MitmCert::WrongHost)
+        ));
     }
 }

@@ -3,15 +3,22 @@
 //!
 //! Where to start: [`HttpProxy::start`] with an [`HttpProxyConfig`], then
 //! [`HttpProxy::set_fault`] / [`HttpProxy::remove_fault`] (inject / revert) and
-//! [`HttpProxy::stats`] (counters and [`Finding`]s for the report).
+//! [`HttpProxy::stats`] (counters and [`Finding`]s for the report). The engine drives it
+//! through [`HttpProxyControl`](chaosforge::fault::net::HttpProxyControl) instead, from
+//! [`InProcessBackend`](crate::InProcessBackend)'s `start_http`.
 //!
 //! Module map:
 //! - `fault`: the fault model ([`HttpFault`], [`RequestMatch`], [`HttpAction`]), plain data.
+//! - `control`: the engine's seam: [`HttpRule`](chaosforge::fault::net::HttpRule)s checked and
+//!   mapped onto [`HttpFault`]s, reports, `start_http`'s address and CA parsing.
+//! - `conn`: one client connection: peek, then plain HTTP, TLS terminated (`tls-mitm`) or TLS
+//!   passed through to the upstream.
 //! - `service`: one request: match, draw, act on the request, forward, act on the response.
 //! - `body`: streaming wrappers (truncate, flip bytes) and bounded buffering (JSONPath, replay).
 //! - `auth`: `auth-strip` and `auth-forge` (cookies, headers, JWT forgery with HS256).
 //! - `upstream`: the pooled hyper-util client (rustls for https), target URIs, hop-by-hop headers.
-//! - `mitm`: `tls-mitm` certificates (own CA, expired, not yet valid, wrong host) via rcgen.
+//! - `mitm`: `tls-mitm` certificates (own CA, untrusted, expired, not yet valid, wrong host)
+//!   via rcgen, all made at start.
 //! - `stats`: counters, replay and TLS records, [`Finding`]s.
 //!
 //! How it behaves:
@@ -21,7 +28,14 @@
 //!   buffer, each with a size limit above which the body passes unchanged.
 //! - Faults reach open keep-alive connections at their next request: each request reads the
 //!   current fault list once. Changing faults never closes a connection.
-//! - Every random choice comes from the seed: request `n` draws from `mix(seed, n)`.
+//! - One port serves plain HTTP and TLS: the first byte of a connection tells them apart.
+//!   TLS is passed through at the TCP level to an https upstream (the client sees the real
+//!   certificate; no HTTP fault applies), unless a `tls-mitm` fault ([`HttpAction::TlsMitm`])
+//!   applies to the new connection: then the proxy terminates TLS with that fault's bad
+//!   certificate and serves HTTP, every fault applying. With a plain `http://` upstream and no
+//!   `tls-mitm`, a TLS client is closed: there is no TLS upstream to pass it to.
+//! - Every random choice comes from the seed: request `n` draws from `mix(seed, n)`, TLS
+//!   connection `n` from a sequence of its own.
 //! - Failing to reach the upstream gives the client a `502` with a one-line reason.
 //!
 //! ```
@@ -68,22 +82,18 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use chaosforge::units::Ratio;
 use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
-use tokio_rustls::TlsAcceptor;
+use tokio::task::JoinHandle;
 
 mod auth;
 mod body;
+mod conn;
+mod control;
 mod fault;
 mod mitm;
 mod service;
@@ -100,17 +110,12 @@ pub use self::stats::{
 };
 pub use self::upstream::Upstream;
 
+pub(crate) use self::control::HttpProxyHandle;
+
 use self::mitm::MitmTls;
 use self::service::Shared;
 use self::stats::Recorder;
 use self::upstream::UpstreamClient;
-
-/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
-
-/// A client that has not finished its TLS handshake by then is dropped (and counted as a
-/// rejection), so idle sockets cannot pile up in a `tls-mitm` proxy.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How an [`HttpProxy`] is set up.
 #[derive(Debug, Clone)]
@@ -119,8 +124,11 @@ pub struct HttpProxyConfig {
     pub listen: SocketAddr,
     /// The real service requests are forwarded to.
     pub upstream: Upstream,
-    /// `tls-mitm`: terminate TLS towards clients with this bad certificate; `None` serves
-    /// plain HTTP (HTTP/1.1, or HTTP/2 with prior knowledge).
+    /// `tls-mitm` from the start: the proxy begins with a fault named
+    /// [`HttpProxyConfig::MITM_FAULT`] that terminates every TLS client connection with this
+    /// bad certificate (remove it to pass TLS through again). `None` starts without one:
+    /// TLS clients are passed through to an https upstream. Plain HTTP (HTTP/1.1, or HTTP/2
+    /// with prior knowledge) is served either way, on the same port.
     pub mitm: Option<MitmCert>,
     /// Drives every random choice (probability draws, jitter, flipped bytes, forged keys).
     pub seed: u64,
@@ -163,21 +171,34 @@ pub enum HttpProxyError {
 /// removed on the live proxy; [`HttpProxy::shutdown`] (or dropping the handle) stops the
 /// listener and closes every connection. All methods but `start` and `shutdown` are
 /// synchronous and cheap: they touch a list behind a lock no request holds for long.
+///
+/// The engine drives one through
+/// [`HttpProxyControl`](chaosforge::fault::net::HttpProxyControl), as
+/// [`InProcessBackend`](crate::InProcessBackend)'s `start_http` returns it.
 #[derive(Debug)]
 pub struct HttpProxy {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
-    ca: Option<CertificateDer<'static>>,
+    ca: CertificateDer<'static>,
     stop: watch::Sender<bool>,
-    accept: Option<JoinHandle<()>>,
+    /// The accept loop; taken by the first shutdown.
+    accept: Mutex<Option<JoinHandle<()>>>,
+}
+
+// === impl HttpProxyConfig ===
+
+impl HttpProxyConfig {
+    /// The name of the `tls-mitm` fault [`HttpProxyConfig::mitm`] starts the proxy with.
+    pub const MITM_FAULT: &'static str = "tls-mitm";
 }
 
 // === impl HttpProxy ===
 
 impl HttpProxy {
-    /// Binds `cfg.listen` and starts serving, with no fault set: every request passes
-    /// through to the upstream. With `cfg.mitm`, makes the proxy's CA and bad certificate
-    /// first.
+    /// Binds `cfg.listen` and starts serving, with no fault set (but `cfg.mitm`'s): every
+    /// request passes through to the upstream, every TLS connection to an https upstream. Makes
+    /// the proxy's CA and its `tls-mitm` certificates first, so that setting a `tls-mitm`
+    /// fault later cannot fail.
     ///
     /// Must be called inside a Tokio runtime (it spawns the accept loop).
     ///
@@ -197,25 +218,26 @@ impl HttpProxy {
                     source,
                 })?;
         let local_addr = listener.local_addr().map_err(HttpProxyError::LocalAddr)?;
-        let tls = match cfg.mitm {
-            Some(variant) => Some(MitmTls::new(
-                variant,
-                &certificate_names(local_addr, &cfg.upstream),
-            )?),
-            None => None,
-        };
-        let recorder = Arc::new(Recorder::new(cfg.mitm));
+        let tls = Arc::new(MitmTls::new(&certificate_names(local_addr, &cfg.upstream))?);
+        let recorder = Arc::new(Recorder::default());
         let shared = Arc::new(Shared::new(cfg.seed, recorder, upstream));
+        if let Some(variant) = cfg.mitm {
+            shared.set_fault(HttpFault::new(
+                HttpProxyConfig::MITM_FAULT,
+                RequestMatch::default(),
+                Ratio::ONE,
+                HttpAction::TlsMitm(variant),
+            ));
+        }
         let (stop, stopped) = watch::channel(false);
-        let ca = tls.as_ref().map(|t| t.ca.clone());
-        let acceptor = tls.map(|t| TlsAcceptor::from(t.config));
-        let accept = tokio::spawn(accept_loop(listener, shared.clone(), acceptor, stopped));
+        let ca = tls.ca.clone();
+        let accept = tokio::spawn(conn::accept_loop(listener, shared.clone(), tls, stopped));
         Ok(HttpProxy {
             shared,
             local_addr,
             ca,
             stop,
-            accept: Some(accept),
+            accept: Mutex::new(Some(accept)),
         })
     }
 
@@ -224,11 +246,11 @@ impl HttpProxy {
         self.local_addr
     }
 
-    /// The proxy's own CA certificate when it terminates TLS (`tls-mitm`): no client trusts
-    /// it unless told to, which is the point; tests trust it to isolate one certificate
-    /// defect from the unknown issuer.
-    pub fn mitm_ca(&self) -> Option<&CertificateDer<'static>> {
-        self.ca.as_ref()
+    /// The proxy's own CA certificate, the issuer of every `tls-mitm` certificate: no client
+    /// trusts it unless told to, which is the point; tests trust it to isolate one
+    /// certificate defect from the unknown issuer.
+    pub fn mitm_ca(&self) -> &CertificateDer<'static> {
+        &self.ca
     }
 
     /// Injects `fault`, or replaces the fault with the same name in place (same evaluation
@@ -251,11 +273,22 @@ impl HttpProxy {
         self.shared.recorder.snapshot()
     }
 
+    /// Whether the proxy is serving (not shut down).
+    pub fn is_running(&self) -> bool {
+        !*self.stop.borrow()
+    }
+
     /// Stops accepting, closes every connection (requests in flight, hung ones included,
-    /// end without an answer) and stops replays, then returns.
-    pub async fn shutdown(mut self) {
+    /// end without an answer, TLS passed through included) and stops replays, then returns.
+    /// Idempotent. Faults can still be set and stats read afterwards; nothing serves them.
+    pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        if let Some(accept) = self.accept.take() {
+        let accept = self
+            .accept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(accept) = accept {
             // The accept loop ends its connections before it returns; a panic in it has
             // nothing left to clean up.
             let _ = accept.await;
@@ -273,26 +306,13 @@ impl Drop for HttpProxy {
     /// Stops the listener and, with it, every connection (the backstop of
     /// [`HttpProxy::shutdown`], which waits for them).
     fn drop(&mut self) {
-        if let Some(accept) = self.accept.take() {
+        let accept = self
+            .accept
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(accept) = accept.take() {
             accept.abort();
         }
-    }
-}
-
-/// Counts a client connection as open from accept until its task ends or is aborted.
-struct OpenConnection(Arc<Recorder>);
-
-impl OpenConnection {
-    fn new(recorder: Arc<Recorder>) -> OpenConnection {
-        recorder.connections.fetch_add(1, Ordering::Relaxed);
-        recorder.open_connections.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(recorder)
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -319,94 +339,6 @@ fn certificate_names(local: SocketAddr, upstream: &Upstream) -> Vec<String> {
             .to_owned());
     }
     names
-}
-
-/// Accepts clients until `stopped`; then ends every connection (dropping the set aborts
-/// them) and returns.
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    tls: Option<TlsAcceptor>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            // `true` is the only value ever sent; a dropped sender (no handle left) stops too.
-            _ = stopped.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    // Small requests and answers must not wait for Nagle.
-                    let _ = stream.set_nodelay(true);
-                    let open = OpenConnection::new(shared.recorder.clone());
-                    let shared = shared.clone();
-                    match tls.clone() {
-                        None => conns.spawn(async move {
-                            serve(stream, shared).await;
-                            drop(open);
-                        }),
-                        Some(acceptor) => conns.spawn(async move {
-                            handshake_then_serve(acceptor, stream, shared).await;
-                            drop(open);
-                        }),
-                    };
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "http proxy accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            },
-        }
-    }
-    conns.shutdown().await;
-}
-
-/// Completes the TLS handshake (recording whether the client accepted the certificate),
-/// then serves the connection.
-async fn handshake_then_serve(
-    acceptor: TlsAcceptor,
-    stream: tokio::net::TcpStream,
-    shared: Arc<Shared>,
-) {
-    let reason = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => {
-            shared.recorder.handshake(Ok(()));
-            serve(tls, shared).await;
-            return;
-        }
-        Ok(Err(error)) => handshake_failure(&error),
-        Err(_) => "no handshake within 10s".to_owned(),
-    };
-    tracing::debug!(%reason, "tls-mitm handshake failed");
-    shared.recorder.handshake(Err(reason));
-}
-
-/// Why a handshake failed, in rustls' words when it has them (the client's alert).
-fn handshake_failure(error: &io::Error) -> String {
-    match error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>())
-    {
-        Some(tls) => tls.to_string(),
-        None => error.to_string(),
-    }
-}
-
-/// Serves HTTP/1.1 and HTTP/2 on one client connection until it closes.
-async fn serve<I>(io: I, shared: Arc<Shared>)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |request| service::handle(shared.clone(), request));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's HTTP/1.1 header-read timeout and HTTP/2 keep-alive need a timer.
-    builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
-    if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
-        // A dropped connection (http-abort drop), a client that went away: normal here.
-        tracing::debug!(%error, "http proxy connection ended with an error");
-    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use super::auth;
 use super::body::{self, Collected, ProxyBody};
 use super::fault::{BodyCorruption, HeaderEdit, HttpAction, HttpFault};
+use super::mitm::MitmCert;
 use super::stats::{FaultRecord, Recorder, ReplayOutcome, ReplayRecord};
 use super::upstream::{UpstreamClient, strip_hop_by_hop};
 use crate::toxic::{chance, happens, mix};
@@ -31,6 +32,9 @@ const JSON_LIMIT: usize = 8 << 20;
 /// How long one replayed copy may take (answer and body) before it is recorded as failed,
 /// so a hanging upstream cannot keep a replay task forever.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Salt of the connection draws of `tls-mitm` (see [`Shared::mitm_for`]).
+const TLS_DRAWS: u64 = 0x746c_732d_6d69_746d; // "tls-mitm"
 
 /// What the listener, every connection and every request share.
 #[derive(Debug)]
@@ -128,6 +132,27 @@ impl Shared {
         removed
     }
 
+    /// The `tls-mitm` certificate for new TLS connection number `conn`, if any: the first
+    /// `tls-mitm` fault, in evaluation order, whose draw succeeds. Each one asked counts the
+    /// connection as matched, the one chosen also as faulted.
+    ///
+    /// Connection `n` draws from `mix(mix(seed, TLS_DRAWS), n)`, a sequence apart from the
+    /// requests' own.
+    pub(crate) fn mitm_for(&self, conn: u64) -> Option<MitmCert> {
+        let mut rng = SmallRng::seed_from_u64(mix(mix(self.seed, TLS_DRAWS), conn));
+        for active in self.snapshot().iter() {
+            let HttpAction::TlsMitm(variant) = active.fault.action else {
+                continue;
+            };
+            active.record.matched.fetch_add(1, Ordering::Relaxed);
+            if happens(&mut rng, chance(active.fault.probability.get())) {
+                active.record.faulted.fetch_add(1, Ordering::Relaxed);
+                return Some(variant);
+            }
+        }
+        None
+    }
+
     /// Starts a task in the replay set, reaping finished ones first so the set stays small.
     fn spawn_replay(&self, task: impl Future<Output = ()> + Send + 'static) {
         let mut replays = self.replays.lock().unwrap_or_else(PoisonError::into_inner);
@@ -158,6 +183,9 @@ pub(crate) async fn handle(
     let mut fired: Vec<&ActiveFault> = Vec::new();
     for active in faults.iter() {
         let fault = &active.fault;
+        if fault.action.acts_on_connections() {
+            continue;
+        }
         if !fault
             .matcher
             .matches(&parts.method, parts.uri.path(), &parts.headers)

@@ -17,7 +17,8 @@ use super::mitm::MitmCert;
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ProxyStats {
-    /// Client connections accepted (TCP; with `tls-mitm`, before the handshake).
+    /// Client connections accepted (TCP: plain HTTP, passed-through TLS and terminated TLS
+    /// alike, counted before anything is read).
     pub connections: u64,
     /// Client connections open now.
     pub open_connections: u64,
@@ -29,8 +30,15 @@ pub struct ProxyStats {
     pub faults: BTreeMap<String, FaultStats>,
     /// One record per captured `replay` request, in capture order.
     pub replays: Vec<ReplayRecord>,
-    /// TLS handshakes with clients, when the proxy terminates TLS (`tls-mitm`).
-    pub tls: Option<TlsStats>,
+    /// TLS handshakes with clients under `tls-mitm`, per certificate presented (kept after
+    /// the fault is removed; empty while no `tls-mitm` fault ever applied).
+    pub tls: BTreeMap<MitmCert, TlsStats>,
+    /// TLS connections passed through to the https upstream at the TCP level, because no
+    /// `tls-mitm` fault applied to them: the client saw the upstream's real certificate.
+    pub tls_passed_through: u64,
+    /// TLS connections closed unserved because no `tls-mitm` fault applied and they could not
+    /// be passed through: the upstream is plain http (no TLS to pass to) or unreachable.
+    pub tls_refused: u64,
 }
 
 /// Counters of one fault (by name).
@@ -42,10 +50,10 @@ pub struct FaultStats {
     /// Whether a fault with this name is set now.
     pub active: bool,
     /// Requests its matcher accepted (and that reached it: an earlier aborting fault ends
-    /// evaluation).
+    /// evaluation). For `tls-mitm`: new TLS connections it was asked about.
     pub matched: u64,
     /// Matched requests it acted on (its probability draw succeeded; for `replay`, the one
-    /// request captured).
+    /// request captured; for `tls-mitm`, TLS connections it terminated).
     pub faulted: u64,
     /// Upstream statuses of the faulted requests that were sent upstream, by status code: for
     /// `auth-strip`/`auth-forge` this is what the upstream made of the tampered credential.
@@ -98,11 +106,11 @@ pub enum ReplayOutcome {
     Failed(String),
 }
 
-/// TLS handshakes of a `tls-mitm` proxy with its clients.
+/// TLS handshakes of the proxy with its clients under `tls-mitm`, for one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TlsStats {
-    /// The certificate the proxy presents.
+    /// The certificate the proxy presented.
     pub variant: MitmCert,
     /// Handshakes that completed: each is a client that accepted the bad certificate.
     pub accepted: u64,
@@ -152,10 +160,12 @@ pub(crate) struct Recorder {
     pub(crate) open_connections: AtomicU64,
     pub(crate) requests: AtomicU64,
     pub(crate) upstream_errors: AtomicU64,
+    pub(crate) tls_passed_through: AtomicU64,
+    pub(crate) tls_refused: AtomicU64,
     /// Per fault name; entries outlive their fault so the report can read them after revert.
     faults: Mutex<BTreeMap<String, Arc<FaultRecord>>>,
     replays: Mutex<Vec<ReplayRecord>>,
-    tls: Option<Mutex<TlsStats>>,
+    tls: Mutex<BTreeMap<MitmCert, TlsStats>>,
 }
 
 /// The live counters of one fault name.
@@ -178,18 +188,18 @@ struct FaultInfo {
 // === impl ProxyStats ===
 
 impl ProxyStats {
-    /// The security findings in these stats, in a stable order: accepted TLS certificates,
-    /// then accepted credentials and replays by fault name.
+    /// The security findings in these stats, in a stable order: accepted TLS certificates
+    /// (in [`MitmCert`] order), then accepted credentials and replays by fault name.
     pub fn findings(&self) -> Vec<Finding> {
-        let mut out = Vec::new();
-        if let Some(tls) = &self.tls
-            && tls.accepted > 0
-        {
-            out.push(Finding::ClientAcceptedCertificate {
+        let mut out: Vec<Finding> = self
+            .tls
+            .values()
+            .filter(|tls| tls.accepted > 0)
+            .map(|tls| Finding::ClientAcceptedCertificate {
                 variant: tls.variant,
                 handshakes: tls.accepted,
-            });
-        }
+            })
+            .collect();
         for (name, fault) in &self.faults {
             let Some(tamper) = &fault.tamper else {
                 continue;
@@ -300,21 +310,6 @@ fn plural(n: u64) -> &'static str {
 // === impl Recorder ===
 
 impl Recorder {
-    /// Counters for a proxy; `mitm` adds TLS handshake records for that certificate.
-    pub(crate) fn new(mitm: Option<MitmCert>) -> Recorder {
-        Recorder {
-            tls: mitm.map(|variant| {
-                Mutex::new(TlsStats {
-                    variant,
-                    accepted: 0,
-                    rejected: 0,
-                    rejections: BTreeMap::new(),
-                })
-            }),
-            ..Recorder::default()
-        }
-    }
-
     /// The record for a fault being set: created, or reused (counters kept) and re-described.
     pub(crate) fn fault_set(&self, name: &str, action: &HttpAction) -> Arc<FaultRecord> {
         let mut faults = lock(&self.faults);
@@ -365,12 +360,16 @@ impl Recorder {
         }
     }
 
-    /// Records a TLS handshake with a client: completed, or failed for `reason`.
-    pub(crate) fn handshake(&self, result: Result<(), String>) {
-        let Some(tls) = &self.tls else {
-            return;
-        };
-        let mut tls = lock(tls);
+    /// Records a TLS handshake with a client, presenting `variant`: completed, or failed for
+    /// `reason`.
+    pub(crate) fn handshake(&self, variant: MitmCert, result: Result<(), String>) {
+        let mut all = lock(&self.tls);
+        let tls = all.entry(variant).or_insert_with(|| TlsStats {
+            variant,
+            accepted: 0,
+            rejected: 0,
+            rejections: BTreeMap::new(),
+        });
         match result {
             Ok(()) => tls.accepted += 1,
             Err(reason) => {
@@ -405,7 +404,9 @@ impl Recorder {
             upstream_errors: self.upstream_errors.load(Ordering::Relaxed),
             faults,
             replays: lock(&self.replays).clone(),
-            tls: self.tls.as_ref().map(|tls| lock(tls).clone()),
+            tls: lock(&self.tls).clone(),
+            tls_passed_through: self.tls_passed_through.load(Ordering::Relaxed),
+            tls_refused: self.tls_refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -436,9 +437,11 @@ mod tests {
 
     #[test]
     fn findings_name_what_was_accepted() {
-        let recorder = Recorder::new(Some(MitmCert::Expired));
-        recorder.handshake(Ok(()));
-        recorder.handshake(Err("alert".into()));
+        let recorder = Recorder::default();
+        recorder.handshake(MitmCert::Expired, Ok(()));
+        recorder.handshake(MitmCert::Expired, Err("alert".into()));
+        recorder.handshake(MitmCert::Untrusted, Err("alert".into()));
+        recorder.handshake(MitmCert::WrongHost, Ok(()));
         let forge = recorder.fault_set(
             "forge",
             &HttpAction::AuthForge {
@@ -471,6 +474,7 @@ mod tests {
             text,
             [
                 "client accepted an expired certificate (1 handshake)",
+                "client accepted a certificate for the wrong host name (1 handshake)",
                 "upstream accepted a request with alg none (Authorization header) (fault `forge`, 1 time)",
                 "upstream accepted a replayed request (fault `r`, 1 of 2 replays)",
             ]
@@ -479,7 +483,7 @@ mod tests {
 
     #[test]
     fn counters_outlive_removal_and_replacement() {
-        let recorder = Recorder::new(None);
+        let recorder = Recorder::default();
         let a = recorder.fault_set("a", &HttpAction::Hang);
         a.matched.fetch_add(3, Ordering::Relaxed);
         recorder.fault_removed("a");

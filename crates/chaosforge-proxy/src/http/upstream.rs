@@ -20,8 +20,9 @@ use super::HttpProxyError;
 use super::body::ProxyBody;
 
 /// Connection attempts to the upstream give up after this, so an unreachable upstream turns
-/// into a `502` rather than a request that waits for the kernel's SYN retries.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// into a `502` rather than a request that waits for the kernel's SYN retries (and a TLS
+/// client passed through gets a closed connection).
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Idle pooled upstream connections are closed after this.
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -159,6 +160,22 @@ impl UpstreamClient {
             .build()
     }
 
+    /// Where a TLS client is passed through to: the https upstream's `host:port` (port 443
+    /// if the URL has none); `None` for a plain http upstream.
+    pub(crate) fn tls_address(&self) -> Option<String> {
+        if self.scheme != Scheme::HTTPS {
+            return None;
+        }
+        let host = self.authority.host();
+        let port = self.authority.port_u16().unwrap_or(443);
+        // An IPv6 literal needs its brackets back to be followed by a port.
+        Some(if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        })
+    }
+
     /// Sends a request (its URI from [`UpstreamClient::target`]) on a pooled connection.
     pub(crate) async fn send(
         &self,
@@ -208,6 +225,15 @@ mod tests {
             plain.target(&origin_form).unwrap(),
             "http://127.0.0.1:9000/x"
         );
+    }
+
+    #[test]
+    fn tls_clients_pass_through_to_the_https_host_and_port() {
+        assert_eq!(client("http://127.0.0.1:9000").tls_address(), None);
+        let tls = |url| client(url).tls_address().unwrap();
+        assert_eq!(tls("https://api.internal:8443/v1"), "api.internal:8443");
+        assert_eq!(tls("https://api.internal"), "api.internal:443");
+        assert_eq!(tls("https://[::1]:8443"), "[::1]:8443");
     }
 
     #[test]

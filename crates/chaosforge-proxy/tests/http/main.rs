@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod abort;
+mod adapter;
 mod auth;
 mod corrupt;
 mod delay;

@@ -13,7 +13,7 @@ use crate::support::*;
 
 /// What a validating client should say about a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Defect {
+pub enum Defect {
     UnknownIssuer,
     Expired,
     NotValidYet,
@@ -25,7 +25,7 @@ fn https_url(proxy: &HttpProxy) -> String {
     format!("https://{}/mitm", proxy.local_addr())
 }
 
-fn trusting(ca: &CertificateDer<'static>) -> reqwest::Client {
+pub fn trusting(ca: &CertificateDer<'static>) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .tls_certs_only([reqwest::Certificate::from_der(ca).unwrap()])
@@ -35,7 +35,7 @@ fn trusting(ca: &CertificateDer<'static>) -> reqwest::Client {
 
 /// The certificate problem in a reqwest error's chain. rustls' error sits inside nested
 /// `io::Error`s, whose `source()` skips the wrapped error, hence the `get_ref` walk.
-fn defect(error: &reqwest::Error) -> Option<Defect> {
+pub fn defect(error: &reqwest::Error) -> Option<Defect> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = next {
         let mut inner = e;
@@ -98,7 +98,7 @@ async fn validating_clients_refuse_each_variant_and_careless_ones_are_recorded()
 
         // A client that trusts the proxy's CA isolates the variant's own defect: only the
         // `untrusted` certificate (whose one defect is its issuer) then passes.
-        let proxy_ca = proxy.mitm_ca().unwrap().clone();
+        let proxy_ca = proxy.mitm_ca().clone();
         let trusts_proxy = trusting(&proxy_ca);
         let own_defect = match variant {
             MitmCert::Untrusted => None,
@@ -137,12 +137,15 @@ async fn validating_clients_refuse_each_variant_and_careless_ones_are_recorded()
         // The proxy records a refusal when the client's alert arrives, which can trail the
         // client's own error by a moment.
         eventually(Duration::from_secs(5), || {
-            let tls = proxy.stats().tls.unwrap();
-            tls.accepted + tls.rejected == 3
+            let tls = proxy.stats().tls;
+            tls.get(&variant)
+                .is_some_and(|tls| tls.accepted + tls.rejected == 3)
         })
         .await;
         let stats = proxy.stats();
-        let tls = stats.tls.clone().unwrap();
+        // Only this variant was presented.
+        assert_eq!(stats.tls.len(), 1, "{:?}", stats.tls);
+        let tls = stats.tls[&variant].clone();
         assert_eq!(tls.variant, variant);
         assert_eq!(tls.accepted, accepted, "{variant:?}: {tls:?}");
         assert_eq!(tls.rejected, 3 - accepted, "{variant:?}: {tls:?}");

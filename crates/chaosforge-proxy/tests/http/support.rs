@@ -75,6 +75,8 @@ pub struct TestUpstream {
     pub addr: SocketAddr,
     /// Its CA, when it serves TLS.
     pub ca: Option<CertificateDer<'static>>,
+    /// The certificate it presents, when it serves TLS.
+    pub leaf: Option<CertificateDer<'static>>,
     /// Requests it has received.
     pub hits: Arc<AtomicU64>,
     /// When the last request arrived.
@@ -108,6 +110,27 @@ impl TestUpstream {
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
     }
+
+    /// Writes its CA as a PEM file (as an experiment's `upstream_ca` names one) and returns
+    /// the path; the caller removes it.
+    pub fn ca_pem_file(&self) -> std::path::PathBuf {
+        use base64::engine::general_purpose::STANDARD;
+        let der = self.ca.as_ref().expect("a TLS upstream");
+        let text = STANDARD.encode(der.as_ref());
+        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+        for line in text.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+        let path = std::env::temp_dir().join(format!(
+            "chaosforge-test-ca-{}-{}.pem",
+            std::process::id(),
+            self.addr.port()
+        ));
+        std::fs::write(&path, pem).unwrap();
+        path
+    }
 }
 
 /// A plain HTTP upstream (HTTP/1.1 and h2c) with this behaviour.
@@ -117,8 +140,10 @@ pub async fn upstream(behaviour: Behaviour) -> TestUpstream {
 
 /// An HTTPS upstream (ALPN h2/http1.1) with this behaviour and its own CA.
 pub async fn tls_upstream(behaviour: Behaviour) -> TestUpstream {
-    let (ca, config) = upstream_tls_config();
-    start_upstream(behaviour, Some((ca, config))).await
+    let (ca, leaf, config) = upstream_tls_config();
+    let mut upstream = start_upstream(behaviour, Some((ca, config))).await;
+    upstream.leaf = Some(leaf);
+    upstream
 }
 
 async fn start_upstream(
@@ -169,13 +194,18 @@ async fn start_upstream(
     TestUpstream {
         addr,
         ca,
+        leaf: None,
         hits,
         last_arrival,
     }
 }
 
-/// A CA and a server config for `127.0.0.1`/`localhost` signed by it.
-fn upstream_tls_config() -> (CertificateDer<'static>, Arc<rustls::ServerConfig>) {
+/// A CA, and a leaf for `127.0.0.1`/`localhost` signed by it with its server config.
+fn upstream_tls_config() -> (
+    CertificateDer<'static>,
+    CertificateDer<'static>,
+    Arc<rustls::ServerConfig>,
+) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -200,7 +230,7 @@ fn upstream_tls_config() -> (CertificateDer<'static>, Arc<rustls::ServerConfig>)
         )
         .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    (ca.der().clone(), Arc::new(config))
+    (ca.der().clone(), leaf.der().clone(), Arc::new(config))
 }
 
 async fn answer(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {

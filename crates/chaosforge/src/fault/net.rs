@@ -168,7 +168,9 @@ pub trait ProxyBackend: Send + Sync {
 
     /// Starts an HTTP (L7) fault proxy for an `http_proxy` target: it listens on `listen` and
     /// forwards every request to `upstream` (`http://…` or `https://…`, trusting the PEM CA
-    /// `upstream_ca` besides the system roots). Backends without one refuse.
+    /// `upstream_ca` besides the system roots). TLS clients are passed through to an https
+    /// upstream untouched until a [`HttpRuleAction::TlsMitm`] rule is set (with an http
+    /// upstream they are closed). Backends without one refuse.
     async fn start_http(
         &self,
         name: &str,
@@ -185,7 +187,8 @@ pub trait ProxyBackend: Send + Sync {
 }
 
 /// A running HTTP fault proxy. Rules apply to the next request of every connection, open ones
-/// included; changing them never drops a connection.
+/// included; changing them never drops a connection. [`HttpRuleAction::TlsMitm`] is the
+/// exception: it acts on the TLS handshake, so it applies to new connections only.
 #[async_trait]
 pub trait HttpProxyControl: fmt::Debug + Send + Sync {
     /// The address clients connect to (concrete, after binding `:0`).
@@ -213,7 +216,8 @@ pub struct HttpRule {
     pub name: String,
     /// Which requests.
     pub matcher: HttpMatch,
-    /// Share of the matching requests that are faulted, drawn per request.
+    /// Share of the matching requests that are faulted, drawn per request (per new TLS
+    /// connection for [`HttpRuleAction::TlsMitm`]).
     pub probability: Ratio,
     /// What happens to them.
     pub action: HttpRuleAction,
@@ -311,7 +315,9 @@ pub enum HttpRuleAction {
         /// Copies sent.
         times: u32,
     },
-    /// Terminate TLS towards clients with a bad certificate (instead of passing TLS through).
+    /// Terminate TLS towards clients with a bad certificate (instead of passing TLS through),
+    /// then apply the other rules to their requests. Takes no matcher (there is no request
+    /// yet at the handshake); makes sense on an https upstream only.
     TlsMitm {
         /// The certificate's defect.
         certificate: MitmVariant,
@@ -387,8 +393,8 @@ pub struct HttpProxyReport {
 pub struct HttpRuleCounters {
     /// The rule's name.
     pub name: String,
-    /// Requests it matched.
+    /// Requests it matched (for `tls-mitm`: new TLS connections it was asked about).
     pub matched: u64,
-    /// Requests it faulted (matched and drawn).
+    /// Requests it faulted, matched and drawn (for `tls-mitm`: TLS connections it terminated).
     pub faulted: u64,
 }
