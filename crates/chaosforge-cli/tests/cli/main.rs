@@ -3,6 +3,7 @@
 
 mod demo;
 mod freeze;
+mod http;
 mod kill;
 mod limits;
 mod recover;
