@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::support::{Dir, report, run, serve_loopback};
+use crate::support::{Dir, report, run_exit, serve_loopback};
 
 /// An HTTP/1.1 upstream on loopback: `/orders` needs `Authorization: Bearer good` when
 /// `checks_auth`, else answers 200 to anything; every answer is a small JSON body. Keep-alive.
@@ -118,14 +118,7 @@ phases: {{ baseline: 300ms, inject: 1500ms, recover_within: 5s }}
             up = up.addr
         ),
     );
-    let out = run(&exp, &dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_exit(&exp, &dir, 1);
     assert!(stdout.contains("REFUTED"), "{stdout}");
     assert!(
         stdout.contains("answer 503 without calling upstream (/orders*, 50% of them)"),
@@ -175,14 +168,7 @@ fn an_upstream_that_refuses_stripped_credentials_confirms() {
     let port = free_port();
     let dir = Dir::new();
     let exp = dir.write("auth.yaml", &auth_experiment(port, up.addr));
-    let out = run(&exp, &dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_exit(&exp, &dir, 0);
     let r = report(&dir);
     assert!(r.security_findings.is_empty(), "{:?}", r.security_findings);
     assert!(r.http[0].rules[0].faulted >= 20, "{:?}", r.http);
@@ -194,14 +180,7 @@ fn an_upstream_that_accepts_stripped_credentials_refutes_with_the_finding() {
     let port = free_port();
     let dir = Dir::new();
     let exp = dir.write("auth.yaml", &auth_experiment(port, up.addr));
-    let out = run(&exp, &dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_exit(&exp, &dir, 1);
     assert!(stdout.contains("security findings"), "{stdout}");
     let r = report(&dir);
     assert_eq!(r.security_findings.len(), 1, "{:?}", r.security_findings);

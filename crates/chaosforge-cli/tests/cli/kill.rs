@@ -13,7 +13,7 @@ use chaosforge::journal::{self, FaultId, Journal};
 use chaosforge::plan::{KillReach, ProcessSelector};
 
 use crate::support::{
-    Dir, EchoServer, TestCgroup, Victim, alive, cgroup1_root, cgroup2_root, run, wait_for,
+    Dir, EchoServer, TestCgroup, Victim, alive, cgroup1_root, cgroup2_root, run_exit, wait_for,
 };
 
 /// A shell with two `sleep` children; the shell and its children are killed and reaped when
@@ -123,9 +123,7 @@ fn kill_group_kills_every_process_of_the_group_and_nothing_else() {
         "group.yaml",
         &kill_experiment(family.pid(), "{ group: true }", &up),
     );
-    let out = run(&exp, &dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let stdout = run_exit(&exp, &dir, 0);
     assert!(
         stdout.contains(&format!("SIGKILL sent to process group {}", family.pid())),
         "{stdout}"
@@ -156,9 +154,7 @@ fn kill_cgroup_kills_every_process_of_a_cgroup_and_nothing_else() {
         "cgroup.yaml",
         &kill_experiment(inside.pid(), "{ cgroup: true }", &up),
     );
-    let out = run(&exp, &dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let stdout = run_exit(&exp, &dir, 0);
     assert!(
         stdout.contains("SIGKILL sent to every process in cgroup"),
         "{stdout}"

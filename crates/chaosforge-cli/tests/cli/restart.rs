@@ -13,7 +13,7 @@ use chaosforge::fault::{Fault, InjectCx};
 use chaosforge::journal::{self, FaultId, Journal};
 use chaosforge::plan::{ProcessSelector, Readiness};
 
-use crate::support::{Dir, EchoServer, Victim, alive, python, run, wait_for};
+use crate::support::{Dir, EchoServer, Victim, alive, python, run, run_exit, wait_for};
 
 /// A TCP server that answers every connection with its pid; it retries binding (the process it
 /// replaces may still hold the port for a moment) and writes its pid file once it listens.
@@ -142,14 +142,7 @@ phases: {{ baseline: 300ms, inject: 500ms, recover_within: 5s }}
             port = service.port,
         ),
     );
-    let out = run(&exp, &dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_exit(&exp, &dir, 0);
     // `... ready (tcp 127.0.0.1:PORT accepts) 123ms after the restart began`
     let ready = stdout
         .split(&format!("ready (tcp 127.0.0.1:{} accepts) ", service.port))

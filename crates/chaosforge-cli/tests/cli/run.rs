@@ -6,8 +6,8 @@ use std::time::Duration;
 use chaosforge::journal::{self, Event};
 
 use crate::support::{
-    Dir, EchoServer, Victim, chaosforge, pause_experiment, recover, run, signal, spawn_run,
-    wait_for,
+    Dir, EchoServer, Victim, chaosforge, pause_experiment, recover, run, run_exit, signal,
+    spawn_run, wait_for,
 };
 
 fn proxy_experiment(upstream: &str, fault: &str, expect: &str, extra: &str) -> String {
@@ -104,14 +104,7 @@ fn a_fault_the_system_does_not_survive_is_refuted_with_exit_1() {
             "",
         ),
     );
-    let out = run(&exp, &dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_exit(&exp, &dir, 1);
     assert!(stdout.contains("REFUTED"), "{stdout}");
     // During the fault the port refused connections; after revert it accepted them again.
     let journal = &dir.journals()[0];
@@ -139,9 +132,7 @@ fn a_halt_rule_halts_with_exit_3_and_reverts() {
         )
         .replace("inject: 1s", "inject: 30s"),
     );
-    let out = run(&exp, &dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let stdout = run_exit(&exp, &dir, 3);
     assert!(stdout.contains("HALTED"), "{stdout}");
     let events = journal::read(&dir.journals()[0]).unwrap();
     assert!(

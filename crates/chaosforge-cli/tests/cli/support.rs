@@ -221,6 +221,19 @@ pub fn run(exp: &Path, dir: &Dir) -> std::process::Output {
         .unwrap()
 }
 
+/// [`run`], asserting the exit code (showing both outputs if it differs); returns stdout.
+pub fn run_exit(exp: &Path, dir: &Dir, code: i32) -> String {
+    let out = run(exp, dir);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// `chaosforge recover --state-dir DIR/state`.
 pub fn recover(dir: &Dir) -> std::process::Output {
     chaosforge()
