@@ -33,6 +33,30 @@ phases: {{ baseline: 500ms, inject: {inject}, recover_within: 5s }}
     )
 }
 
+/// `chaosforge run EXP --state-dir STATE` inside namespace `ns`, to completion, asserting its
+/// exit code (showing both outputs if it differs); returns stdout.
+fn run_in(ns: &str, exp: &std::path::Path, state: &std::path::Path, code: i32) -> String {
+    let out = in_ns(
+        ns,
+        &[
+            "run",
+            exp.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// `chaosforge ARGS…` run inside namespace `ns`.
 fn in_ns(ns: &str, args: &[&str]) -> Command {
     let mut c = Command::new("ip");
@@ -58,24 +82,7 @@ fn a_partition_refutes_availability_and_heals() {
     let exp = dir.path().join("exp.yaml");
     std::fs::write(&exp, experiment(&h, "1s")).unwrap();
     let state = dir.path().join("state");
-    let out = in_ns(
-        &h.a.ns,
-        &[
-            "run",
-            exp.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    )
-    .output()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_in(&h.a.ns, &exp, &state, 1);
     assert!(stdout.contains("REFUTED"), "{stdout}");
     assert!(stdout.contains("partition from node-a"), "{stdout}");
     // Every probe during the fault failed; every probe after recovery succeeded.
@@ -175,24 +182,7 @@ phases: {{ baseline: 500ms, inject: 1500ms, recover_within: 5s }}
     )
     .unwrap();
     let state = dir.path().join("state");
-    let out = in_ns(
-        &h.a.ns,
-        &[
-            "run",
-            exp.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    )
-    .output()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_in(&h.a.ns, &exp, &state, 1);
     assert!(stdout.contains("REFUTED"), "{stdout}");
     assert!(
         stdout.contains("latency 100ms (peers node-a, egress, via "),

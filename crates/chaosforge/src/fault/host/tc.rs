@@ -849,19 +849,28 @@ async fn list_qdiscs(
     parse_qdiscs(&cmd, &out.stdout)
 }
 
+/// The array `tc -j` / `ip -j` printed (nothing printed: empty), or an error naming `cmd`.
+fn json_list(cmd: &Cmd, stdout: &str) -> Result<Vec<serde_json::Value>, TcError> {
+    if stdout.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let bad = |reason: String| TcError::Output {
+        command: cmd.to_string(),
+        reason,
+    };
+    match serde_json::from_str(stdout).map_err(|e| bad(e.to_string()))? {
+        serde_json::Value::Array(list) => Ok(list),
+        _ => Err(bad("not a JSON array".into())),
+    }
+}
+
 fn parse_qdiscs(cmd: &Cmd, stdout: &str) -> Result<Vec<Qdisc>, TcError> {
     let bad = |reason: String| TcError::Output {
         command: cmd.to_string(),
         reason,
     };
-    if stdout.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let value: serde_json::Value = serde_json::from_str(stdout).map_err(|e| bad(e.to_string()))?;
-    let list = value
-        .as_array()
-        .ok_or_else(|| bad("not a JSON array".into()))?;
-    list.iter()
+    json_list(cmd, stdout)?
+        .iter()
         .map(|q| {
             let text = |key: &str| q.get(key).and_then(|v| v.as_str()).map(str::to_string);
             Ok(Qdisc {
@@ -882,14 +891,8 @@ fn parse_links(cmd: &Cmd, stdout: &str) -> Result<Vec<(String, String)>, TcError
         command: cmd.to_string(),
         reason,
     };
-    if stdout.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let value: serde_json::Value = serde_json::from_str(stdout).map_err(|e| bad(e.to_string()))?;
-    let list = value
-        .as_array()
-        .ok_or_else(|| bad("not a JSON array".into()))?;
-    list.iter()
+    json_list(cmd, stdout)?
+        .iter()
         .map(|l| {
             let name = l
                 .get("ifname")
