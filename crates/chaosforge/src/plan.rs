@@ -343,6 +343,19 @@ pub enum NetEffect {
     },
 }
 
+impl NetEffect {
+    /// The key users write (`latency`, `rate`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            NetEffect::Latency { .. } => "latency",
+            NetEffect::Corrupt { .. } => "corrupt",
+            NetEffect::Duplicate { .. } => "duplicate",
+            NetEffect::Reorder { .. } => "reorder",
+            NetEffect::Rate { .. } => "rate",
+        }
+    }
+}
+
 /// Which of a host's packets a kernel-level fault acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -448,13 +461,7 @@ impl FaultKind {
                 ProxyFault::Corrupt { .. } => "corrupt",
             },
             FaultKind::Partition { .. } => "partition",
-            FaultKind::Network { effect, .. } => match effect {
-                NetEffect::Latency { .. } => "latency",
-                NetEffect::Corrupt { .. } => "corrupt",
-                NetEffect::Duplicate { .. } => "duplicate",
-                NetEffect::Reorder { .. } => "reorder",
-                NetEffect::Rate { .. } => "rate",
-            },
+            FaultKind::Network { effect, .. } => effect.name(),
             FaultKind::Loss { .. } => "loss",
             FaultKind::Cpu { .. } => "cpu",
             FaultKind::Memory { .. } => "memory",
@@ -2623,6 +2630,25 @@ pub fn group_peers(split: &GroupSplit, target: &str) -> Vec<Peer> {
     other.iter().cloned().map(Peer::Target).collect()
 }
 
+/// What a qdisc tree lacks here: htb with u32 filters (when `htb` is needed) and ifb (for
+/// `ingress`).
+fn qdisc_tree_missing(
+    htb: bool,
+    ingress: bool,
+    caps: &crate::fault::host::caps::NetCapabilities,
+) -> Vec<String> {
+    let mut missing = Vec::new();
+    if htb && !caps.htb_u32 {
+        missing.push("the htb qdisc with the u32 classifier".to_string());
+    }
+    if ingress && !caps.ifb {
+        missing.push(
+            "ifb devices with the ingress qdisc and mirred (to shape incoming packets)".to_string(),
+        );
+    }
+    missing
+}
+
 /// How a kernel-level network fault can be carried out with `caps`, preferring netem; `Err`
 /// names what is missing.
 pub fn mechanism_for(
@@ -2632,42 +2658,18 @@ pub fn mechanism_for(
     caps: &crate::fault::host::caps::NetCapabilities,
 ) -> Result<Mechanism, String> {
     let ingress = direction != NetDirection::Egress;
-    let mut missing: Vec<String> = Vec::new();
-    let tree_ok = |missing: &mut Vec<String>| {
-        let mut ok = true;
-        if filtered && !caps.htb_u32 {
-            missing.push(
-                "the htb qdisc with the u32 classifier (to single out peers and ports)".to_string(),
-            );
-            ok = false;
-        }
-        if ingress && !caps.ifb {
-            missing.push(
-                "ifb devices with the ingress qdisc and mirred (to shape incoming packets)"
-                    .to_string(),
-            );
-            ok = false;
-        }
-        ok
-    };
     if let NetEffect::Rate { .. } = effect {
-        if !caps.htb_u32 {
-            missing.push("the htb qdisc with the u32 classifier".to_string());
-        }
-        if ingress && !caps.ifb {
-            missing.push(
-                "ifb devices with the ingress qdisc and mirred (to shape incoming packets)"
-                    .to_string(),
-            );
-        }
+        let missing = qdisc_tree_missing(true, ingress, caps);
         return if missing.is_empty() {
             Ok(Mechanism::Htb)
         } else {
             Err(format!("`rate` needs {}", missing.join(" and ")))
         };
     }
+    let mut missing = Vec::new();
     if caps.netem {
-        if tree_ok(&mut missing) {
+        missing = qdisc_tree_missing(filtered, ingress, caps);
+        if missing.is_empty() {
             return Ok(Mechanism::Netem);
         }
     } else {
@@ -2692,13 +2694,7 @@ pub fn mechanism_for(
             Err(why) => missing.push(format!("NFQUEUE ({why})")),
         },
     }
-    let kind = match effect {
-        NetEffect::Latency { .. } => "latency",
-        NetEffect::Corrupt { .. } => "corrupt",
-        NetEffect::Duplicate { .. } => "duplicate",
-        NetEffect::Reorder { .. } => "reorder",
-        NetEffect::Rate { .. } => "rate",
-    };
+    let kind = effect.name();
     Err(format!(
         "kernel-level `{kind}` is not possible on this machine: missing {}",
         missing.join("; ")

@@ -375,13 +375,7 @@ pub fn dup_ruleset(
 #[async_trait]
 impl Fault for NetFault {
     fn kind(&self) -> &'static str {
-        match self.effect {
-            NetEffect::Latency { .. } => "latency",
-            NetEffect::Corrupt { .. } => "corrupt",
-            NetEffect::Duplicate { .. } => "duplicate",
-            NetEffect::Reorder { .. } => "reorder",
-            NetEffect::Rate { .. } => "rate",
-        }
+        self.effect.name()
     }
 
     fn target(&self) -> &str {
