@@ -187,7 +187,7 @@ pub(crate) fn refuse_ours(mount: &Mount, dir: &Path, what: &str) -> Result<(), S
             dir.display()
         ));
     }
-    let ours: Vec<(i32, PathBuf)> = super::process::self_and_ancestors()
+    let ours: Vec<(i32, PathBuf)> = super::procfs::self_and_ancestors()
         .into_iter()
         .filter_map(|p| mount.cgroup_of(p).ok().map(|d| (p, d)))
         .collect();

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::cgroupfs::{self, Mount};
-use super::process::{ProcessId, check_same, descendants_of, start_time_of};
+use super::procfs::{ProcessId, check_same, descendants_of, start_time_of};
 use super::{BoxError, Fault, FaultError, Guard, InjectCx, Revert, RevertSpec};
 
 /// The prefix of every cgroup made for a freeze; a revert removes no other.
@@ -184,7 +184,7 @@ impl Fault for FreezeFault {
                     });
                 }
             }
-            let ours = super::process::self_and_ancestors();
+            let ours = super::procfs::self_and_ancestors();
             if let Some(p) = processes.iter().find(|p| ours.contains(&p.pid)) {
                 return Err(target_err(format!(
                     "pid {} is chaosforge itself or one of its parents; refusing to freeze it",

@@ -24,9 +24,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::process::{ProcessId, start_time_of, state_of};
+use super::params::Readiness;
+use super::procfs::{ProcessId, start_time_of, state_of};
 use super::{BoxError, Fault, FaultError, Guard, InjectCx, Revert, RevertSpec};
-use crate::plan::Readiness;
 use crate::units::format_duration_short;
 
 /// How often readiness is checked.

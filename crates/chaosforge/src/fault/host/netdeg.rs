@@ -1,6 +1,6 @@
 //! Kernel-level network degradation of a host: `latency`, `corrupt`, `duplicate`, `reorder`
 //! and `rate`, each carried out by the mechanism the plan chose for this kernel
-//! ([`crate::plan::Mechanism`]):
+//! ([`crate::fault::params::Mechanism`]):
 //!
 //! - `netem` / `htb`: a qdisc tree on the target's interface ([`super::tc`]), ingress through
 //!   an `ifb` device; undone by deleting our root qdisc (handle `cf00:`) and the `ifb`.
@@ -19,8 +19,8 @@ use super::exec::Executor;
 use super::iptables::{self, Family, Hook, QueueChain, QueueRules};
 use super::nfqueue::{self, QueueHandle};
 use super::{nft, tc};
+use crate::fault::params::{Mechanism, NetDirection, NetEffect};
 use crate::fault::{BoxError, Fault, FaultError, Guard, InjectCx, Revert, RevertSpec};
-use crate::plan::{Mechanism, NetDirection, NetEffect};
 
 /// A kernel-level network fault on one host target.
 #[derive(Debug, Clone)]

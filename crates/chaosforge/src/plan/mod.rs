@@ -1,0 +1,235 @@
+//! `compile(spec) → Plan | Diagnostics`: the validated, resolved form of an experiment.
+//!
+//! Everything here is pure (no I/O but reading the file in [`load`] and the host checks of
+//! [`load_here`]), so it is tested without a runtime. Every problem is collected, never only the
+//! first; each names its field path and points into the file. A `Plan` exists only when there
+//! are no problems, and nothing is ever injected without one.
+//!
+//! One file per section of the experiment file; each adds its own `impl Cx` block:
+//! - `cx`: the compile context (the document and the diagnostics) and the value checks every
+//!   section shares (durations, ratios, expectations, addresses, unique names).
+//! - `targets`: [`Target`], [`TargetKind`]; `targets:` and the on-host checks ([`check_hosts`]).
+//! - `monitors`: [`MonitorPlan`], [`ProbePlan`]; `hypothesis.monitors`.
+//! - `faults`: [`FaultKind`], [`PlannedFault`]; `faults:` — which kind each entry is, its
+//!   targets, and one file per family: `proxy` (toxics), `host` (partition, loss and the
+//!   kernel-level effects), `process`, `stress`, `http` (HTTP and security rules).
+//! - `scopes`: which targets a fault acts on (`target.select`, `target.scope`) and the sides of
+//!   a group partition ([`split_group`], [`group_peers`]), drawn with the seed.
+//! - `policies`: `policies:` — halt rules, the halt window, irreversible faults.
+//! - `mechanisms`: how this kernel carries out each kernel-level network fault
+//!   ([`choose_mechanisms`]).
+//!
+//! The plain data a fault needs to run ([`KillReach`], [`ProcessSelector`], [`Readiness`],
+//! [`NetEffect`], …) lives below, in [`crate::fault::params`], and is re-exported here.
+//! May import: `diag`, `source`, `de`, `spec`, `units`, `hypothesis`, `scope`, `probe` (its
+//! configuration types), `monitor` (its limits) and `fault`'s plain data; never `engine`,
+//! `journal` or `report`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::hypothesis::Expectation;
+use crate::source::Document;
+use crate::spec::ExperimentSpec;
+use crate::units;
+
+mod cx;
+mod faults;
+mod mechanisms;
+mod monitors;
+mod policies;
+mod scopes;
+mod targets;
+
+pub use crate::fault::params::{
+    KillReach, Mechanism, NetDirection, NetEffect, ProcessSelector, Readiness,
+};
+pub use faults::{FaultKind, GroupSplit, Peer, PlannedFault, TargetClass, format_bits};
+pub use mechanisms::{choose_mechanisms, mechanism_for};
+pub use monitors::{MonitorPlan, ProbePlan};
+pub use scopes::{group_peers, split_group};
+pub use targets::{Target, TargetKind, check_hosts};
+
+use cx::Cx;
+
+/// The only file format version so far.
+pub const API_VERSION: &str = "chaosforge/v1";
+
+/// A validated experiment with its targets resolved. Built only by [`compile`].
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The experiment's name.
+    pub name: String,
+    /// Its description, if any.
+    pub description: Option<String>,
+    /// The hypothesis title (the file's, or one made from the expectations).
+    pub title: String,
+    /// The file it came from, as the user named it.
+    pub file: String,
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// Targets, in file order.
+    pub targets: Vec<Target>,
+    /// Monitors, in file order.
+    pub monitors: Vec<MonitorPlan>,
+    /// Faults, in file order, each with the targets its scope chose.
+    pub faults: Vec<PlannedFault>,
+    /// Phase durations.
+    pub phases: Phases,
+    /// Halt rules.
+    pub halt_when: Vec<Expectation>,
+    /// The sliding window halt rules are judged over.
+    pub halt_window: Duration,
+}
+
+/// Phase durations.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Phases {
+    /// Steady-state sampling before any fault.
+    #[serde(with = "units::duration_text")]
+    pub baseline: Duration,
+    /// How long faults are held.
+    #[serde(with = "units::duration_text")]
+    pub inject: Duration,
+    /// The longest acceptable time to recover.
+    #[serde(with = "units::duration_text")]
+    pub recover_within: Duration,
+}
+
+// === compile ===
+
+/// [`load`], then [`choose_mechanisms`] with this machine's capabilities (probed only when
+/// the plan has kernel-level network faults): what `plan` and `run` need.
+pub fn load_here(path: &Path, seed: Option<u64>) -> Result<(Document, Plan), Diagnostics> {
+    let (doc, mut plan) = load(path, seed)?;
+    let mut diags = check_hosts(&doc, &plan);
+    if plan
+        .faults
+        .iter()
+        .any(|f| matches!(f.kind, FaultKind::Network { .. }))
+        && let Err(d) = choose_mechanisms(&doc, &mut plan, crate::fault::host::caps::probe())
+    {
+        diags.extend(d);
+    }
+    if diags.is_empty() {
+        Ok((doc, plan))
+    } else {
+        Err(diags)
+    }
+}
+
+/// Reads, parses, decodes and compiles an experiment file. `seed` overrides the file's seed.
+pub fn load(path: &Path, seed: Option<u64>) -> Result<(Document, Plan), Diagnostics> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Diagnostic::new(file.clone(), None, "", format!("cannot read file: {e}")))?;
+    let doc = Document::parse(&file, &text)?;
+    let spec: ExperimentSpec = crate::de::decode(&doc)?;
+    let plan = compile(&doc, &spec, seed)?;
+    Ok((doc, plan))
+}
+
+/// Validates `spec` (decoded from `doc`) and resolves its scopes. Returns every problem found.
+///
+/// `seed` overrides the file's seed; with neither, a random seed is drawn (and reported).
+pub fn compile(
+    doc: &Document,
+    spec: &ExperimentSpec,
+    seed: Option<u64>,
+) -> Result<Plan, Diagnostics> {
+    let mut cx = Cx::new(doc);
+    if spec.api_version != API_VERSION {
+        cx.err(
+            "apiVersion",
+            format!(
+                "unsupported apiVersion `{}`; this chaosforge reads `{API_VERSION}`",
+                spec.api_version
+            ),
+        );
+    }
+    if spec.name.trim().is_empty() {
+        cx.err("name", "the experiment needs a name");
+    }
+    let seed = seed.or(spec.seed).unwrap_or_else(random_seed);
+
+    let targets = cx.targets(&spec.targets);
+    let monitors = cx.monitors(&spec.hypothesis.monitors);
+    let phases = Phases {
+        baseline: cx.positive_duration(
+            "phases.baseline",
+            spec.phases.baseline.as_deref(),
+            Duration::from_secs(10),
+        ),
+        inject: cx.positive_duration(
+            "phases.inject",
+            spec.phases.inject.as_deref(),
+            Duration::from_secs(30),
+        ),
+        recover_within: cx.positive_duration(
+            "phases.recover_within",
+            spec.phases.recover_within.as_deref(),
+            Duration::from_secs(30),
+        ),
+    };
+    let faults = cx.faults(
+        &spec.faults,
+        &spec.targets,
+        &targets,
+        seed,
+        spec.policies.allow_irreversible,
+    );
+    let (halt_when, halt_window) = cx.policies(&spec.policies);
+
+    if !cx.diags.is_empty() {
+        let mut d = cx.diags;
+        d.sort();
+        return Err(d);
+    }
+    let title = spec.hypothesis.title.clone().unwrap_or_else(|| {
+        let all: Vec<String> = monitors
+            .iter()
+            .flat_map(|m: &MonitorPlan| {
+                m.expect
+                    .iter()
+                    .map(move |e| format!("{}: {}", m.name, e.text))
+            })
+            .collect();
+        all.join(", ")
+    });
+    Ok(Plan {
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        title,
+        file: doc.file().to_string(),
+        seed,
+        targets: targets.into_iter().flatten().collect(),
+        monitors,
+        faults,
+        phases,
+        halt_when,
+        halt_window,
+    })
+}
+
+fn random_seed() -> u64 {
+    // Only the seed itself needs entropy; everything after it is reproducible from the journal.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    crate::scope::SeededRng::new(nanos ^ u64::from(std::process::id()).rotate_left(32)).next_u64()
+        >> 1
+}
+/// Names of distinct targets used by any fault (for reports and locking).
+pub fn targets_in_use(plan: &Plan) -> BTreeSet<&str> {
+    plan.faults
+        .iter()
+        .flat_map(|f| f.targets.iter().map(String::as_str))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,211 @@
+//! Which targets each fault acts on: `target.select` (labels and names), `target.scope`
+//! (single, a count, a share, all), and the sides of a group partition — every choice drawn
+//! with the run's seed, so a plan is the same for the same file and seed.
+
+use std::collections::BTreeMap;
+
+use super::faults::{FaultKind, GroupSplit, Peer, TargetClass};
+use super::{Cx, Target, TargetKind};
+use crate::diag::did_you_mean;
+use crate::scope::{self, Scope, SeededRng, fnv1a};
+use crate::spec::{self, PartitionShapeSpec, ScopeName, ScopeSpec};
+use crate::units::Ratio;
+
+/// Whether `select` matches a host target (then `latency` and `corrupt` act on packets).
+pub(super) fn selects_hosts(
+    select: &BTreeMap<String, String>,
+    target_specs: &[spec::TargetSpec],
+    targets: &[Option<Target>],
+) -> bool {
+    target_specs
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| scope::matches(select, &t.name, &t.labels))
+        .any(|(ti, _)| {
+            matches!(
+                targets.get(ti),
+                Some(Some(Target {
+                    kind: TargetKind::Host { .. },
+                    ..
+                }))
+            )
+        })
+}
+
+/// Draws the sides of a group partition from `chosen` (at least 2 targets, 3 for a bridge) with
+/// the seed, salted by the fault's name so that two faults split differently. Pure.
+pub fn split_group(
+    shape: PartitionShapeSpec,
+    chosen: &[String],
+    seed: u64,
+    salt: &str,
+) -> GroupSplit {
+    use PartitionShapeSpec as S;
+    let mut order = chosen.to_vec();
+    let mut rng = SeededRng::new(seed ^ fnv1a(&format!("{salt}/shape")));
+    for i in (1..order.len()).rev() {
+        let j = rng.below(i + 1);
+        order.swap(i, j);
+    }
+    let (bridge, rest) = match shape {
+        S::Bridge if !order.is_empty() => (Some(order.remove(0)), order),
+        _ => (None, order),
+    };
+    let k = match shape {
+        S::IsolateOne => 1.min(rest.len()),
+        S::Halves | S::Bridge => rest.len().div_ceil(2),
+    };
+    let mut a = rest[..k].to_vec();
+    let mut b = rest[k..].to_vec();
+    a.sort();
+    b.sort();
+    GroupSplit {
+        shape,
+        a,
+        b,
+        bridge,
+    }
+}
+
+/// The peers a target of a group partition is cut from: the other side.
+pub fn group_peers(split: &GroupSplit, target: &str) -> Vec<Peer> {
+    let other = if split.a.iter().any(|t| t == target) {
+        &split.b
+    } else if split.b.iter().any(|t| t == target) {
+        &split.a
+    } else {
+        return Vec::new();
+    };
+    other.iter().cloned().map(Peer::Target).collect()
+}
+
+// === impl Cx ===
+
+impl Cx<'_> {
+    pub(super) fn scope(&mut self, path: &str, spec: Option<&ScopeSpec>) -> Scope {
+        match spec {
+            None | Some(ScopeSpec::Named(ScopeName::Single)) => Scope::Single,
+            Some(ScopeSpec::Named(ScopeName::All)) => Scope::All,
+            Some(ScopeSpec::Sized(s)) => match (s.count, &s.percent) {
+                (Some(n), None) if n >= 1 => Scope::Count(n as usize),
+                (Some(n), None) => {
+                    self.err(
+                        &format!("{path}.count"),
+                        format!("count must be at least 1, not {n}"),
+                    );
+                    Scope::Single
+                }
+                (None, Some(p)) => {
+                    let text = if p.trim_end().ends_with('%') {
+                        p.clone()
+                    } else {
+                        format!("{p}%")
+                    };
+                    match Ratio::parse(&text) {
+                        Ok(r) if r.get() > 0.0 => Scope::Fraction(r.get()),
+                        Ok(_) => {
+                            self.err(&format!("{path}.percent"), "percent must be above 0");
+                            Scope::Single
+                        }
+                        Err(e) => {
+                            self.err(&format!("{path}.percent"), e.message);
+                            Scope::Single
+                        }
+                    }
+                }
+                _ => {
+                    self.err(path, "give exactly one of `count` or `percent`");
+                    Scope::Single
+                }
+            },
+        }
+    }
+
+    /// The targets `select` matches, all of the kind the fault acts on; `None` (with a
+    /// diagnostic) otherwise.
+    pub(super) fn select<'t>(
+        &mut self,
+        base: &str,
+        key: &str,
+        select: &BTreeMap<String, String>,
+        kind: &FaultKind,
+        target_specs: &'t [spec::TargetSpec],
+        targets: &[Option<Target>],
+    ) -> Option<Vec<(usize, &'t spec::TargetSpec)>> {
+        let class = kind.target_class();
+        let selected: Vec<(usize, &spec::TargetSpec)> = target_specs
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| scope::matches(select, &t.name, &t.labels))
+            .collect();
+        let sel_path = format!("{base}.target.select");
+        if selected.is_empty() {
+            let names: Vec<&str> = target_specs.iter().map(|t| t.name.as_str()).collect();
+            let hint = select
+                .get("name")
+                .and_then(|n| did_you_mean(n, names.iter().copied()))
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            let sel = if select.is_empty() {
+                "every target, but there are none".to_string()
+            } else {
+                format!("{select:?}, which no target has")
+            };
+            self.err(
+                &sel_path,
+                format!("selects zero targets: it asks for {sel}{hint}"),
+            );
+            return None;
+        }
+        let mut wrong = Vec::new();
+        for (ti, t) in &selected {
+            let Some(Some(target)) = targets.get(*ti) else {
+                continue;
+            };
+            let ok = matches!(
+                (&target.kind, class),
+                (
+                    TargetKind::Proxy { .. } | TargetKind::RemoteProxy { .. },
+                    TargetClass::Proxy
+                ) | (TargetKind::Process(_), TargetClass::Process)
+                    | (TargetKind::Host { .. }, TargetClass::Host)
+                    | (TargetKind::HttpProxy { .. }, TargetClass::HttpProxy)
+            );
+            self.mitm_upstream(base, kind, &t.name, &target.kind);
+            if !ok {
+                wrong.push(t.name.as_str());
+            }
+        }
+        if !wrong.is_empty() {
+            let need = match class {
+                TargetClass::Proxy => "proxy",
+                TargetClass::Process => "process",
+                TargetClass::Host => "netns or host",
+                TargetClass::HttpProxy => "http_proxy",
+            };
+            self.err(
+                &sel_path,
+                format!(
+                    "`{key}` acts on {need} targets, but the selector matches {}",
+                    wrong.join(", ")
+                ),
+            );
+            return None;
+        }
+        Some(selected)
+    }
+
+    /// `false` (with a diagnostic) when the scope asks for more targets than match.
+    pub(super) fn fits(&mut self, base: &str, scope: &Scope, matching: usize) -> bool {
+        if let Scope::Count(n) = *scope
+            && n > matching
+        {
+            self.err(
+                &format!("{base}.target.scope"),
+                format!("scope asks for {n} targets but only {matching} match"),
+            );
+            return false;
+        }
+        true
+    }
+}
