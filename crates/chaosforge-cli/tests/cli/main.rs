@@ -3,6 +3,7 @@
 
 mod demo;
 mod freeze;
+mod golden;
 mod http;
 mod kill;
 mod limits;
