@@ -6,7 +6,7 @@
 //!
 //! Module map (what each module owns; what it may import from this crate). The TCP proxy is a
 //! one-way chain, listener → connection → link, over the leaf `state`; shared state is handed
-//! down, never imported up:
+//! down, never imported up (`scripts/check-proxy-layers` keeps it so):
 //! - `api`: [`ApiServer`], the Toxiproxy 2.12 HTTP API (routes, JSON shapes, errors, populate);
 //!   imports `proxy`, `model`, `metrics`, `toxic`.
 //! - `proxy`: [`TcpProxy`] (listener, accept loop, toxic list changes, enable/disable,
