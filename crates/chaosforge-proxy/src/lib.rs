@@ -4,22 +4,33 @@
 //! Where to start: [`TcpProxy::start`], then the [`ProxyControl`] methods (the engine); or
 //! [`ApiServer`] (what `chaosforge proxy` serves).
 //!
-//! Module map:
-//! - `api`: [`ApiServer`], the Toxiproxy 2.12 HTTP API (routes, JSON shapes, errors, populate).
-//! - `model`: [`Toxic`] and [`ToxicKind`], this crate's toxic model; the engine's
-//!   [`ProxyToxic`]s map onto it.
-//! - `metrics`: [`Metrics`], Prometheus counters updated while bytes flow.
-//! - `proxy`: [`TcpProxy`] (listener, accept loop, connection registry, toxic list,
-//!   enable/disable, `down`/up, live listen/upstream changes) and [`InProcessBackend`].
-//! - `conn`: one connection: dials the upstream, runs its two links, ends them together.
+//! Module map (what each module owns; what it may import from this crate). The TCP proxy is a
+//! one-way chain, listener → connection → link, over the leaf `state`; shared state is handed
+//! down, never imported up (`scripts/check-proxy-layers` keeps it so):
+//! - `api`: [`ApiServer`], the Toxiproxy 2.12 HTTP API (routes, JSON shapes, errors, populate);
+//!   imports `proxy`, `model`, `metrics`, `toxic`.
+//! - `proxy`: [`TcpProxy`] (listener, accept loop, toxic list changes, enable/disable,
+//!   `down`/up, live listen/upstream changes) and [`InProcessBackend`]; imports `conn`,
+//!   `state`, `model`, `metrics`, `toxic`.
+//! - `conn`: serving one connection: dials the upstream, runs its two links, deregisters it;
+//!   imports `link`, `state`, `toxic`.
 //! - `link`: one direction of a connection: chunks through the toxic chain, or `splice(2)`
-//!   through a pipe while no toxic applies; half-close.
-//! - `http`: the HTTP (L7) fault proxy, [`http::HttpProxy`]; the engine starts it through
-//!   [`InProcessBackend`]'s `start_http` and drives it with `HttpRule`s.
+//!   through a pipe while no toxic applies; half-close. Takes the proxy's name and metrics from
+//!   `conn`; imports `state`, `toxic`, `metrics`, `model` only.
+//! - `state`: what the three share: `Shared` (the proxy's toxic list, connection registry,
+//!   upstream, seed, options, metrics), one connection's `Conn` handle and `ConnState`, and
+//!   [`ConnectionInfo`]; imports `toxic`, `metrics`, `model` only.
 //! - `toxic`: the per-link toxic chain, and one file per behaviour (`latency`, `bandwidth`,
 //!   `slow_close`, `timeout`, `reset_peer`, `slicer`, `limit_data`, `corrupt`, the engine's
 //!   `hold` and `reset`; `noop`, `loss`, `blackhole` are one line each in the chain). `down`
-//!   acts on the listener, in `proxy`.
+//!   acts on the listener, in `proxy`. Imports `model` only.
+//! - `model`: [`Toxic`] and [`ToxicKind`], this crate's toxic model; the engine's
+//!   [`ProxyToxic`]s map onto it. Imports nothing of this crate.
+//! - `metrics`: [`Metrics`], Prometheus counters updated while bytes flow. Imports nothing of
+//!   this crate.
+//! - `http`: the HTTP (L7) fault proxy, [`http::HttpProxy`]; the engine starts it through
+//!   [`InProcessBackend`]'s `start_http` and drives it with `HttpRule`s. Imports `toxic` and
+//!   `proxy` (address resolution).
 //!
 //! How toxics reach open connections: the proxy publishes its toxic list through a
 //! `tokio::sync::watch` channel; every link reconciles its own chain with the latest list
@@ -82,6 +93,7 @@ mod link;
 pub mod metrics;
 pub mod model;
 mod proxy;
+mod state;
 mod toxic;
 
 pub use chaosforge::fault::net::{
@@ -91,4 +103,5 @@ pub use chaosforge::fault::net::{
 pub use crate::api::{ApiServer, ServeOptions};
 pub use crate::metrics::Metrics;
 pub use crate::model::{Toxic, ToxicKind};
-pub use crate::proxy::{ConnectionInfo, InProcessBackend, ProxyOptions, TcpProxy};
+pub use crate::proxy::{InProcessBackend, ProxyOptions, TcpProxy};
+pub use crate::state::ConnectionInfo;

@@ -35,10 +35,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
-use crate::conn::{Conn, ConnState};
-use crate::metrics::LinkCounters;
+use crate::metrics::{LinkCounters, Metrics};
 use crate::model::stream_name;
-use crate::proxy::Shared;
+use crate::state::{Conn, ConnState, closed};
 use crate::toxic::{Chain, Chunk, Next, Poll, ToxicList};
 
 /// Largest read, and so the largest chunk (Toxiproxy's `io.Copy` buffer is the same size).
@@ -72,7 +71,10 @@ const TIMER_SLACK: Duration = Duration::from_millis(1);
 pub(crate) struct Link<'c> {
     pub(crate) stream: Stream,
     pub(crate) conn: &'c Conn,
-    pub(crate) shared: &'c Shared,
+    /// The proxy's name and metrics, borrowed from the proxy for the connection's lifetime: a
+    /// link needs only these two of its state, to count toxic activations.
+    pub(crate) proxy: &'c str,
+    pub(crate) metrics: Option<&'c Metrics>,
     /// The proxy's toxic list; the link reconciles its chain with it between steps.
     pub(crate) toxics: watch::Receiver<ToxicList>,
     /// Seeds this link's toxics (proxy seed, connection number, stream).
@@ -427,9 +429,9 @@ impl Link<'_> {
     /// activations, ends the connection if a removed toxic says so.
     fn reconcile(&mut self, chain: &mut Chain) {
         let changes = chain.reconcile(&self.toxics.borrow_and_update(), Instant::now());
-        if let Some(metrics) = self.shared.metrics() {
+        if let Some(metrics) = self.metrics {
             for (toxic, kind) in &changes.activated {
-                metrics.activated(self.shared.name(), toxic, kind, stream_name(self.stream));
+                metrics.activated(self.proxy, toxic, kind, stream_name(self.stream));
             }
         }
         if let Some(ending) = changes.ending {
@@ -500,15 +502,6 @@ impl Pipe {
         if let Err(error) = fcntl_setpipe_size(&self.tx, PIPE_SIZE) {
             tracing::trace!(%error, "cannot grow a pipe; keeping its size");
         }
-    }
-}
-
-/// Resolves when the connection is no longer open, with how it ends.
-pub(crate) async fn closed(state: &mut watch::Receiver<ConnState>) -> ConnState {
-    match state.wait_for(|s| *s != ConnState::Open).await {
-        Ok(s) => *s,
-        // The connection's sender lives as long as the connection: gone means over.
-        Err(_) => ConnState::Closed,
     }
 }
 

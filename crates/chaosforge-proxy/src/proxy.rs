@@ -1,26 +1,27 @@
 //! The proxy: listener and accept loop, connection registry, toxic list, enable/disable and
-//! `down`/up, and the live changes of listen address and upstream the HTTP API makes.
+//! `down`/up, and the live changes of listen address and upstream the HTTP API makes. What it
+//! shares with its connections ([`Shared`]) is defined in `state`, so that `conn` and `link`
+//! can take it without importing this module.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chaosforge::fault::net::{
-    HttpProxyControl, ProxyBackend, ProxyControl, ProxyError, ProxyToxic, Stream,
+    HttpProxyControl, ProxyBackend, ProxyControl, ProxyError, ProxyToxic,
 };
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::conn::{self, Conn};
-use crate::metrics::{ByteLabels, LinkCounters, Metrics};
-use crate::model::{Toxic, ToxicKind, stream_name};
-use crate::toxic::{ToxicEntry, ToxicList, chance, happens, mix};
+use crate::conn;
+use crate::metrics::Metrics;
+use crate::model::{Toxic, ToxicKind};
+use crate::state::{ConnectionInfo, Shared};
+use crate::toxic::{ToxicEntry, chance, happens, mix};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
@@ -55,38 +56,6 @@ pub struct ProxyOptions {
     /// Reset (RST) a client whose upstream cannot be dialled, instead of Toxiproxy's connect
     /// followed by EOF, so the client sees a failure rather than an empty answer.
     pub reset_unreachable: bool,
-}
-
-/// One open connection, as `GET /proxies/{name}/connections` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionInfo {
-    /// Accept number within the proxy.
-    pub id: u64,
-    /// The client's address.
-    pub client: SocketAddr,
-    /// Bytes read from the client so far.
-    pub upstream_bytes: u64,
-    /// Bytes read from the upstream so far.
-    pub downstream_bytes: u64,
-    /// Time since the connection was accepted.
-    pub age: Duration,
-}
-
-/// What the accept loop and connections share with the proxy handle.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    name: String,
-    upstream: RwLock<Arc<str>>,
-    /// The concrete address the listener is (or was last) bound to.
-    bound: Mutex<Option<SocketAddr>>,
-    seed: u64,
-    reset_unreachable: AtomicBool,
-    metrics: Option<Arc<Metrics>>,
-    /// The toxic list every link watches.
-    toxics: watch::Sender<ToxicList>,
-    /// Open connections by accept number, so `down` and `shutdown` can end them.
-    conns: Mutex<BTreeMap<u64, Arc<Conn>>>,
-    next_conn: AtomicU64,
 }
 
 /// The mutable half of the proxy, behind `TcpProxy::control`.
@@ -152,17 +121,13 @@ impl TcpProxy {
         enabled: bool,
         options: ProxyOptions,
     ) -> Result<Arc<TcpProxy>, ProxyError> {
-        let shared = Arc::new(Shared {
-            name: name.to_owned(),
-            upstream: RwLock::new(Arc::from(upstream)),
-            bound: Mutex::new(None),
-            seed: options.seed,
-            reset_unreachable: AtomicBool::new(options.reset_unreachable),
-            metrics: options.metrics,
-            toxics: watch::Sender::new(Arc::new(Vec::new())),
-            conns: Mutex::new(BTreeMap::new()),
-            next_conn: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(
+            name,
+            upstream,
+            options.seed,
+            options.reset_unreachable,
+            options.metrics,
+        ));
         let proxy = TcpProxy {
             shared,
             control: tokio::sync::Mutex::new(Control {
@@ -186,7 +151,7 @@ impl TcpProxy {
 
     /// The proxy's name, as given when it was started.
     pub fn name(&self) -> &str {
-        &self.shared.name
+        self.shared.name()
     }
 
     /// The upstream address (`host:port`, dialled per connection).
@@ -207,14 +172,12 @@ impl TcpProxy {
 
     /// Whether the proxy resets clients whose upstream cannot be dialled.
     pub fn resets_unreachable(&self) -> bool {
-        self.shared.reset_unreachable.load(Ordering::Relaxed)
+        self.shared.resets_unreachable()
     }
 
     /// Sets [`ProxyOptions::reset_unreachable`] for the connections accepted from now on.
     pub fn set_reset_unreachable(&self, reset: bool) {
-        self.shared
-            .reset_unreachable
-            .store(reset, Ordering::Relaxed);
+        self.shared.set_reset_unreachable(reset);
     }
 
     /// The toxics in chain order (creation order), both streams.
@@ -273,18 +236,14 @@ impl TcpProxy {
     ) -> Result<(), ProxyError> {
         let mut control = self.control.lock().await;
         if !control.running {
-            return Err(ProxyError::NotRunning(self.shared.name.clone()));
+            return Err(ProxyError::NotRunning(self.shared.name().to_owned()));
         }
         let new = resolve(listen).await?;
         let current = resolve(&control.listen).await.ok();
         if current != Some(new) || *self.shared.upstream() != *upstream {
             self.disable(&mut control).await;
             control.listen = listen.to_owned();
-            *self
-                .shared
-                .upstream
-                .write()
-                .unwrap_or_else(PoisonError::into_inner) = Arc::from(upstream);
+            self.shared.set_upstream(upstream);
         }
         if enabled != control.enabled {
             if enabled {
@@ -318,7 +277,7 @@ impl TcpProxy {
     pub async fn add(&self, toxic: Toxic) -> Result<(), ProxyError> {
         let mut control = self.control.lock().await;
         if !control.running {
-            return Err(ProxyError::NotRunning(self.shared.name.clone()));
+            return Err(ProxyError::NotRunning(self.shared.name().to_owned()));
         }
         if control.toxics.iter().any(|e| e.toxic.name == toxic.name) {
             return Err(ProxyError::DuplicateToxic(toxic.name));
@@ -333,7 +292,7 @@ impl TcpProxy {
             }
             control.downs.insert(id);
         }
-        tracing::debug!(proxy = %self.shared.name, toxic = %toxic.name, "toxic added");
+        tracing::debug!(proxy = %self.shared.name(), toxic = %toxic.name, "toxic added");
         control.toxics.push(ToxicEntry { id, rev: 0, toxic });
         self.shared.publish(&control.toxics);
         Ok(())
@@ -422,11 +381,7 @@ impl TcpProxy {
         let listener = bind(&control.listen).await?;
         let bound = listener.local_addr()?;
         control.listen = bound.to_string();
-        *self
-            .shared
-            .bound
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(bound);
+        self.shared.set_bound(bound);
         control.accept = Some(tokio::spawn(accept_loop(
             listener,
             Arc::clone(&self.shared),
@@ -470,7 +425,7 @@ impl ProxyControl for TcpProxy {
         control.downs.remove(&id);
         control.toxics.remove(at);
         self.shared.publish(&control.toxics);
-        tracing::debug!(proxy = %self.shared.name, toxic = name, "toxic removed");
+        tracing::debug!(proxy = %self.shared.name(), toxic = name, "toxic removed");
         Ok(true)
     }
 
@@ -479,7 +434,7 @@ impl ProxyControl for TcpProxy {
         if control.running {
             control.running = false;
             self.go_down(&mut control).await;
-            tracing::debug!(proxy = %self.shared.name, "proxy shut down");
+            tracing::debug!(proxy = %self.shared.name(), "proxy shut down");
         }
     }
 }
@@ -529,86 +484,6 @@ impl ProxyBackend for InProcessBackend {
     }
 }
 
-// === impl Shared ===
-
-impl Shared {
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub(crate) fn upstream(&self) -> Arc<str> {
-        Arc::clone(&self.upstream.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    pub(crate) fn seed(&self) -> u64 {
-        self.seed
-    }
-
-    pub(crate) fn resets_unreachable(&self) -> bool {
-        self.reset_unreachable.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn metrics(&self) -> Option<&Metrics> {
-        self.metrics.as_deref()
-    }
-
-    fn bound(&self) -> Option<SocketAddr> {
-        *self.bound.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The byte counters of one direction, labelled as Toxiproxy labels them.
-    pub(crate) fn link_counters(&self, stream: Stream) -> Option<LinkCounters> {
-        let metrics = self.metrics.as_ref()?;
-        Some(metrics.link(&ByteLabels {
-            direction: stream_name(stream).to_owned(),
-            listener: self.bound().map(|a| a.to_string()).unwrap_or_default(),
-            proxy: self.name.clone(),
-            upstream: self.upstream().to_string(),
-        }))
-    }
-
-    pub(crate) fn subscribe_toxics(&self) -> watch::Receiver<ToxicList> {
-        self.toxics.subscribe()
-    }
-
-    /// Drops a closed connection from the registry.
-    pub(crate) fn forget_conn(&self, id: u64) {
-        if self.lock_conns().remove(&id).is_some()
-            && let Some(metrics) = &self.metrics
-        {
-            metrics.connection(&self.name, -1);
-        }
-    }
-
-    fn publish(&self, toxics: &[ToxicEntry]) {
-        // `send_replace` also works with no receiver (no connection open).
-        self.toxics.send_replace(Arc::new(toxics.to_vec()));
-    }
-
-    fn register(&self, peer: SocketAddr) -> Arc<Conn> {
-        let conn = Arc::new(Conn::new(
-            self.next_conn.fetch_add(1, Ordering::Relaxed),
-            peer,
-        ));
-        self.lock_conns().insert(conn.id(), Arc::clone(&conn));
-        if let Some(metrics) = &self.metrics {
-            metrics.connection(&self.name, 1);
-        }
-        conn
-    }
-
-    fn close_all(&self) {
-        for conn in self.lock_conns().values() {
-            conn.close();
-        }
-    }
-
-    fn lock_conns(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<Conn>>> {
-        // The map stays consistent even if a holder panicked: every operation is one call.
-        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 /// Accepts clients until cancelled (by `down`, `shutdown` or drop, which abort the task and so
 /// drop the listener). Registration happens here, before the connection task runs, so a `down`
 /// that waited for this task to end finds every accepted connection in the registry.
@@ -617,13 +492,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         match listener.accept().await {
             Ok((client, peer)) => {
                 let conn = shared.register(peer);
-                tracing::trace!(proxy = %shared.name, conn = conn.id(), %peer, "accepted");
+                tracing::trace!(proxy = %shared.name(), conn = conn.id(), %peer, "accepted");
                 // A panic in a connection task ends that task only: tokio catches it, and the
                 // registry entry is removed by the task's drop guard while unwinding.
                 tokio::spawn(conn::serve(Arc::clone(&shared), conn, client));
             }
             Err(error) => {
-                tracing::warn!(proxy = %shared.name, %error, "accept failed");
+                tracing::warn!(proxy = %shared.name(), %error, "accept failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
