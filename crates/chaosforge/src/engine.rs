@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
@@ -30,53 +29,7 @@ use crate::probe::{Probe, Sample};
 use crate::report::{PlanSummary, Report};
 use crate::units::format_duration;
 
-/// The five phases of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Resolve targets, start proxies and probes; nothing injected.
-    Validate,
-    /// Sample the steady state.
-    Baseline,
-    /// Inject the faults.
-    Inject,
-    /// Hold the faults while monitors observe.
-    Observe,
-    /// Revert everything and measure the time to recover.
-    Recover,
-}
-
-/// How a run ended. Exit codes: 0 confirmed, 1 refuted, 2 errored or not steady, 3 halted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum Outcome {
-    /// The hypothesis held through the faults, and the system recovered in time.
-    Confirmed,
-    /// The hypothesis did not hold (or the system did not recover in time).
-    Refuted {
-        /// Each expectation that failed, with what was observed.
-        reasons: Vec<String>,
-    },
-    /// The hypothesis did not hold at baseline; nothing was injected.
-    NotSteady {
-        /// Each expectation that failed at baseline.
-        reasons: Vec<String>,
-    },
-    /// A policy (or a signal) halted the run; faults were reverted.
-    Halted {
-        /// The policy.
-        policy: String,
-        /// Why.
-        reason: String,
-    },
-    /// Something failed: a target, an injection, a revert.
-    Errored {
-        /// The phase it failed in.
-        phase: Phase,
-        /// What failed.
-        error: String,
-    },
-}
+pub use crate::vocab::{Outcome, Phase};
 
 /// Live progress for a UI. The journal is the record; this is only for display.
 #[derive(Debug, Clone)]
@@ -174,40 +127,6 @@ struct Run<'p> {
     run_id: RunId,
     /// HTTP proxies started for `http_proxy` targets, by target name.
     http_proxies: Vec<(String, Arc<dyn crate::fault::net::HttpProxyControl>)>,
-}
-
-// === impl Outcome ===
-
-impl Outcome {
-    /// The process exit code for this outcome (a documented contract).
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Outcome::Confirmed => 0,
-            Outcome::Refuted { .. } => 1,
-            Outcome::NotSteady { .. } | Outcome::Errored { .. } => 2,
-            Outcome::Halted { .. } => 3,
-        }
-    }
-
-    /// One line for humans.
-    pub fn headline(&self) -> String {
-        match self {
-            Outcome::Confirmed => {
-                "CONFIRMED — the hypothesis held through the faults and the system recovered".into()
-            }
-            Outcome::Refuted { reasons } => format!("REFUTED — {}", reasons.join("; ")),
-            Outcome::NotSteady { reasons } => {
-                format!(
-                    "NOT STEADY — the hypothesis did not hold before any fault, nothing was injected: {}",
-                    reasons.join("; ")
-                )
-            }
-            Outcome::Halted { policy, reason } => {
-                format!("HALTED by {policy} — {reason}; faults were reverted")
-            }
-            Outcome::Errored { phase, error } => format!("ERROR in {phase:?} phase — {error}"),
-        }
-    }
 }
 
 // === impl Engine ===

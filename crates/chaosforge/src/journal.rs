@@ -18,20 +18,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Outcome, Phase};
-use crate::fault::RevertSpec;
-use crate::probe::Sample;
-use crate::report::PlanSummary;
+use crate::vocab::{HttpProxyReport, Outcome, Phase, PlanSummary, RevertSpec, Sample};
 
-/// Identifies one run: a UUIDv7, so that directory listings sort by start time.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RunId(pub String);
-
-/// Identifies one injected fault instance (one fault on one target) within a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct FaultId(pub u32);
+pub use crate::vocab::{FaultId, RunId};
 
 /// One journal line. `at` is the time since the run's start (monotonic clock).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,7 +149,7 @@ pub enum Event {
         /// The target.
         target: String,
         /// Its report.
-        report: crate::fault::net::HttpProxyReport,
+        report: HttpProxyReport,
         /// When.
         #[serde(rename = "at_ms", with = "crate::units::millis")]
         at: Duration,

@@ -47,7 +47,9 @@
 //! - [`hypothesis`], [`stats`]: expectations and how they are judged over samples.
 //! - [`probe`], [`monitor`]: measurements and interval sampling.
 //! - [`fault`]: the fault contract, guards, and each fault family.
-//! - [`journal`]: the write-ahead journal.
+//! - [`vocab`]: the run's vocabulary (ids, phases, outcomes, the plan summary, samples, revert
+//!   records): everything the journal records; imports nothing above `units`.
+//! - [`journal`]: the write-ahead journal; imports only `vocab` and `units`.
 //! - [`engine`]: the five phases.
 //! - [`recover`]: reverting what dead runs left.
 //! - [`report`]: reports computed from journals.
@@ -74,3 +76,4 @@ pub mod stats;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod units;
+pub mod vocab;

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use crate::engine::{Outcome, Phase};
-use crate::journal::{self, Event, FaultId, Journal, JournalError, RunId};
+use crate::journal::{self, Event, Journal, JournalError};
+use crate::vocab::{FaultId, Outcome, Phase, RunId};
 
 /// One fault `recover` dealt with.
 #[derive(Debug, Clone)]

@@ -9,97 +9,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::engine::{Outcome, Phase};
 use crate::hypothesis::{Expectation, Metric, Verdict, WindowStats};
 use crate::journal::{Event, FaultId, RunId};
 use crate::plan::{Phases, Plan, ProbePlan, TargetKind};
 use crate::probe::Sample;
 use crate::units::{self, duration_text, format_duration, opt_duration_text};
+use crate::vocab::{Outcome, Phase};
 
-/// What a report needs to know about the plan; journaled in `RunStarted`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlanSummary {
-    /// Experiment name.
-    pub name: String,
-    /// Description.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// Hypothesis title.
-    pub title: String,
-    /// The experiment file.
-    pub file: String,
-    /// The run's seed.
-    pub seed: u64,
-    /// Targets.
-    pub targets: Vec<TargetSummary>,
-    /// Monitors.
-    pub monitors: Vec<MonitorSummary>,
-    /// Faults.
-    pub faults: Vec<FaultSummary>,
-    /// Phase durations.
-    pub phases: PhasesSummary,
-    /// Halt rules.
-    pub halt_when: Vec<String>,
-}
-
-/// A target in a [`PlanSummary`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TargetSummary {
-    /// Name.
-    pub name: String,
-    /// What it is, in words.
-    pub describe: String,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-}
-
-/// A monitor in a [`PlanSummary`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MonitorSummary {
-    /// Name.
-    pub name: String,
-    /// The probe, in words (`GET http://… every 100ms`).
-    pub describe: String,
-    /// Time between samples.
-    #[serde(with = "duration_text")]
-    pub interval: Duration,
-    /// Expectations as written.
-    pub expect: Vec<String>,
-}
-
-/// A fault in a [`PlanSummary`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FaultSummary {
-    /// Name.
-    pub name: String,
-    /// Kind.
-    pub kind: String,
-    /// What it does, in words.
-    pub describe: String,
-    /// The targets its scope chose.
-    pub targets: Vec<String>,
-    /// The scope.
-    pub scope: String,
-    /// Why it cannot be undone, if it cannot.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub irreversible: Option<String>,
-}
-
-/// Phase durations as planned.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct PhasesSummary {
-    /// Baseline.
-    #[serde(with = "duration_text")]
-    pub baseline: Duration,
-    /// Inject (faults held).
-    #[serde(with = "duration_text")]
-    pub inject: Duration,
-    /// Longest acceptable time to recover.
-    #[serde(with = "duration_text")]
-    pub recover_within: Duration,
-}
+pub use crate::vocab::{FaultSummary, MonitorSummary, PhasesSummary, PlanSummary, TargetSummary};
 
 /// The result of a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]

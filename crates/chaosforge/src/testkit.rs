@@ -93,8 +93,11 @@ where
         fault.kind()
     );
     // The drop's revert runs in the background; its `Reverted` line must be in before the
-    // journal is released, or step 4's recover would find run 1 still open.
-    for _ in 0..100 {
+    // journal is released, or step 4's recover would find run 1 still open, and a revert still
+    // running would undo step 4's injection (same fault, same name). On a loaded machine it can
+    // take seconds; a revert that never lands is a failure of its own.
+    let mut reverted = false;
+    for _ in 0..500 {
         let events = journal::read(j.path()).expect("read journal");
         if events.iter().any(|e| {
             matches!(
@@ -107,10 +110,16 @@ where
         }) {
             // Let the task that wrote it finish and release its copy of the journal (and lock).
             tokio::time::sleep(Duration::from_millis(100)).await;
+            reverted = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(
+        reverted,
+        "{}: dropping the guard never journaled its revert",
+        fault.kind()
+    );
     drop(j);
 
     // 4. a forgotten guard (as after a crash) is undone by `recover` from the journal alone.

@@ -24,11 +24,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use super::cgroupfs::{self, Mount};
 use super::procfs::{ProcessId, check_same, descendants_of, start_time_of};
 use super::{BoxError, Fault, FaultError, Guard, InjectCx, Revert, RevertSpec};
+
+pub use crate::vocab::{Moved, MovedProcess};
 
 /// The prefix of every cgroup made for a freeze; a revert removes no other.
 const PREFIX: &str = "chaosforge-freeze-";
@@ -58,26 +59,6 @@ pub struct FreezeFault {
     pub tree: bool,
     /// The freezer to use; `None`: the one [`freezers`] lists first.
     pub freezer: Option<Freezer>,
-}
-
-/// The processes a freeze moved into a cgroup made for it, and where each came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Moved {
-    /// The target's cgroup before: where processes forked in the made cgroup go.
-    pub home: PathBuf,
-    /// Each moved process.
-    pub processes: Vec<MovedProcess>,
-}
-
-/// A process a freeze moved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MovedProcess {
-    /// Process id.
-    pub pid: i32,
-    /// Start time in clock ticks since boot.
-    pub start_time: u64,
-    /// Its cgroup before.
-    pub from: PathBuf,
 }
 
 /// The live undo: the same record `recover` would read.

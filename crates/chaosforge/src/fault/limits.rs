@@ -24,15 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::process::{ProcessId, check_same, start_time_of};
 use super::{BoxError, Fault, FaultError, Guard, InjectCx, Revert, RevertSpec};
 
-/// The limits these faults lower.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LimitResource {
-    /// `RLIMIT_NOFILE`: open file descriptors of the process.
-    Nofile,
-    /// `RLIMIT_NPROC`: processes (threads) of the process's real user.
-    Nproc,
-}
+pub use crate::vocab::LimitResource;
 
 /// A process's soft and hard limit; `None` is unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

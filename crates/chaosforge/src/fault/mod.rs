@@ -21,9 +21,12 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::journal::{Event, FaultId, Journal, JournalError};
+
+use crate::vocab::is_inet;
+
+pub use crate::vocab::RevertSpec;
 
 mod cgroupfs;
 pub mod freeze;
@@ -64,117 +67,6 @@ pub trait Revert: Send + Sync {
     /// Undoes the fault. Idempotent with respect to the world: it may find the fault already
     /// gone. Returns a note for the journal ("SIGCONT sent", "process already gone").
     async fn revert(self: Box<Self>) -> Result<String, BoxError>;
-}
-
-/// How to undo a fault from the journal alone, in any process.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "via", rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum RevertSpec {
-    /// Toxics on a proxy running inside the runner process: they end when the runner ends, so a
-    /// dead runner left nothing behind.
-    InProcessToxics {
-        /// The proxy target.
-        target: String,
-        /// Toxic names on it.
-        toxics: Vec<String>,
-    },
-    /// Toxics on a proxy of a running proxy server (it outlives the runner): delete them, and
-    /// re-enable the proxy if a `down` was in force, through its HTTP API.
-    RemoteToxics {
-        /// Base URL of the API.
-        api: String,
-        /// The proxy's name.
-        proxy: String,
-        /// Toxic names.
-        toxics: Vec<String>,
-        /// Whether the proxy was disabled (`down`).
-        reenable: bool,
-    },
-    /// Delete an nftables table (a partition's rules) in a network namespace (`None`: the host).
-    NftTable {
-        /// The namespace, `None` for the host's own.
-        netns: Option<String>,
-        /// The table.
-        table: String,
-        /// Its families: `inet` (partition, loss) when absent, `ip` and `ip6` for `dup`.
-        #[serde(default = "inet", skip_serializing_if = "is_inet")]
-        families: Vec<String>,
-    },
-    /// Delete chaosforge's qdiscs on an interface (root handle `cf00:`) and its `ifb` device.
-    Qdisc {
-        /// The namespace, `None` for the host's own.
-        netns: Option<String>,
-        /// The interface.
-        interface: String,
-        /// Whether the interface's root (egress) is shaped.
-        egress: bool,
-        /// The `ifb` device of an ingress shape.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ifb: Option<String>,
-    },
-    /// Delete the iptables chains (and their jump rules) that fed an NFQUEUE handler.
-    QueueChains {
-        /// The namespace, `None` for the host's own.
-        netns: Option<String>,
-        /// The chains.
-        chains: Vec<host::iptables::QueueChain>,
-        /// `iptables`, `ip6tables` or both.
-        families: Vec<host::iptables::Family>,
-    },
-    /// Kill every process in a cgroup chaosforge made for a fault, then remove it.
-    Cgroup {
-        /// The cgroup's directory.
-        path: std::path::PathBuf,
-    },
-    /// Delete a ballast file (disk fill).
-    Ballast {
-        /// The file.
-        path: std::path::PathBuf,
-    },
-    /// Send SIGCONT to a stopped process — if it is still the same process (pid and start time
-    /// match), so that a recycled pid is never touched.
-    ContinueProcess {
-        /// Process id.
-        pid: i32,
-        /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
-        start_time: u64,
-    },
-    /// Restore a process's resource limit (soft and hard, `null` for unlimited) — if it is
-    /// still the same process (pid and start time match).
-    RestoreLimit {
-        /// Process id.
-        pid: i32,
-        /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
-        start_time: u64,
-        /// Which limit.
-        resource: limits::LimitResource,
-        /// The soft limit before.
-        soft: Option<u64>,
-        /// The hard limit before.
-        hard: Option<u64>,
-    },
-    /// Thaw a frozen cgroup; if a freeze made it (`moved`), move its processes back where they
-    /// came from and remove it.
-    Thaw {
-        /// The cgroup's directory.
-        cgroup: std::path::PathBuf,
-        /// `cgroup.freeze` (v2) rather than `freezer.state` (v1).
-        v2: bool,
-        /// The processes moved into a cgroup made for the fault.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        moved: Option<freeze::Moved>,
-    },
-    /// Nothing to undo, and nothing lost: the fault is over once injected (a restart).
-    Nothing {
-        /// What was done.
-        note: String,
-    },
-    /// Nothing can undo it.
-    Irreversible {
-        /// Why.
-        reason: String,
-    },
 }
 
 /// Why a fault could not be injected.
@@ -364,14 +256,6 @@ impl fmt::Debug for Guard {
 }
 
 // === impl RevertSpec ===
-
-fn inet() -> Vec<String> {
-    vec!["inet".to_string()]
-}
-
-fn is_inet(families: &[String]) -> bool {
-    families.len() == 1 && families[0] == "inet"
-}
 
 impl RevertSpec {
     /// Undoes the fault from this record alone (used by `chaosforge recover`). Idempotent.

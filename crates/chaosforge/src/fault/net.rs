@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::{Ratio, duration_text, opt_duration_text};
 
+pub use crate::vocab::{HttpProxyReport, HttpRuleCounters};
+
 /// The direction of the bytes a toxic acts on, as Toxiproxy names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -376,25 +378,4 @@ pub enum MitmVariant {
     NotYetValid,
     /// For another host name.
     WrongHost,
-}
-
-/// What an HTTP proxy's rules did.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct HttpProxyReport {
-    /// Per rule, in the order they were first set.
-    pub rules: Vec<HttpRuleCounters>,
-    /// Security findings, one sentence each ("client accepted an expired certificate (3
-    /// handshakes)").
-    pub findings: Vec<String>,
-}
-
-/// Counters of one rule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HttpRuleCounters {
-    /// The rule's name.
-    pub name: String,
-    /// Requests it matched (for `tls-mitm`: new TLS connections it was asked about).
-    pub matched: u64,
-    /// Requests it faulted, matched and drawn (for `tls-mitm`: TLS connections it terminated).
-    pub faulted: u64,
 }

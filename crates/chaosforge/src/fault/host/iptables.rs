@@ -11,41 +11,12 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-
 use super::exec::{ExecError, Executor};
+
+pub use crate::vocab::{Family, Hook, QueueChain};
 
 /// The prefix of every chain chaosforge creates.
 pub const CHAIN_PREFIX: &str = "CF-";
-
-/// A hook a chain is attached to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Hook {
-    /// Packets the host sends.
-    Output,
-    /// Packets the host receives.
-    Input,
-}
-
-/// One chain of a fault and where it is hooked: what the journal records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueChain {
-    /// `OUTPUT` or `INPUT` of table `mangle`.
-    pub hook: Hook,
-    /// The chain's name.
-    pub chain: String,
-}
-
-/// Which iptables programs a fault uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    /// `iptables`.
-    V4,
-    /// `ip6tables`.
-    V6,
-}
 
 /// What packets go to the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
