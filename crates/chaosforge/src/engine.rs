@@ -23,7 +23,10 @@ use crate::hypothesis::{Expectation, Verdict, WindowStats};
 use crate::journal::{self, Event, FaultId, Journal, JournalError, RunId};
 use crate::monitor::{MonitorHandle, MonitorSample, spawn_monitor};
 use crate::plan::{FaultKind, Plan, ProbePlan, TargetKind};
+use crate::probe::command::CommandProbe;
 use crate::probe::http::HttpProbe;
+use crate::probe::process::ProcessProbe;
+use crate::probe::prometheus::PrometheusProbe;
 use crate::probe::tcp::TcpProbe;
 use crate::probe::{Probe, Sample};
 use crate::report::{PlanSummary, Report};
@@ -127,6 +130,9 @@ struct Run<'p> {
     run_id: RunId,
     /// HTTP proxies started for `http_proxy` targets, by target name.
     http_proxies: Vec<(String, Arc<dyn crate::fault::net::HttpProxyControl>)>,
+    /// Each monitor's baseline window, once the baseline phase is over: what relative
+    /// thresholds (`baseline * 1.5`) are computed from.
+    baseline: Vec<WindowStats>,
 }
 
 // === impl Engine ===
@@ -176,6 +182,7 @@ impl Engine {
             signals_gone: false,
             interrupted: false,
             http_proxies: Vec::new(),
+            baseline: Vec::new(),
         };
         let mut proxies: Vec<Arc<dyn ProxyControl>> = Vec::new();
         let mut monitors: Vec<MonitorHandle> = Vec::new();
@@ -353,6 +360,19 @@ impl Engine {
                 ProbePlan::Tcp { address, timeout } => {
                     Arc::new(TcpProbe::new(m.name.clone(), address.clone(), *timeout))
                 }
+                ProbePlan::Command(cfg) => Arc::new(CommandProbe::new(m.name.clone(), cfg.clone())),
+                ProbePlan::Process(source) => {
+                    Arc::new(ProcessProbe::new(m.name.clone(), source.clone()))
+                }
+                ProbePlan::Prometheus(cfg) => {
+                    match PrometheusProbe::new(m.name.clone(), cfg.clone()) {
+                        Ok(p) => Arc::new(p),
+                        Err(e) => {
+                            return errored(Phase::Validate, format!("monitor `{}`: {e}", m.name))
+                                .into();
+                        }
+                    }
+                }
             };
             probes.push((probe, m.interval));
         }
@@ -372,10 +392,11 @@ impl Engine {
             return run.halt_by_signal().into();
         }
         // The window the report will use too: from the phase's start to now (settled).
-        let failures = run.judge(
-            Phase::Baseline,
-            run.journal.now().saturating_sub(baseline_start),
-        );
+        let baseline_window = run.journal.now().saturating_sub(baseline_start);
+        let failures = run.judge(Phase::Baseline, baseline_window);
+        run.baseline = (0..plan.monitors.len())
+            .map(|i| run.stats(i, |(p, _)| *p == Phase::Baseline, baseline_window))
+            .collect();
         if !failures.is_empty() {
             return Outcome::NotSteady { reasons: failures }.into();
         }
@@ -907,15 +928,32 @@ impl Run<'_> {
         let mut reasons = Vec::new();
         for (i, m) in self.plan.monitors.iter().enumerate() {
             let stats = self.stats(i, |(p, _)| *p == phase, window);
+            let baseline = self.baseline.get(i);
             for e in &m.expect {
-                match e.judge(&stats) {
+                // The baseline is what relative thresholds are measured against, not judged by.
+                if phase == Phase::Baseline && e.is_relative() {
+                    continue;
+                }
+                if e.is_relative() && e.threshold_value(baseline).is_none() {
+                    reasons.push(format!(
+                        "{}: `{}` could not be judged: the baseline has no data for {}",
+                        m.name, e.text, e.metric
+                    ));
+                    continue;
+                }
+                match e.judge_against(&stats, baseline) {
                     Verdict::Holds { .. } => {}
                     Verdict::Violated { observed } => reasons.push(format!(
-                        "{}: `{}` did not hold {} (observed {})",
+                        "{}: `{}` did not hold {} (observed {}{})",
                         m.name,
                         e.text,
                         during(phase),
-                        e.metric.format_value(observed)
+                        e.metric.format_value(observed),
+                        match e.threshold_value(baseline) {
+                            Some(t) if e.is_relative() =>
+                                format!(", threshold {}", e.metric.format_value(t)),
+                            _ => String::new(),
+                        }
                     )),
                     Verdict::NoData => {
                         reasons.push(format!(
@@ -959,7 +997,11 @@ impl Run<'_> {
                 w,
             );
             for r in rules {
-                if let Verdict::Holds { observed } = r.judge(&stats) {
+                // A rule about values or resources applies to the monitors that yield them.
+                if m.probe.supports(&r.metric).is_err() {
+                    continue;
+                }
+                if let Verdict::Holds { observed } = r.judge_against(&stats, self.baseline.get(i)) {
                     let reason = format!(
                         "monitor `{}`: `{}` met over the last {} (observed {})",
                         m.name,
@@ -1066,10 +1108,11 @@ impl Run<'_> {
                 let win = &after[after.len() - ks[i]..];
                 let span = (win[win.len() - 1].at - win[0].at).max(m.interval);
                 let stats = WindowStats::from_samples(win.iter().copied(), span);
+                let baseline = run.baseline.get(i);
                 if !m
                     .expect
                     .iter()
-                    .all(|e| matches!(e.judge(&stats), Verdict::Holds { .. }))
+                    .all(|e| matches!(e.judge_against(&stats, baseline), Verdict::Holds { .. }))
                 {
                     if win[0].at > latest_start {
                         // Every later window starts later still: too late.

@@ -5,15 +5,25 @@
 //! ```text
 //! availability >= 99%        error_rate < 1%        error_rate < 0.01
 //! latency.p99 < 300ms        latency.max <= 1s      throughput >= 50/s
+//! value < 0.8                value.p95 < 200        resource.cpu < 80%
+//! resource.memory < 512MiB   resource.fds < 1000
+//! latency.p99 < baseline * 1.5                      throughput > baseline - 10%
 //! ```
 //!
 //! The grammar is `<metric> <op> <threshold>`, spaces optional around the operator:
 //!
-//! * metrics: `availability`, `error_rate`, `throughput`, and `latency.<stat>` with
-//!   `<stat>` one of `p50 p90 p95 p99 max min mean`;
+//! * metrics: `availability`, `error_rate`, `throughput`, `latency.<stat>`, `value[.<stat>]`
+//!   (the number a command, Prometheus or process sample yields) and
+//!   `resource.<cpu|memory|fds|threads>[.<stat>]` (process monitors), with `<stat>` one of
+//!   `p50 p90 p95 p99 max min mean`; `value` and `resource.cpu` alone mean the window's mean;
 //! * operators: `<`, `<=`, `>`, `>=` (no equality: measured values are never exactly equal);
 //! * thresholds: a ratio (`99%`, `0.99`) for availability and error rate, a duration with a
-//!   unit (`300ms`) for latency, and a rate per second (`50/s`) for throughput.
+//!   unit (`300ms`) for latency, a rate per second (`50/s`) for throughput, a plain number for
+//!   `value`, fds and threads, a percent of one core (`80%`; `200%` is two cores) for CPU and a
+//!   size (`512MiB`) for memory;
+//! * or a threshold relative to what the baseline phase measured: `baseline * 1.5`,
+//!   `baseline + 50ms`, `baseline - 10%` (a percent of the baseline's value), and for ratios
+//!   `baseline - 0.5pp` (percentage points).
 //!
 //! Everything here is pure: [`Expectation::parse`] turns text into a value (or a [`UnitError`]
 //! pointing at the bad part), [`WindowStats::from_samples`] summarises samples, and
@@ -50,6 +60,46 @@ pub enum Metric {
     Latency(LatencyStat),
     /// Successful samples per second of window.
     Throughput,
+    /// A statistic of the numbers successful samples yielded (a command's parsed output, a
+    /// Prometheus query's result).
+    Value(LatencyStat),
+    /// A statistic of a process monitor's resource readings.
+    Resource(ResourceKind, LatencyStat),
+}
+
+/// Which reading of a process monitor a [`Metric::Resource`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    /// CPU in percent of one core (`200` is two cores busy).
+    Cpu,
+    /// Resident memory in bytes (a process's RSS, a cgroup's `memory.current`).
+    Memory,
+    /// Open file descriptors.
+    Fds,
+    /// Threads.
+    Threads,
+}
+
+/// What an expectation compares the observed value with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Threshold {
+    /// A fixed value in the metric's canonical unit.
+    Fixed(f64),
+    /// A value computed from what the same metric measured over the baseline phase.
+    Baseline(Relative),
+}
+
+/// How a [`Threshold::Baseline`] is computed from the baseline's value `b`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Relative {
+    /// `baseline * f`.
+    Times(f64),
+    /// `baseline + d` (`d` negative for `-`), in the metric's canonical unit.
+    Plus(f64),
+    /// `baseline + p · |baseline|` (`p = -0.1` for `- 10%`).
+    Percent(f64),
+    /// For ratio metrics: `baseline + d` percentage points, `d` as a fraction (`-0.005`).
+    Points(f64),
 }
 
 /// Which latency statistic a [`Metric::Latency`] reads.
@@ -95,9 +145,10 @@ pub struct Expectation {
     pub metric: Metric,
     /// How the observed value must compare to the threshold.
     pub cmp: Cmp,
-    /// The threshold in the metric's canonical unit: a fraction in `0..=1` for availability
-    /// and error rate, seconds for latency, and per second for throughput.
-    pub threshold: f64,
+    /// The threshold, fixed or relative to the baseline, in the metric's canonical unit: a
+    /// fraction in `0..=1` for availability and error rate, seconds for latency, per second for
+    /// throughput, percent of one core for CPU, bytes for memory, a count for fds and threads.
+    pub threshold: Threshold,
 }
 
 /// A summary of one monitor's samples over a window, as the hypothesis reads it.
@@ -120,6 +171,43 @@ pub struct WindowStats {
     pub throughput: Option<f64>,
     /// Latency statistics over the successful samples, or `None` when none succeeded.
     pub latency: Option<LatencyStats>,
+    /// Statistics of the values successful samples yielded, or `None` when none did.
+    pub values: Option<Distribution>,
+    /// Statistics of the resource readings of every sample that had them (a stopped process
+    /// fails its samples, but its memory is still a real reading).
+    pub resources: ResourceStats,
+}
+
+/// Order statistics and the mean of a set of numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Distribution {
+    /// The smallest.
+    pub min: f64,
+    /// The nearest-rank median.
+    pub p50: f64,
+    /// The nearest-rank 90th percentile.
+    pub p90: f64,
+    /// The nearest-rank 95th percentile.
+    pub p95: f64,
+    /// The nearest-rank 99th percentile.
+    pub p99: f64,
+    /// The largest.
+    pub max: f64,
+    /// The arithmetic mean.
+    pub mean: f64,
+}
+
+/// [`Distribution`]s of a window's resource readings, each `None` without readings.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ResourceStats {
+    /// CPU, percent of one core.
+    pub cpu: Option<Distribution>,
+    /// Resident memory, bytes.
+    pub memory: Option<Distribution>,
+    /// Open file descriptors.
+    pub fds: Option<Distribution>,
+    /// Threads.
+    pub threads: Option<Distribution>,
 }
 
 /// Latency statistics over the successful samples of a window.
@@ -166,7 +254,7 @@ pub enum Verdict {
 
 impl Metric {
     /// Every metric name the language accepts, in the order the docs list them.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 15] = [
         "availability",
         "error_rate",
         "throughput",
@@ -177,6 +265,11 @@ impl Metric {
         "latency.max",
         "latency.min",
         "latency.mean",
+        "value",
+        "resource.cpu",
+        "resource.memory",
+        "resource.fds",
+        "resource.threads",
     ];
 
     /// The metric's name as written in expectations: `availability`, `latency.p99`, …
@@ -186,7 +279,16 @@ impl Metric {
             Metric::ErrorRate => "error_rate".into(),
             Metric::Throughput => "throughput".into(),
             Metric::Latency(stat) => format!("latency.{}", stat.name()),
+            Metric::Value(LatencyStat::Mean) => "value".into(),
+            Metric::Value(stat) => format!("value.{}", stat.name()),
+            Metric::Resource(kind, LatencyStat::Mean) => format!("resource.{}", kind.name()),
+            Metric::Resource(kind, stat) => format!("resource.{}.{}", kind.name(), stat.name()),
         }
+    }
+
+    /// Whether this metric is a fraction in `0..=1` (availability, error rate).
+    pub fn is_ratio(&self) -> bool {
+        matches!(self, Metric::Availability | Metric::ErrorRate)
     }
 
     /// Formats a value of this metric in its unit, e.g. `99.5%`, `312ms` or `48.2/s`.
@@ -204,6 +306,10 @@ impl Metric {
                 Err(_) => format!("{v}s"),
             },
             Metric::Throughput => format!("{}/s", trim_decimals(v, 2)),
+            Metric::Value(_) => format_number(v),
+            Metric::Resource(ResourceKind::Cpu, _) => format!("{}%", trim_decimals(v, 1)),
+            Metric::Resource(ResourceKind::Memory, _) => format_bytes(v),
+            Metric::Resource(_, _) => trim_decimals(v, 1),
         }
     }
 
@@ -226,6 +332,48 @@ impl Metric {
                 ));
             }
             _ => {}
+        }
+        if name == "value" {
+            return Ok(Metric::Value(LatencyStat::Mean));
+        }
+        if let Some(stat) = name.strip_prefix("value.") {
+            let at = offset + "value.".len();
+            return LatencyStat::parse(stat)
+                .map(Metric::Value)
+                .ok_or_else(|| unknown_stat("value", stat, at));
+        }
+        if name == "resource" {
+            return Err(err(
+                "`resource` needs a reading, e.g. `resource.cpu`; use one of cpu, memory, fds, \
+                 threads"
+                    .into(),
+            ));
+        }
+        if let Some(rest) = name.strip_prefix("resource.") {
+            let at = offset + "resource.".len();
+            let (kind_text, stat) = match rest.split_once('.') {
+                Some((k, s)) => (k, Some(s)),
+                None => (rest, None),
+            };
+            let kind = ResourceKind::parse(kind_text).ok_or_else(|| UnitError {
+                message: format!(
+                    "unknown resource `{kind_text}`{}; use one of cpu, memory, fds, threads",
+                    did_you_mean(kind_text, &ResourceKind::NAMES)
+                ),
+                offset: at,
+                len: kind_text.len(),
+            })?;
+            let stat = match stat {
+                None => LatencyStat::Mean,
+                Some(s) => LatencyStat::parse(s).ok_or_else(|| {
+                    unknown_stat(
+                        &format!("resource.{kind_text}"),
+                        s,
+                        at + kind_text.len() + 1,
+                    )
+                })?,
+            };
+            return Ok(Metric::Resource(kind, stat));
         }
         if let Some(stat) = name.strip_prefix("latency.") {
             let stat_offset = offset + "latency.".len();
@@ -264,9 +412,48 @@ impl Metric {
             None => did_you_mean(name, &Metric::NAMES),
         };
         Err(err(format!(
-            "unknown metric `{name}`{hint}; use availability, error_rate, throughput or \
-             latency.<p50|p90|p95|p99|max|min|mean>"
+            "unknown metric `{name}`{hint}; use availability, error_rate, throughput, \
+             latency.<p50|p90|p95|p99|max|min|mean>, value[.<stat>] or \
+             resource.<cpu|memory|fds|threads>"
         )))
+    }
+}
+
+fn unknown_stat(of: &str, stat: &str, offset: usize) -> UnitError {
+    UnitError {
+        message: format!(
+            "unknown statistic `{stat}` of {of}{}; use one of p50, p90, p95, p99, max, min, mean",
+            did_you_mean(stat, &LatencyStat::NAMES)
+        ),
+        offset,
+        len: stat.len(),
+    }
+}
+
+// === impl ResourceKind ===
+
+impl ResourceKind {
+    /// Every reading's name, as written after `resource.`.
+    pub const NAMES: [&'static str; 4] = ["cpu", "memory", "fds", "threads"];
+
+    /// The reading's name as written after `resource.`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResourceKind::Cpu => "cpu",
+            ResourceKind::Memory => "memory",
+            ResourceKind::Fds => "fds",
+            ResourceKind::Threads => "threads",
+        }
+    }
+
+    fn parse(name: &str) -> Option<ResourceKind> {
+        Some(match name {
+            "cpu" => ResourceKind::Cpu,
+            "memory" | "rss" => ResourceKind::Memory,
+            "fds" => ResourceKind::Fds,
+            "threads" => ResourceKind::Threads,
+            _ => return None,
+        })
     }
 }
 
@@ -407,7 +594,11 @@ impl Expectation {
                 len: op_len,
             });
         }
-        let threshold = parse_threshold(metric, value, lead + value_at)?;
+        let threshold = if value.starts_with("baseline") {
+            Threshold::Baseline(parse_relative(metric, value, lead + value_at)?)
+        } else {
+            Threshold::Fixed(parse_threshold(metric, value, lead + value_at)?)
+        };
         Ok(Expectation {
             text: body.to_string(),
             metric,
@@ -419,28 +610,69 @@ impl Expectation {
     /// The observed value of this expectation's metric in `s`, in the canonical unit, or
     /// `None` when the window has no data for it.
     pub fn observe(&self, s: &WindowStats) -> Option<f64> {
-        match self.metric {
-            Metric::Availability => s.availability,
-            Metric::ErrorRate => s.error_rate,
-            Metric::Throughput => s.throughput,
-            Metric::Latency(stat) => s.latency.map(|l| l.get(stat)),
+        self.metric.observe(s)
+    }
+
+    /// Whether the threshold is relative to the baseline (`baseline * 1.5`).
+    pub fn is_relative(&self) -> bool {
+        matches!(self.threshold, Threshold::Baseline(_))
+    }
+
+    /// The threshold's value: the fixed one, or the relative one computed from `baseline`.
+    ///
+    /// `None` for a relative threshold without a baseline, or whose baseline window has no data
+    /// for the metric.
+    pub fn threshold_value(&self, baseline: Option<&WindowStats>) -> Option<f64> {
+        match self.threshold {
+            Threshold::Fixed(v) => Some(v),
+            Threshold::Baseline(rel) => {
+                let b = self.metric.observe(baseline?)?;
+                Some(rel.apply(b))
+            }
         }
     }
 
-    /// Judges this expectation over `s`: holds, violated, or no data.
+    /// Judges this expectation over `s`: holds, violated, or no data. A relative threshold has
+    /// no value here, so it is always `NoData`; use [`judge_against`](Self::judge_against).
     pub fn judge(&self, s: &WindowStats) -> Verdict {
+        self.judge_against(s, None)
+    }
+
+    /// Judges this expectation over `s`, a relative threshold against `baseline`.
+    pub fn judge_against(&self, s: &WindowStats, baseline: Option<&WindowStats>) -> Verdict {
+        let Some(threshold) = self.threshold_value(baseline) else {
+            return Verdict::NoData;
+        };
         match self.observe(s) {
             None => Verdict::NoData,
-            Some(observed) if self.cmp.holds(observed, self.threshold) => {
-                Verdict::Holds { observed }
-            }
+            Some(observed) if self.cmp.holds(observed, threshold) => Verdict::Holds { observed },
             Some(observed) => Verdict::Violated { observed },
         }
     }
 
-    /// The threshold formatted in the metric's unit, e.g. `300ms`.
+    /// The threshold as written canonically: `300ms`, `baseline * 1.5`, `baseline - 10%`.
     pub fn threshold_text(&self) -> String {
-        self.metric.format_value(self.threshold)
+        match self.threshold {
+            Threshold::Fixed(v) => self.metric.format_value(v),
+            Threshold::Baseline(rel) => match rel {
+                Relative::Times(f) => format!("baseline * {}", format_number(f)),
+                Relative::Plus(d) => format!(
+                    "baseline {} {}",
+                    if d < 0.0 { '-' } else { '+' },
+                    self.metric.format_value(d.abs())
+                ),
+                Relative::Percent(p) => format!(
+                    "baseline {} {}%",
+                    if p < 0.0 { '-' } else { '+' },
+                    trim_decimals(p.abs() * 100.0, 3)
+                ),
+                Relative::Points(d) => format!(
+                    "baseline {} {}pp",
+                    if d < 0.0 { '-' } else { '+' },
+                    trim_decimals(d.abs() * 100.0, 3)
+                ),
+            },
+        }
     }
 
     /// One line for reports and logs: `latency.p99 < 300ms: violated (observed 412ms)`.
@@ -585,6 +817,152 @@ fn parse_threshold(metric: Metric, value: &str, offset: usize) -> Result<f64, Un
                 .map_err(|e| err(e.message, e.offset, e.len))
         }
         Metric::Throughput => parse_rate(main).map_err(|(m, at, len)| err(m, at, len)),
+        Metric::Value(_) => match main.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(v),
+            _ => Err(err(
+                format!(
+                    "`{main}` is not a number; `value` is the plain number the probe yields, \
+                     e.g. `value < 0.8`"
+                ),
+                0,
+                main.len(),
+            )),
+        },
+        Metric::Resource(ResourceKind::Cpu, _) => match main.strip_suffix('%') {
+            Some(n) => match n.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+                _ => Err(err(
+                    format!("`{main}` is not a CPU percentage; write e.g. `80%`"),
+                    0,
+                    main.len(),
+                )),
+            },
+            None => Err(err(
+                format!(
+                    "CPU is a percent of one core: write `{main}%`{}",
+                    if main.parse::<f64>().is_ok_and(|v| v > 0.0 && v <= 1.0) {
+                        " (or, for a fraction of one core, its percent: 0.8 is `80%`)"
+                    } else {
+                        " (`200%` is two cores)"
+                    }
+                ),
+                0,
+                main.len(),
+            )),
+        },
+        Metric::Resource(ResourceKind::Memory, _) => {
+            if main.parse::<f64>().is_ok() {
+                return Err(err(
+                    format!("memory threshold `{main}` needs a size unit; write e.g. `512MiB`"),
+                    0,
+                    main.len(),
+                ));
+            }
+            units::parse_bytes(main)
+                .map(|b| b as f64)
+                .map_err(|e| err(e.message, e.offset, e.len))
+        }
+        Metric::Resource(kind, _) => match main.parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+            _ => Err(err(
+                format!(
+                    "`{main}` is not a count; `resource.{}` is a number, e.g. `< 1000`",
+                    kind.name()
+                ),
+                0,
+                main.len(),
+            )),
+        },
+    }
+}
+
+/// Parses `baseline`, `baseline * 1.5`, `baseline + 50ms`, `baseline - 10%`, `baseline - 1pp`;
+/// `offset` is where `value` starts in the input.
+fn parse_relative(metric: Metric, value: &str, offset: usize) -> Result<Relative, UnitError> {
+    let err = |message: String, at: usize, len: usize| UnitError {
+        message,
+        offset: offset + at,
+        len,
+    };
+    let rest = &value["baseline".len()..];
+    let op_at = "baseline".len() + (rest.len() - rest.trim_start().len());
+    let rest = rest.trim_start();
+    if rest.is_empty() {
+        return Ok(Relative::Times(1.0));
+    }
+    let Some(op) = rest.chars().next().filter(|c| "*+-".contains(*c)) else {
+        return Err(err(
+            format!(
+                "after `baseline` write `* 1.5`, `+ {}` or `- 10%`",
+                example_threshold(metric)
+            ),
+            op_at,
+            first_token(rest).len().max(1),
+        ));
+    };
+    let operand = rest[1..].trim_start();
+    let operand_at = op_at + 1 + (rest[1..].len() - operand.len());
+    if operand.is_empty() {
+        return Err(err(
+            format!("missing number after `baseline {op}`"),
+            op_at,
+            1,
+        ));
+    }
+    let operand = operand.trim_end();
+    let bad_number = |what: &str| {
+        err(
+            format!("`{operand}` is not {what}"),
+            operand_at,
+            operand.len(),
+        )
+    };
+    match op {
+        '*' => match operand.parse::<f64>() {
+            Ok(f) if f.is_finite() && f > 0.0 => Ok(Relative::Times(f)),
+            _ => Err(bad_number("a positive factor, e.g. `1.5`")),
+        },
+        _ => {
+            let sign = if op == '-' { -1.0 } else { 1.0 };
+            if let Some(p) = operand.strip_suffix("pp") {
+                if !metric.is_ratio() {
+                    return Err(err(
+                        format!(
+                            "percentage points (`pp`) apply to availability and error_rate; \
+                             for {metric} write a percent of the baseline (`10%`) or a value \
+                             (`{}`)",
+                            example_threshold(metric)
+                        ),
+                        operand_at,
+                        operand.len(),
+                    ));
+                }
+                return match p.trim().parse::<f64>() {
+                    Ok(v) if v.is_finite() && v >= 0.0 => Ok(Relative::Points(sign * v / 100.0)),
+                    _ => Err(bad_number("a number of percentage points, e.g. `0.5pp`")),
+                };
+            }
+            if let Some(p) = operand.strip_suffix('%')
+                && !matches!(metric, Metric::Resource(ResourceKind::Cpu, _))
+            {
+                return match p.trim().parse::<f64>() {
+                    Ok(v) if v.is_finite() && v >= 0.0 => Ok(Relative::Percent(sign * v / 100.0)),
+                    _ => Err(bad_number("a percentage, e.g. `10%`")),
+                };
+            }
+            if metric.is_ratio() {
+                return Err(err(
+                    format!(
+                        "for a ratio write a percent of the baseline (`{operand}%`) or \
+                         percentage points (`{operand}pp`)"
+                    ),
+                    operand_at,
+                    operand.len(),
+                ));
+            }
+            let v = parse_threshold(metric, operand, offset + operand_at)?;
+            Ok(Relative::Plus(sign * v))
+        }
     }
 }
 
@@ -639,7 +1017,48 @@ fn example_threshold(metric: Metric) -> &'static str {
         Metric::ErrorRate => "1%",
         Metric::Latency(_) => "300ms",
         Metric::Throughput => "50/s",
+        Metric::Value(_) => "100",
+        Metric::Resource(ResourceKind::Cpu, _) => "80%",
+        Metric::Resource(ResourceKind::Memory, _) => "512MiB",
+        Metric::Resource(_, _) => "1000",
     }
+}
+
+/// Up to six significant digits, without trailing zeros: `0.8`, `1234.57`, `1.5e-7`.
+fn format_number(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    if !(-4..15).contains(&magnitude) {
+        return format!("{v:.5e}")
+            .replace("0000e", "e")
+            .replace("000e", "e")
+            .replace("00e", "e")
+            .replace("0e", "e")
+            .replace(".e", "e");
+    }
+    let places = (5 - magnitude).max(0) as usize;
+    trim_decimals(v, places)
+}
+
+/// A size in binary units, three significant digits: `512MiB`, `1.5GiB`, `800B`.
+fn format_bytes(v: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut x = v;
+    let mut unit = 0;
+    while x.abs() >= 1024.0 && unit < UNITS.len() - 1 {
+        x /= 1024.0;
+        unit += 1;
+    }
+    let places = if unit == 0 || x.abs() >= 100.0 {
+        0
+    } else if x.abs() >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{}{}", trim_decimals(x, places), UNITS[unit])
 }
 
 /// The text up to the next whitespace.
@@ -673,6 +1092,33 @@ fn trim_decimals(v: f64, places: usize) -> String {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
         s
+    }
+}
+
+// === impl Relative ===
+
+impl Relative {
+    /// The threshold for a baseline value `b`.
+    pub fn apply(self, b: f64) -> f64 {
+        match self {
+            Relative::Times(f) => b * f,
+            Relative::Plus(d) | Relative::Points(d) => b + d,
+            Relative::Percent(p) => b + p * b.abs(),
+        }
+    }
+}
+
+impl Metric {
+    /// The observed value of this metric in `s`, or `None` without data for it.
+    pub fn observe(&self, s: &WindowStats) -> Option<f64> {
+        match *self {
+            Metric::Availability => s.availability,
+            Metric::ErrorRate => s.error_rate,
+            Metric::Throughput => s.throughput,
+            Metric::Latency(stat) => s.latency.map(|l| l.get(stat)),
+            Metric::Value(stat) => s.values.map(|d| d.get(stat)),
+            Metric::Resource(kind, stat) => s.resources.get(kind).map(|d| d.get(stat)),
+        }
     }
 }
 
@@ -721,10 +1167,20 @@ impl WindowStats {
     ) -> WindowStats {
         let mut total = 0usize;
         let mut latencies = Vec::new();
+        let mut values = Vec::new();
+        let (mut cpu, mut memory, mut fds, mut threads) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for s in samples {
             total += 1;
             if s.ok {
                 latencies.push(s.latency);
+                values.extend(s.value.filter(|v| !v.is_nan()));
+            }
+            if let Some(r) = &s.resource {
+                cpu.extend(r.cpu.filter(|v| !v.is_nan()));
+                memory.extend(r.memory.map(|v| v as f64));
+                fds.extend(r.fds.map(|v| v as f64));
+                threads.extend(r.threads.map(|v| v as f64));
             }
         }
         let ok = latencies.len();
@@ -739,6 +1195,59 @@ impl WindowStats {
             error_rate: availability.map(|a| 1.0 - a),
             throughput,
             latency: LatencyStats::from_sorted(&latencies),
+            values: Distribution::of(values),
+            resources: ResourceStats {
+                cpu: Distribution::of(cpu),
+                memory: Distribution::of(memory),
+                fds: Distribution::of(fds),
+                threads: Distribution::of(threads),
+            },
+        }
+    }
+}
+
+// === impl Distribution ===
+
+impl Distribution {
+    /// Statistics over `values` (NaN-free), or `None` when there are none.
+    pub fn of(mut values: Vec<f64>) -> Option<Distribution> {
+        values.sort_unstable_by(f64::total_cmp);
+        let p = |q| stats::percentile(&values, q);
+        Some(Distribution {
+            min: *values.first()?,
+            p50: p(50.0)?,
+            p90: p(90.0)?,
+            p95: p(95.0)?,
+            p99: p(99.0)?,
+            max: *values.last()?,
+            mean: stats::mean(&values)?,
+        })
+    }
+
+    /// The value of one statistic.
+    pub fn get(&self, stat: LatencyStat) -> f64 {
+        match stat {
+            LatencyStat::P50 => self.p50,
+            LatencyStat::P90 => self.p90,
+            LatencyStat::P95 => self.p95,
+            LatencyStat::P99 => self.p99,
+            LatencyStat::Max => self.max,
+            LatencyStat::Min => self.min,
+            LatencyStat::Mean => self.mean,
+        }
+    }
+}
+
+// === impl ResourceStats ===
+
+impl ResourceStats {
+    /// The distribution of one reading.
+    pub fn get(&self, kind: ResourceKind) -> Option<Distribution> {
+        match kind {
+            ResourceKind::Cpu => self.cpu,
+            ResourceKind::Memory => self.memory,
+            ResourceKind::Fds => self.fds,
+            ResourceKind::Threads => self.threads,
         }
     }
 }

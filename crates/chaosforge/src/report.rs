@@ -109,6 +109,9 @@ pub struct ExpectationReport {
     pub after: Judged,
     /// `during - baseline`, formatted (`+312ms`, `-4.5pp`).
     pub delta: Option<String>,
+    /// A relative threshold as computed from the baseline: `15ms (baseline * 1.5)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<String>,
 }
 
 /// A value and whether the expectation held for it.
@@ -214,6 +217,42 @@ impl PlanSummary {
                                 format_duration(m.interval)
                             )
                         }
+                        ProbePlan::Command(c) => format!(
+                            "run `{}` every {}{}",
+                            shell_words(&c.argv),
+                            format_duration(m.interval),
+                            match &c.value {
+                                Some(crate::probe::command::ValueExtract::Regex {
+                                    regex,
+                                    group,
+                                }) => format!(", value /{}/ group {group}", regex.as_str()),
+                                Some(crate::probe::command::ValueExtract::Json {
+                                    text, ..
+                                }) => format!(", value {text}"),
+                                None => String::new(),
+                            }
+                        ),
+                        ProbePlan::Process(source) => format!(
+                            "{} every {}",
+                            match source {
+                                crate::probe::process::ResourceSource::Process(sel) => {
+                                    format!("resources of process {sel:?}")
+                                }
+                                crate::probe::process::ResourceSource::Cgroup(dir) => {
+                                    format!("resources of cgroup {}", dir.display())
+                                }
+                            },
+                            format_duration(m.interval)
+                        ),
+                        ProbePlan::Prometheus(p) => format!(
+                            "PromQL `{}` at {} every {}{}",
+                            p.query,
+                            p.url,
+                            format_duration(m.interval),
+                            p.aggregate
+                                .map(|a| format!(", {} of the series", a.as_str()))
+                                .unwrap_or_default()
+                        ),
                     },
                     interval: m.interval,
                     expect: m.expect.iter().map(|e| e.text.clone()).collect(),
@@ -413,7 +452,19 @@ impl Report {
                     .iter()
                     .filter_map(|text| Expectation::parse(text).ok())
                     .map(|e| {
-                        let (b, d, a) = (judge(&e, &base), judge(&e, &during), judge(&e, &after));
+                        let (b, d, a) = (
+                            judge(&e, &base, None),
+                            judge(&e, &during, Some(&base)),
+                            judge(&e, &after, Some(&base)),
+                        );
+                        let threshold = match e.threshold_value(Some(&base)) {
+                            Some(v) if e.is_relative() => Some(format!(
+                                "{} ({})",
+                                e.metric.format_value(v),
+                                e.threshold_text()
+                            )),
+                            _ => None,
+                        };
                         let delta = match (b.value, d.value) {
                             (Some(b), Some(d)) => Some(format_delta(&e.metric, d - b)),
                             _ => None,
@@ -424,6 +475,7 @@ impl Report {
                             during: d,
                             after: a,
                             delta,
+                            threshold,
                         }
                     })
                     .collect();
@@ -599,12 +651,40 @@ impl Report {
     }
 }
 
+/// A command line as a user would type it: `sh -c 'redis-cli ping'` shown as the line itself.
+fn shell_words(argv: &[String]) -> String {
+    match argv {
+        [sh, c, line] if sh == "sh" && c == "-c" => line.clone(),
+        _ => argv
+            .iter()
+            .map(|a| {
+                if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$\\".contains(c)) {
+                    format!("'{}'", a.replace('\'', "'\\''"))
+                } else {
+                    a.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
 fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
 }
 
-fn judge(e: &Expectation, s: &WindowStats) -> Judged {
-    match e.judge(s) {
+/// Judges `e` over `s`; a relative threshold against `baseline`. In the baseline window itself
+/// (`baseline: None`) a relative expectation is the reference: shown, not judged.
+fn judge(e: &Expectation, s: &WindowStats, baseline: Option<&WindowStats>) -> Judged {
+    if e.is_relative() && baseline.is_none() {
+        let value = e.observe(s);
+        return Judged {
+            value,
+            shown: value.map_or_else(|| "no data".into(), |v| e.metric.format_value(v)),
+            held: None,
+        };
+    }
+    match e.judge_against(s, baseline) {
         Verdict::Holds { observed } => Judged {
             value: Some(observed),
             shown: e.metric.format_value(observed),
@@ -632,6 +712,9 @@ fn format_delta(metric: &Metric, d: f64) -> String {
             format_duration(Duration::from_secs_f64(d.abs()))
         ),
         Metric::Throughput => format!("{sign}{:.1}/s", d.abs()),
+        Metric::Value(_) | Metric::Resource(..) => {
+            format!("{sign}{}", metric.format_value(d.abs()))
+        }
     }
 }
 

@@ -187,8 +187,20 @@ pub struct MonitorSpec {
     /// A TCP connect per sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpProbeSpec>,
+    /// A program run per sample; ok by exit code, and may yield a number from its output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandProbeSpec>,
+    /// A process's or a cgroup's CPU, memory, fds and threads per sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessProbeSpec>,
+    /// A PromQL instant query per sample; its result is the sample's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusProbeSpec>,
     /// Expectations judged over the samples of a phase: `availability >= 99%`,
-    /// `error_rate < 1%`, `latency.p50|p90|p95|p99|max|min|mean < 300ms`, `throughput >= 50/s`.
+    /// `error_rate < 1%`, `latency.p50|p90|p95|p99|max|min|mean < 300ms`, `throughput >= 50/s`,
+    /// `value < 0.8`, `value.p95 < 200`, `resource.cpu < 80%`, `resource.memory < 512MiB`,
+    /// `resource.fds < 1000`; a threshold may be relative to the baseline:
+    /// `latency.p99 < baseline * 1.5`, `throughput > baseline - 10%`.
     #[serde(default)]
     pub expect: Vec<String>,
 }
@@ -235,6 +247,111 @@ pub struct TcpProbeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<UnitValue>")]
     pub timeout: Option<String>,
+}
+
+/// `command: { run: ["redis-cli", "llen", "jobs"], interval: 1s, timeout: 2s, value: { regex: "(\\d+)" } }`
+///
+/// `run` is an argument list (run as is) or a string (run by `sh -c`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandProbeSpec {
+    /// The program and its arguments, or a shell command line.
+    pub run: CommandRunSpec,
+    /// Time between the starts of two samples. Default `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub interval: Option<String>,
+    /// How long the command may run; then it and its process group are killed and the sample
+    /// fails. Default `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub timeout: Option<String>,
+    /// How to read the sample's number from standard output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<ValueSpec>,
+}
+
+/// A command: `["pg_isready", "-h", "127.0.0.1"]` or `"curl -s localhost/stats | jq .depth"`.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CommandRunSpec {
+    /// The program and its arguments, run without a shell.
+    Argv(Vec<String>),
+    /// A command line run by `sh -c`.
+    Shell(String),
+}
+
+/// `{ regex: "depth=(\\d+)", group: 1 }` or `{ json: "$.queue.depth" }`: exactly one of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValueSpec {
+    /// A regular expression searched in the output; the number is its capture group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// Which capture group holds the number. Default 1 (0 when the regex has no group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<i64>,
+    /// A JSONPath into the output parsed as JSON; the first match must be a number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<String>,
+}
+
+/// `process: { target: db, interval: 500ms }` or `process: { cgroup: /sys/fs/cgroup/app.slice }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessProbeSpec {
+    /// A `process` target by name: its CPU, RSS, fds, threads and state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// A cgroup v2 directory: its CPU (`cpu.stat`) and memory (`memory.current`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// Time between two samples. Default `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub interval: Option<String>,
+}
+
+/// `prometheus: { url: "http://127.0.0.1:9090", query: "sum(rate(errors_total[1m]))" }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusProbeSpec {
+    /// The Prometheus server's base URL, `http://` or `https://`.
+    pub url: String,
+    /// A PromQL expression, evaluated as an instant query at each sample.
+    pub query: String,
+    /// Request headers, e.g. a tenant id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Sent as `Authorization: Bearer …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
+    /// How a result of several series becomes one number: `sum`, `max`, `min` or `avg`.
+    /// Without it, a result of more than one series is a failed sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<AggregateSpec>,
+    /// Time between the starts of two samples. Default `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub interval: Option<String>,
+    /// How long a query may take. Default `2s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<UnitValue>")]
+    pub timeout: Option<String>,
+}
+
+/// How several series become one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregateSpec {
+    /// The sum.
+    Sum,
+    /// The largest.
+    Max,
+    /// The smallest.
+    Min,
+    /// The mean.
+    Avg,
 }
 
 /// One fault: a name, exactly one fault kind (the key names it), and the targets it acts on.
@@ -1117,6 +1234,41 @@ enum UnitValue {
     Text(String),
     /// `30`, `0.99`, `50`.
     Number(f64),
+}
+
+// === impl CommandRunSpec ===
+
+// By hand: an untagged enum would answer `run: 5` with "did not match any variant".
+impl<'de> Deserialize<'de> for CommandRunSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CommandRunSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a list of arguments (`[\"pg_isready\", \"-q\"]`) or a shell command line",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CommandRunSpec, E> {
+                Ok(CommandRunSpec::Shell(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CommandRunSpec, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(a) = seq.next_element::<String>()? {
+                    argv.push(a);
+                }
+                Ok(CommandRunSpec::Argv(argv))
+            }
+            // The decoder's placeholder for a value it already reported.
+            fn visit_unit<E: serde::de::Error>(self) -> Result<CommandRunSpec, E> {
+                Ok(CommandRunSpec::Argv(Vec::new()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 // === impl ScopeSpec ===

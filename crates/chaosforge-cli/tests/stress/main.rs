@@ -11,6 +11,7 @@ mod cpu;
 mod crash;
 mod disk;
 mod memory;
+mod monitor;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

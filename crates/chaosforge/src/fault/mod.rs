@@ -36,7 +36,7 @@ pub mod limits;
 pub mod net;
 pub mod params;
 pub mod process;
-mod procfs;
+pub(crate) mod procfs;
 pub mod proxy;
 pub mod remote;
 pub mod restart;

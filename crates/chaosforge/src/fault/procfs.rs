@@ -90,6 +90,33 @@ pub fn start_time_of(pid: i32) -> Option<u64> {
     stat_fields(pid)?.get(19)?.parse().ok()
 }
 
+/// What one read of `/proc/PID/stat` says about a process's use of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    /// The state letter.
+    pub state: char,
+    /// User plus system CPU time of all its threads, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Threads.
+    pub threads: u64,
+    /// Start time, clock ticks since boot: tells a reused pid apart.
+    pub start_time: u64,
+}
+
+/// The process's state, CPU time and threads from one read of `/proc/PID/stat`.
+pub(crate) fn stat_of(pid: i32) -> Option<ProcStat> {
+    let f = stat_fields(pid)?;
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    // Fields 14 (utime), 15 (stime), 20 (num_threads), 22 (starttime), counted from 1 with the
+    // pid as field 1; `stat_fields` starts at field 3.
+    Some(ProcStat {
+        state: f.first()?.chars().next()?,
+        cpu_ticks: num(11)?.saturating_add(num(12)?),
+        threads: num(17)?,
+        start_time: num(19)?,
+    })
+}
+
 /// The process's state letter (`R`, `S`, `T` for stopped, `Z`, …).
 pub fn state_of(pid: i32) -> Option<char> {
     stat_fields(pid)?.first()?.chars().next()

@@ -8,6 +8,12 @@ fn ok(ms: u32) -> Sample {
     Sample::success(ms * MS)
 }
 
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+use crate::vocab::Resource;
+
 fn failed(ms: u32) -> Sample {
     Sample::failure(ms * MS, "timeout after 1s")
 }
@@ -39,18 +45,58 @@ fn parses_good_expectations() {
         ("latency.p99 < 250µs", Latency(P99), Cmp::Lt, 0.00025),
         ("throughput >= 50/s", Throughput, Cmp::Ge, 50.0),
         ("throughput>0.5/s", Throughput, Cmp::Gt, 0.5),
+        ("value < 0.8", Value(Mean), Cmp::Lt, 0.8),
+        ("value.p95 < 200", Value(P95), Cmp::Lt, 200.0),
+        ("value.max >= -3.5e2", Value(Max), Cmp::Ge, -350.0),
+        (
+            "resource.cpu < 80%",
+            Resource(ResourceKind::Cpu, Mean),
+            Cmp::Lt,
+            80.0,
+        ),
+        (
+            "resource.cpu.max <= 150%",
+            Resource(ResourceKind::Cpu, Max),
+            Cmp::Le,
+            150.0,
+        ),
+        (
+            "resource.memory < 512MiB",
+            Resource(ResourceKind::Memory, Mean),
+            Cmp::Lt,
+            512.0 * 1024.0 * 1024.0,
+        ),
+        (
+            "resource.memory.p99 < 1GiB",
+            Resource(ResourceKind::Memory, P99),
+            Cmp::Lt,
+            1073741824.0,
+        ),
+        (
+            "resource.fds < 1000",
+            Resource(ResourceKind::Fds, Mean),
+            Cmp::Lt,
+            1000.0,
+        ),
+        (
+            "resource.threads.max < 64",
+            Resource(ResourceKind::Threads, Max),
+            Cmp::Lt,
+            64.0,
+        ),
     ];
     for &(text, metric, cmp, threshold) in cases {
         let e = Expectation::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
         assert_eq!((e.metric, e.cmp), (metric, cmp), "{text:?}");
-        assert!(close(e.threshold, threshold), "{text:?}: {}", e.threshold);
+        assert_eq!(e.threshold_value(None), Some(e.fixed()), "{text:?}");
+        assert!(close(e.fixed(), threshold), "{text:?}: {:?}", e.threshold);
         assert_eq!(e.text, text.trim(), "the original text is kept, trimmed");
         // Display is canonical and parses back to the same expectation.
         let again = Expectation::parse(&e.to_string()).unwrap();
         assert_eq!((again.metric, again.cmp), (metric, cmp), "{e}");
         assert!(
-            close(again.threshold, threshold),
-            "{e}: {}",
+            close(again.fixed(), threshold),
+            "{e}: {:?}",
             again.threshold
         );
     }
@@ -333,6 +379,10 @@ fn formats_values_in_their_units() {
                 "s"
             } else if name == "throughput" {
                 "/s"
+            } else if name == "resource.cpu" {
+                "%"
+            } else if name == "resource.memory" {
+                "MiB"
             } else {
                 ""
             }
@@ -367,4 +417,211 @@ fn did_you_mean_is_conservative() {
     // A tie between equally close names suggests nothing rather than guessing.
     assert_eq!(did_you_mean("p98", &LatencyStat::NAMES), "");
     assert_eq!(crate::diag::edit_distance("kitten", "sitting"), 3);
+}
+
+impl Expectation {
+    fn fixed(&self) -> f64 {
+        match self.threshold {
+            Threshold::Fixed(v) => v,
+            Threshold::Baseline(r) => panic!("`{}` is relative: {r:?}", self.text),
+        }
+    }
+}
+
+#[test]
+fn relative_thresholds_parse_print_and_resolve() {
+    let cases: &[(&str, Relative, &str)] = &[
+        (
+            "latency.p99 < baseline * 1.5",
+            Relative::Times(1.5),
+            "latency.p99 < baseline * 1.5",
+        ),
+        (
+            "latency.p99<baseline*2",
+            Relative::Times(2.0),
+            "latency.p99 < baseline * 2",
+        ),
+        (
+            "latency.p50 < baseline + 50ms",
+            Relative::Plus(0.05),
+            "latency.p50 < baseline + 50ms",
+        ),
+        (
+            "throughput > baseline - 10%",
+            Relative::Percent(-0.1),
+            "throughput > baseline - 10%",
+        ),
+        (
+            "availability >= baseline - 0.5pp",
+            Relative::Points(-0.005),
+            "availability >= baseline - 0.5pp",
+        ),
+        (
+            "value <= baseline",
+            Relative::Times(1.0),
+            "value <= baseline * 1",
+        ),
+        (
+            "value < baseline + 10",
+            Relative::Plus(10.0),
+            "value < baseline + 10",
+        ),
+        (
+            "resource.cpu < baseline + 20%",
+            Relative::Plus(20.0),
+            "resource.cpu < baseline + 20%",
+        ),
+        (
+            "resource.memory < baseline * 1.2",
+            Relative::Times(1.2),
+            "resource.memory < baseline * 1.2",
+        ),
+    ];
+    for &(text, rel, canonical) in cases {
+        let e = Expectation::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert_eq!(e.threshold, Threshold::Baseline(rel), "{text:?}");
+        assert!(e.is_relative());
+        assert_eq!(e.to_string(), canonical);
+        assert_eq!(
+            Expectation::parse(canonical).unwrap().threshold,
+            e.threshold
+        );
+    }
+    assert!(close(Relative::Times(1.5).apply(0.2), 0.3));
+    assert!(close(Relative::Percent(-0.1).apply(50.0), 45.0));
+    assert!(close(Relative::Points(-0.005).apply(0.999), 0.994));
+
+    // Judged against the baseline's own value of the metric.
+    let fast: Vec<Sample> = (0..10).map(|_| Sample::success(ms(10))).collect();
+    let slow: Vec<Sample> = (0..10).map(|_| Sample::success(ms(16))).collect();
+    let base = WindowStats::from_samples(&fast, Duration::from_secs(1));
+    let during = WindowStats::from_samples(&slow, Duration::from_secs(1));
+    let e = Expectation::parse("latency.p99 < baseline * 1.5").unwrap();
+    assert!(close(e.threshold_value(Some(&base)).unwrap(), 0.015));
+    assert!(e.judge_against(&during, Some(&base)).is_violated());
+    assert!(e.judge_against(&base, Some(&base)).holds());
+    // Without a baseline there is nothing to compare with.
+    assert_eq!(e.judge(&during), Verdict::NoData);
+    let empty = WindowStats::from_samples(&[], Duration::from_secs(1));
+    assert_eq!(e.judge_against(&during, Some(&empty)), Verdict::NoData);
+}
+
+#[test]
+fn relative_thresholds_refuse_what_they_cannot_mean() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "latency.p99 < baseline / 2",
+            "after `baseline` write `* 1.5`",
+            "/",
+        ),
+        (
+            "latency.p99 < baseline *",
+            "missing number after `baseline *`",
+            "*",
+        ),
+        (
+            "latency.p99 < baseline * -1",
+            "is not a positive factor",
+            "-1",
+        ),
+        ("latency.p99 < baseline + 50", "needs a duration unit", "50"),
+        (
+            "latency.p99 < baseline + 1pp",
+            "percentage points (`pp`) apply to",
+            "1pp",
+        ),
+        (
+            "availability >= baseline - 0.5",
+            "percentage points (`0.5pp`)",
+            "0.5",
+        ),
+    ];
+    for &(text, message, points_at) in cases {
+        let err = Expectation::parse(text).expect_err(text);
+        assert!(err.message.contains(message), "{text:?}: {}", err.message);
+        let at = text.rfind(points_at).unwrap();
+        assert_eq!(
+            &text[err.offset..err.offset + err.len],
+            &text[at..at + points_at.len()],
+            "{text:?}: {}",
+            err.message
+        );
+    }
+}
+
+#[test]
+fn values_and_resources_are_judged_over_the_window() {
+    let samples: Vec<Sample> = (1..=10u32)
+        .map(|i| {
+            Sample::success(ms(1))
+                .with_value(f64::from(i))
+                .with_resource(Resource {
+                    cpu: Some(f64::from(i) * 10.0),
+                    memory: Some(u64::from(i) << 20),
+                    fds: Some(12),
+                    threads: Some(4),
+                    state: Some('S'),
+                })
+        })
+        // A failed sample's value is not counted; its resource readings are.
+        .chain([Sample::failure(ms(1), "exit status 1")
+            .with_value(1000.0)
+            .with_resource(Resource {
+                cpu: Some(0.0),
+                memory: Some(0),
+                fds: None,
+                threads: None,
+                state: Some('T'),
+            })])
+        .collect();
+    let s = WindowStats::from_samples(&samples, Duration::from_secs(10));
+    let get = |t: &str| Expectation::parse(t).unwrap().observe(&s).unwrap();
+    assert!(close(get("value < 1"), 5.5));
+    assert!(close(get("value.max < 1"), 10.0));
+    assert!(close(get("value.p50 < 1"), 5.0));
+    assert!(close(get("resource.cpu < 1%"), 50.0));
+    assert!(close(get("resource.cpu.max < 1%"), 100.0));
+    assert!(close(get("resource.memory.max < 1MiB"), 10.0 * 1048576.0));
+    assert!(close(get("resource.memory.min < 1MiB"), 0.0));
+    assert!(close(get("resource.fds < 1"), 12.0));
+    let m = Metric::Resource(ResourceKind::Memory, LatencyStat::Max);
+    assert_eq!(m.format_value(512.0 * 1048576.0), "512MiB");
+    assert_eq!(m.format_value(1.5 * 1073741824.0), "1.5GiB");
+    assert_eq!(
+        Metric::Resource(ResourceKind::Cpu, LatencyStat::Mean).format_value(47.44),
+        "47.4%"
+    );
+    assert_eq!(Metric::Value(LatencyStat::Mean).format_value(0.8), "0.8");
+    assert_eq!(
+        Metric::Value(LatencyStat::Mean).format_value(1234.5678),
+        "1234.57"
+    );
+    // No data: a probe that yields no values.
+    let plain = WindowStats::from_samples(&[Sample::success(ms(1))], Duration::from_secs(1));
+    assert_eq!(
+        Expectation::parse("value < 1").unwrap().judge(&plain),
+        Verdict::NoData
+    );
+}
+
+#[test]
+fn refuses_bad_value_and_resource_expectations() {
+    let cases: &[(&str, &str)] = &[
+        ("value < fast", "is not a number"),
+        ("value.p42 < 1", "unknown statistic `p42` of value"),
+        (
+            "resource.cpu < 80",
+            "CPU is a percent of one core: write `80%`",
+        ),
+        ("resource.cpu < 0.8", "0.8 is `80%`"),
+        ("resource.memory < 512", "needs a size unit"),
+        ("resource.disk < 1", "unknown resource `disk`"),
+        ("resource.mem < 1MiB", "unknown resource `mem`"),
+        ("resource < 1", "`resource` needs a reading"),
+        ("resource.fds < many", "is not a count"),
+    ];
+    for &(text, message) in cases {
+        let err = Expectation::parse(text).expect_err(text);
+        assert!(err.message.contains(message), "{text:?}: {}", err.message);
+    }
 }

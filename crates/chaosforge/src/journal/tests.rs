@@ -83,6 +83,8 @@ fn every_event(run_id: &RunId) -> Vec<Event> {
                 ok: true,
                 status: Some(200),
                 error: None,
+                value: None,
+                resource: None,
             },
         },
         Event::Sample {
@@ -94,6 +96,8 @@ fn every_event(run_id: &RunId) -> Vec<Event> {
                 ok: false,
                 status: None,
                 error: Some("timeout after 1s".into()),
+                value: None,
+                resource: None,
             },
         },
         injecting(0, "slow", "backend"),

@@ -157,7 +157,7 @@ pub fn compile(
     let seed = seed.or(spec.seed).unwrap_or_else(random_seed);
 
     let targets = cx.targets(&spec.targets);
-    let monitors = cx.monitors(&spec.hypothesis.monitors);
+    let monitors = cx.monitors(&spec.hypothesis.monitors, &targets, &spec.targets);
     let phases = Phases {
         baseline: cx.positive_duration(
             "phases.baseline",

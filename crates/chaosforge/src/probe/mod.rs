@@ -9,13 +9,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod command;
 pub mod http;
+pub mod process;
+pub mod prometheus;
 pub mod tcp;
 
 pub use http::{HttpProbe, HttpProbeConfig, StatusSet};
 pub use tcp::TcpProbe;
 
-pub use crate::vocab::Sample;
+pub use crate::vocab::{Resource, Sample};
 
 /// A one-shot measurement of a target.
 ///
@@ -91,6 +94,8 @@ impl Sample {
             ok: true,
             status: None,
             error: None,
+            value: None,
+            resource: None,
         }
     }
 
@@ -102,12 +107,26 @@ impl Sample {
             ok: false,
             status: None,
             error: Some(error.into()),
+            value: None,
+            resource: None,
         }
     }
 
     /// The same sample with a protocol status attached.
     pub fn with_status(mut self, status: u16) -> Sample {
         self.status = Some(status);
+        self
+    }
+
+    /// The same sample with the number it yields.
+    pub fn with_value(mut self, value: f64) -> Sample {
+        self.value = Some(value);
+        self
+    }
+
+    /// The same sample with resource readings.
+    pub fn with_resource(mut self, resource: crate::vocab::Resource) -> Sample {
+        self.resource = Some(resource);
         self
     }
 

@@ -27,7 +27,7 @@ mod summary;
 pub use http::{HttpProxyReport, HttpRuleCounters};
 pub(crate) use revert::is_inet;
 pub use revert::{Family, Hook, LimitResource, Moved, MovedProcess, QueueChain, RevertSpec};
-pub use sample::Sample;
+pub use sample::{Resource, Sample};
 pub use summary::{FaultSummary, MonitorSummary, PhasesSummary, PlanSummary, TargetSummary};
 
 /// Identifies one run: a UUIDv7, so that directory listings sort by start time.

@@ -33,4 +33,33 @@ pub struct Sample {
     /// A short reason for a failure (`"timeout after 1s"`, `"connection refused"`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// The number the sample yields, for `value` expectations: a command's parsed output, a
+    /// Prometheus query's result.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub value: Option<f64>,
+    /// What a process or cgroup monitor read, for `resource.*` expectations.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub resource: Option<Resource>,
+}
+
+/// The resource readings of one process or cgroup sample. A reading the source does not have
+/// (a cgroup has no fds) is absent, never zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    /// CPU used since the previous sample, in percent of one core, as `top` shows it: two
+    /// busy cores are `200`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cpu: Option<f64>,
+    /// Memory in bytes: a process's resident set (`VmRSS`), a cgroup's `memory.current`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub memory: Option<u64>,
+    /// Open file descriptors of a process.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fds: Option<u64>,
+    /// Threads of a process.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub threads: Option<u64>,
+    /// The process's state letter from `/proc/PID/stat` (`R`, `S`, `T` for stopped, …).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub state: Option<char>,
 }
