@@ -44,7 +44,9 @@
 //! - [`plan`]: validation and resolution into a [`plan::Plan`].
 //! - [`scope`]: selectors, scopes and the seeded RNG.
 //! - [`host_target`]: finding `netns`/`host` targets when a run starts.
-//! - [`hypothesis`], [`stats`]: expectations and how they are judged over samples.
+//! - [`hypothesis`], [`stats`]: expectations and how they are judged over samples; whether a
+//!   fault really moved a metric (Mann–Whitney U), by how much (Cliff's delta, Hodges–Lehmann
+//!   shift), when it was detected and when it recovered (CUSUM).
 //! - [`probe`], [`monitor`]: measurements and interval sampling.
 //! - [`fault`]: the fault contract, guards, and each fault family.
 //! - [`vocab`]: the run's vocabulary (ids, phases, outcomes, the plan summary, samples, revert

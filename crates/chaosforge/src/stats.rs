@@ -1,9 +1,21 @@
-//! Small, pure statistics over samples: percentiles and means.
+//! Small, pure statistics over samples: percentiles and means here, and in the submodules the
+//! statistics that say whether a fault really moved a metric, by how much, when it showed and
+//! when it went away:
 //!
-//! Everything here is a plain function over slices, so it is tested without a runtime and gives
-//! the same answer for the same journal (reports must be reproducible).
+//! - [`significance`]: the two-sided Mann–Whitney U test (baseline vs. fault window), exact or
+//!   normal-approximated, matching SciPy's `mannwhitneyu`.
+//! - [`effect`]: effect sizes that go with it — Cliff's delta (with its magnitude label) and the
+//!   Hodges–Lehmann shift, both exact for windows of 10⁵ samples.
+//! - [`change`]: one-sided CUSUM change detection for time-to-detect and time-to-recover.
+//!
+//! Everything here is a plain, deterministic function over slices, so it is tested without a
+//! runtime and gives the same answer for the same journal (reports must be reproducible).
 
 use std::time::Duration;
+
+pub mod change;
+pub mod effect;
+pub mod significance;
 
 /// The `p`-th percentile of an ascending `sorted` slice, by the **nearest-rank** definition.
 ///
