@@ -49,6 +49,31 @@ function rtt(sock) {
   });
 }
 
+// Writes `payload` and resolves with what comes back once as many bytes arrived, or with
+// null after 5 s, so lost bytes fail a check instead of hanging the script.
+function roundTrip(sock, payload) {
+  return new Promise((resolve, reject) => {
+    const parts = [];
+    let got = 0;
+    const timer = setTimeout(() => {
+      sock.off("data", onData);
+      resolve(null);
+    }, 5000);
+    const onData = (d) => {
+      parts.push(d);
+      got += d.length;
+      if (got >= payload.length) {
+        clearTimeout(timer);
+        sock.off("data", onData);
+        resolve(Buffer.concat(parts));
+      }
+    };
+    sock.on("data", onData);
+    sock.once("error", reject);
+    sock.write(payload);
+  });
+}
+
 async function refused(listen) {
   try {
     const s = await connect(listen);
@@ -120,6 +145,24 @@ async function main() {
     threw = true;
   }
   check("slicer average_size 0 refused", threw);
+
+  // The attributes toxiproxy-node-client's own suite creates and expects back; Toxiproxy
+  // accepts a size_variation as large as average_size, so chaosforge must too.
+  const slicer = await proxy.addToxic({
+    type: "slicer",
+    attributes: { average_size: 1000, delay: 1000, size_variation: 1000 },
+  });
+  check("slicer size_variation = average_size echoed",
+    slicer.attributes.average_size === 1000 && slicer.attributes.size_variation === 1000 &&
+      slicer.attributes.delay === 1000, JSON.stringify(slicer.attributes));
+  const payload = Buffer.alloc(20000);
+  for (let i = 0; i < payload.length; i++) payload[i] = i % 251;
+  const s3 = await connect(proxy.listen);
+  const back = await roundTrip(s3, payload);
+  check("slicer delivers the bytes intact", back !== null && back.equals(payload),
+    back === null ? "timed out" : `${back.length} bytes`);
+  s3.destroy();
+  await slicer.remove();
   check("server alive", (await toxiproxy.get("node_echo")).name === "node_echo");
 
   for (const p of Object.values(await toxiproxy.getAll())) await p.remove();

@@ -29,6 +29,11 @@ pub struct Toxic {
     pub toxicity: f32,
     /// What it does.
     pub kind: ToxicKind,
+    /// The attributes as the API echoes them. For a toxic created through the API these are
+    /// the values the client wrote, which `kind` may read differently (Toxiproxy echoes a
+    /// `latency` of -100 back as -100 and runs it as 0; so does chaosforge), and an update
+    /// merges into them; otherwise they are derived from `kind`.
+    pub attributes: Attributes,
 }
 
 /// What a toxic does. One variant per behaviour; the `match` in `toxic/mod.rs` is the registry.
@@ -63,11 +68,13 @@ pub enum ToxicKind {
         /// Wait between the trigger and the reset.
         timeout: Duration,
     },
-    /// Cut each chunk into pieces of about `average_size` bytes, `delay` apart.
+    /// Cut each chunk into pieces of about `average_size` bytes, `delay` apart; every piece is
+    /// `1..=average_size + size_variation` bytes.
     Slicer {
         /// Target piece size in bytes, at least 1.
         average_size: u64,
-        /// Random variation of the cut point, less than `average_size`.
+        /// Random variation of the cut point, any size: a cut never leaves the piece it cuts
+        /// (see `toxic/slicer.rs`).
         size_variation: u64,
         /// Time between two pieces (the API speaks microseconds).
         delay: Duration,
@@ -113,15 +120,16 @@ pub enum ToxicKind {
 #[error("{0}")]
 pub struct AttributeError(pub String);
 
-/// One attribute value as echoed by the API.
-#[derive(Debug, Clone, Copy)]
+/// One attribute value as echoed by the API: Toxiproxy's attributes are Go `int64`s (and
+/// chaosforge's probabilities floats).
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Attr {
-    Int(u64),
+    Int(i64),
     Float(f64),
 }
 
-/// The attributes of a kind, serialized in Toxiproxy's field order.
-#[derive(Debug)]
+/// The attributes of a toxic, serialized in Toxiproxy's field order.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Attributes(Vec<(&'static str, Attr)>);
 
 /// Every toxic type the API accepts, in the order of the docs.
@@ -142,13 +150,15 @@ pub const API_TYPES: &[&str] = &[
 // === impl Toxic ===
 
 impl Toxic {
-    /// A toxic with the stream spelled the canonical way (`upstream`/`downstream`).
+    /// A toxic with the stream spelled the canonical way (`upstream`/`downstream`), showing
+    /// the attributes of `kind`.
     pub fn new(name: impl Into<String>, stream: Stream, toxicity: f32, kind: ToxicKind) -> Toxic {
         Toxic {
             name: name.into(),
             stream,
             stream_text: stream_name(stream).to_owned(),
             toxicity,
+            attributes: kind.attributes(),
             kind,
         }
     }
@@ -209,24 +219,31 @@ impl ToxicKind {
     }
 
     /// Builds a kind of API type `type_name` from JSON attributes (keys matched
-    /// case-insensitively, unknown keys ignored, missing ones 0). `base` holds the current
-    /// attributes on an update: given keys override them, the others are kept.
+    /// case-insensitively, unknown keys ignored, missing ones 0), with the attributes as the
+    /// API echoes them. `base` holds the current attributes on an update: given keys override
+    /// them, the others are kept.
     ///
-    /// Returns `Ok(None)` for an unknown type.
+    /// Values are accepted wherever Toxiproxy 2.12 accepts them and survives them, and given
+    /// the meaning Toxiproxy gives them: a negative time or byte count runs as zero, a
+    /// `size_variation` of any size is clamped per cut (docs/toxiproxy-attributes.md has the
+    /// table). Returns `Ok(None)` for an unknown type.
     ///
     /// # Errors
     ///
-    /// Every invalid attribute at once, one message each: a non-integer where Toxiproxy takes
-    /// an integer, a negative value, `average_size` 0, a probability outside `0..=1`.
+    /// Every invalid attribute at once, one message each: what Toxiproxy refuses too (a
+    /// non-integer, or an integer beyond `int64`, where it takes an integer), what crashes
+    /// Toxiproxy (a negative bandwidth `rate`, a slicer `average_size` below 1), and
+    /// chaosforge's own probabilities outside `0..=1`.
     pub fn from_attributes(
         type_name: &str,
         attrs: &Map<String, Value>,
-        base: Option<&ToxicKind>,
-    ) -> Result<Option<ToxicKind>, AttributeError> {
+        base: Option<&Attributes>,
+    ) -> Result<Option<(ToxicKind, Attributes)>, AttributeError> {
         let mut p = Parser {
             type_name,
             given: attrs,
-            base: base.map(ToxicKind::attributes),
+            base,
+            written: Vec::new(),
             errors: Vec::new(),
         };
         let kind = match type_name {
@@ -235,7 +252,9 @@ impl ToxicKind {
                 jitter: p.millis("jitter"),
             },
             "bandwidth" => ToxicKind::Bandwidth {
-                rate: p.int("rate").saturating_mul(1000),
+                // Toxiproxy slices a chunk at `rate * 100` bytes: a negative rate panics the
+                // whole server (slice bounds out of range).
+                rate: p.at_least("rate", 0).saturating_mul(1000),
             },
             "slow_close" => ToxicKind::SlowClose {
                 delay: p.millis("delay"),
@@ -246,28 +265,15 @@ impl ToxicKind {
             "reset_peer" => ToxicKind::ResetPeer {
                 timeout: p.millis("timeout"),
             },
-            "slicer" => {
-                let average_size = p.int("average_size");
-                let size_variation = p.int("size_variation");
-                let delay = Duration::from_micros(p.int("delay"));
-                if p.errors.is_empty() {
-                    if average_size == 0 {
-                        p.errors
-                            .push("slicer attribute average_size must be at least 1".into());
-                    } else if size_variation >= average_size {
-                        p.errors.push(
-                            "slicer attribute size_variation must be less than average_size".into(),
-                        );
-                    }
-                }
-                ToxicKind::Slicer {
-                    average_size,
-                    size_variation,
-                    delay,
-                }
-            }
+            "slicer" => ToxicKind::Slicer {
+                // Toxiproxy's halving never reaches a piece of at most 0 bytes: a stack
+                // overflow that ends the whole server at the first byte.
+                average_size: p.at_least("average_size", 1),
+                size_variation: p.count("size_variation"),
+                delay: Duration::from_micros(p.count("delay")),
+            },
             "limit_data" => ToxicKind::LimitData {
-                bytes: p.int("bytes"),
+                bytes: p.count("bytes"),
             },
             "noop" => ToxicKind::Noop,
             "corrupt" => ToxicKind::Corrupt {
@@ -281,7 +287,7 @@ impl ToxicKind {
             _ => return Ok(None),
         };
         if p.errors.is_empty() {
-            Ok(Some(kind))
+            Ok(Some((kind, Attributes(p.written))))
         } else {
             Err(AttributeError(p.errors.join("; ")))
         }
@@ -289,13 +295,14 @@ impl ToxicKind {
 
     /// The attributes as the API shows them: every attribute of the type, in Toxiproxy's order.
     pub fn attributes(&self) -> Attributes {
-        let ms = |d: &Duration| Attr::Int(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let us = |d: &Duration| Attr::Int(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let int = |v: u64| Attr::Int(i64::try_from(v).unwrap_or(i64::MAX));
+        let ms = |d: &Duration| Attr::Int(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let us = |d: &Duration| Attr::Int(i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
         Attributes(match self {
             ToxicKind::Latency { latency, jitter } => {
                 vec![("latency", ms(latency)), ("jitter", ms(jitter))]
             }
-            ToxicKind::Bandwidth { rate } => vec![("rate", Attr::Int(rate / 1000))],
+            ToxicKind::Bandwidth { rate } => vec![("rate", int(rate / 1000))],
             ToxicKind::SlowClose { delay } => vec![("delay", ms(delay))],
             ToxicKind::Timeout { timeout } | ToxicKind::ResetPeer { timeout } => {
                 vec![("timeout", ms(timeout))]
@@ -305,11 +312,11 @@ impl ToxicKind {
                 size_variation,
                 delay,
             } => vec![
-                ("average_size", Attr::Int(*average_size)),
-                ("size_variation", Attr::Int(*size_variation)),
+                ("average_size", int(*average_size)),
+                ("size_variation", int(*size_variation)),
                 ("delay", us(delay)),
             ],
-            ToxicKind::LimitData { bytes } => vec![("bytes", Attr::Int(*bytes))],
+            ToxicKind::LimitData { bytes } => vec![("bytes", int(*bytes))],
             ToxicKind::Corrupt { probability, .. } | ToxicKind::Loss { probability } => {
                 vec![("probability", Attr::Float(*probability))]
             }
@@ -322,11 +329,13 @@ impl ToxicKind {
     }
 }
 
-/// Reads attributes for [`ToxicKind::from_attributes`], collecting every error.
+/// Reads attributes for [`ToxicKind::from_attributes`], collecting every error and the values
+/// to echo. Each attribute is read once, in Toxiproxy's field order, which is the echo's order.
 struct Parser<'a> {
     type_name: &'a str,
     given: &'a Map<String, Value>,
-    base: Option<Attributes>,
+    base: Option<&'a Attributes>,
+    written: Vec<(&'static str, Attr)>,
     errors: Vec<String>,
 }
 
@@ -341,55 +350,85 @@ impl Parser<'_> {
     }
 
     fn base(&self, key: &str) -> Option<Attr> {
-        let base = self.base.as_ref()?;
+        let base = self.base?;
         base.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
     }
 
-    /// A non-negative JSON integer (Go `int64` semantics: `1.5` and `1e3` are refused).
-    fn int(&mut self, key: &str) -> u64 {
-        let Some(value) = self.given(key) else {
-            return match self.base(key) {
+    /// A JSON integer that fits Go's `int64` (`1.5`, `1e3` and `2^63` are refused, as
+    /// Toxiproxy's decoder refuses them), echoed as written.
+    fn int(&mut self, key: &'static str) -> i64 {
+        let value = match self.given(key) {
+            None => match self.base(key) {
                 Some(Attr::Int(v)) => v,
                 _ => 0,
-            };
+            },
+            Some(value) => {
+                if let Some(v) = value.as_i64() {
+                    v
+                } else {
+                    let what = if value.is_u64() {
+                        format!("must fit a 64-bit signed integer, got {value}")
+                    } else if value.is_number() {
+                        format!("must be an integer, got {value}")
+                    } else {
+                        format!("must be an integer, got {}", json_type(value))
+                    };
+                    self.errors
+                        .push(format!("{} attribute {key} {what}", self.type_name));
+                    0
+                }
+            }
         };
-        if let Some(v) = value.as_u64() {
-            return v;
-        }
-        let what = if value.as_i64().is_some() {
-            format!("must not be negative, got {value}")
-        } else if value.is_number() {
-            format!("must be an integer, got {value}")
-        } else {
-            format!("must be an integer, got {}", json_type(value))
-        };
-        self.errors
-            .push(format!("{} attribute {key} {what}", self.type_name));
-        0
+        self.written.push((key, Attr::Int(value)));
+        value
     }
 
-    fn millis(&mut self, key: &str) -> Duration {
-        Duration::from_millis(self.int(key))
+    /// A count where Toxiproxy takes a negative value as zero (its comparisons and sleeps do).
+    fn count(&mut self, key: &'static str) -> u64 {
+        u64::try_from(self.int(key)).unwrap_or(0)
+    }
+
+    fn millis(&mut self, key: &'static str) -> Duration {
+        Duration::from_millis(self.count(key))
+    }
+
+    /// An integer of at least `min`: below it Toxiproxy crashes, so it is refused.
+    fn at_least(&mut self, key: &'static str, min: i64) -> u64 {
+        let v = self.int(key);
+        if v < min {
+            let rule = if min == 0 {
+                "must not be negative".to_owned()
+            } else {
+                format!("must be at least {min}")
+            };
+            self.errors.push(format!(
+                "{} attribute {key} {rule}, got {v} (Toxiproxy 2.12 crashes on it)",
+                self.type_name
+            ));
+        }
+        u64::try_from(v).unwrap_or(0)
     }
 
     /// A number in `0..=1`.
-    fn probability(&mut self, key: &str) -> f64 {
-        let Some(value) = self.given(key) else {
-            return match self.base(key) {
+    fn probability(&mut self, key: &'static str) -> f64 {
+        let p = match self.given(key) {
+            None => match self.base(key) {
                 Some(Attr::Float(v)) => v,
                 _ => 0.0,
-            };
+            },
+            Some(value) => match value.as_f64() {
+                Some(p) if (0.0..=1.0).contains(&p) => p,
+                _ => {
+                    self.errors.push(format!(
+                        "{} attribute {key} must be a number between 0 and 1, got {value}",
+                        self.type_name
+                    ));
+                    0.0
+                }
+            },
         };
-        match value.as_f64() {
-            Some(p) if (0.0..=1.0).contains(&p) => p,
-            _ => {
-                self.errors.push(format!(
-                    "{} attribute {key} must be a number between 0 and 1, got {value}",
-                    self.type_name
-                ));
-                0.0
-            }
-        }
+        self.written.push((key, Attr::Float(p)));
+        p
     }
 }
 
@@ -440,55 +479,175 @@ mod tests {
 
     use super::*;
 
-    fn parse(t: &str, v: Value) -> Result<Option<ToxicKind>, AttributeError> {
+    fn parse(t: &str, v: Value) -> Result<Option<(ToxicKind, Attributes)>, AttributeError> {
         ToxicKind::from_attributes(t, v.as_object().unwrap(), None)
+    }
+
+    fn echo(a: &Attributes) -> String {
+        serde_json::to_string(a).unwrap()
     }
 
     #[test]
     fn every_api_type_parses_with_defaults_and_echoes_every_attribute() {
         // Slicer's default average_size 0 is refused (it crashes Toxiproxy).
         for t in API_TYPES.iter().filter(|t| **t != "slicer") {
-            let kind = parse(t, json!({})).unwrap().unwrap();
+            let (kind, written) = parse(t, json!({})).unwrap().unwrap();
             assert_eq!(kind.type_name(), *t);
+            assert_eq!(written, kind.attributes(), "{t}: defaults echo as they run");
         }
-        let kind = parse("slicer", json!({"average_size": 10}))
+        let (kind, written) = parse("slicer", json!({"average_size": 10}))
             .unwrap()
             .unwrap();
         assert_eq!(
-            serde_json::to_string(&kind.attributes()).unwrap(),
+            echo(&written),
             r#"{"average_size":10,"size_variation":0,"delay":0}"#
+        );
+        assert_eq!(written, kind.attributes());
+    }
+
+    #[test]
+    fn keys_are_case_insensitive_and_updates_merge_into_what_was_written() {
+        let (_, written) = parse("latency", json!({"LATENCY": -100})).unwrap().unwrap();
+        let (kind, merged) = ToxicKind::from_attributes(
+            "latency",
+            json!({"jitter": 5}).as_object().unwrap(),
+            Some(&written),
+        )
+        .unwrap()
+        .unwrap();
+        // The written -100 survives an update of the jitter alone, as in Toxiproxy.
+        assert_eq!(echo(&merged), r#"{"latency":-100,"jitter":5}"#);
+        assert_eq!(
+            kind,
+            ToxicKind::Latency {
+                latency: Duration::ZERO,
+                jitter: Duration::from_millis(5)
+            }
         );
     }
 
     #[test]
-    fn keys_are_case_insensitive_and_updates_merge() {
-        let kind = parse("latency", json!({"LATENCY": 100})).unwrap().unwrap();
-        let merged = ToxicKind::from_attributes(
-            "latency",
-            json!({"jitter": 5}).as_object().unwrap(),
-            Some(&kind),
+    fn negative_times_and_counts_are_echoed_and_run_as_zero() {
+        for (t, attrs, runs) in [
+            (
+                "latency",
+                json!({"latency": -100, "jitter": -5}),
+                ToxicKind::Latency {
+                    latency: Duration::ZERO,
+                    jitter: Duration::ZERO,
+                },
+            ),
+            (
+                "slow_close",
+                json!({"delay": -1}),
+                ToxicKind::SlowClose {
+                    delay: Duration::ZERO,
+                },
+            ),
+            (
+                "timeout",
+                json!({"timeout": -1}),
+                ToxicKind::Timeout {
+                    timeout: Duration::ZERO,
+                },
+            ),
+            (
+                "reset_peer",
+                json!({"timeout": -1}),
+                ToxicKind::ResetPeer {
+                    timeout: Duration::ZERO,
+                },
+            ),
+            (
+                "limit_data",
+                json!({"bytes": -1}),
+                ToxicKind::LimitData { bytes: 0 },
+            ),
+            (
+                "slicer",
+                json!({"average_size": 4, "size_variation": -3, "delay": -7}),
+                ToxicKind::Slicer {
+                    average_size: 4,
+                    size_variation: 0,
+                    delay: Duration::ZERO,
+                },
+            ),
+        ] {
+            let (kind, written) = parse(t, attrs.clone()).unwrap().unwrap();
+            assert_eq!(kind, runs, "{t}");
+            assert_eq!(
+                serde_json::to_value(&written).unwrap(),
+                attrs,
+                "{t} echoes what was written"
+            );
+        }
+    }
+
+    #[test]
+    fn slicer_variation_at_or_above_the_average_is_accepted_as_written() {
+        // What toxiproxy-node-client's own test suite sends and expects back.
+        let (kind, written) = parse(
+            "slicer",
+            json!({"average_size": 1000, "delay": 1000, "size_variation": 1000}),
         )
         .unwrap()
         .unwrap();
         assert_eq!(
-            serde_json::to_string(&merged.attributes()).unwrap(),
-            r#"{"latency":100,"jitter":5}"#
+            echo(&written),
+            r#"{"average_size":1000,"size_variation":1000,"delay":1000}"#
+        );
+        assert_eq!(written, kind.attributes());
+        assert!(
+            parse(
+                "slicer",
+                json!({"average_size": 1, "size_variation": i64::MAX})
+            )
+            .is_ok()
         );
     }
 
     #[test]
     fn invalid_attributes_are_all_reported() {
-        let err = parse("latency", json!({"latency": 1.5, "jitter": -1})).unwrap_err();
+        let err = parse("slicer", json!({"average_size": 1.5, "delay": "1"})).unwrap_err();
         assert!(
-            err.0.contains("latency must be an integer, got 1.5"),
+            err.0.contains("average_size must be an integer, got 1.5"),
             "{err}"
         );
-        assert!(err.0.contains("jitter must not be negative"), "{err}");
-        assert!(parse("bandwidth", json!({"rate": -1})).is_err());
-        assert!(parse("slicer", json!({"average_size": 0})).is_err());
-        assert!(parse("slicer", json!({"average_size": 4, "size_variation": 4})).is_err());
+        assert!(
+            err.0.contains("delay must be an integer, got string"),
+            "{err}"
+        );
+        let err = parse("bandwidth", json!({"rate": -1})).unwrap_err();
+        assert!(err.0.contains("rate must not be negative, got -1"), "{err}");
+        for avg in [0, -3] {
+            let err = parse("slicer", json!({"average_size": avg})).unwrap_err();
+            assert!(
+                err.0
+                    .contains(&format!("average_size must be at least 1, got {avg}")),
+                "{err}"
+            );
+        }
+        let err = parse("latency", json!({"latency": u64::MAX})).unwrap_err();
+        assert!(err.0.contains("must fit a 64-bit signed integer"), "{err}");
+        assert!(parse("latency", json!({"latency": 1e3})).is_err());
         assert!(parse("corrupt", json!({"probability": 1.5})).is_err());
-        assert!(parse("latency", json!({"latency": "1"})).is_err());
         assert_eq!(parse("nope", json!({})).unwrap(), None);
+    }
+
+    #[test]
+    fn the_largest_values_echo_without_overflow() {
+        let (kind, written) = parse("latency", json!({"latency": i64::MAX}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            echo(&written),
+            format!(r#"{{"latency":{},"jitter":0}}"#, i64::MAX)
+        );
+        // Derived from the kind the value saturates rather than wrapping to a negative one.
+        assert_eq!(echo(&kind.attributes()), echo(&written));
+        let (kind, _) = parse("bandwidth", json!({"rate": i64::MAX}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(kind, ToxicKind::Bandwidth { rate: u64::MAX });
     }
 }

@@ -125,7 +125,7 @@ fn mistyped(value: &Value, at: &str, key: &str, go_type: &str) -> BodyError {
 impl From<&Toxic> for ToxicOut {
     fn from(t: &Toxic) -> ToxicOut {
         ToxicOut {
-            attributes: t.kind.attributes(),
+            attributes: t.attributes.clone(),
             name: t.name.clone(),
             r#type: t.kind.type_name(),
             stream: t.stream_text.clone(),

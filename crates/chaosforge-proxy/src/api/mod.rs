@@ -537,15 +537,16 @@ async fn update_toxic(
         .update_toxic(&toxic, |current| {
             let mut next = current.clone();
             if let Some(attrs) = attributes {
-                let kind = ToxicKind::from_attributes(
+                let parsed = ToxicKind::from_attributes(
                     current.kind.type_name(),
                     attrs.0,
-                    Some(&current.kind),
+                    Some(&current.attributes),
                 )
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.0))?;
                 // Kinds the API cannot create (the engine's) keep their attributes.
-                if let Some(kind) = kind {
+                if let Some((kind, attributes)) = parsed {
                     next.kind = kind;
+                    next.attributes = attributes;
                 }
             }
             if let Some(t) = toxicity {
@@ -724,8 +725,8 @@ fn parse_toxic(o: Obj<'_>, taken: impl FnOnce(&str) -> bool) -> Result<Toxic, Ap
     if taken(&name) {
         return Err(ApiError::new(StatusCode::CONFLICT, "toxic already exists"));
     }
-    let kind = match kind {
-        Ok(Some(kind)) => kind,
+    let (kind, attributes) = match kind {
+        Ok(Some(parsed)) => parsed,
         Ok(None) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid toxic type")),
         Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, e.0)),
     };
@@ -736,6 +737,7 @@ fn parse_toxic(o: Obj<'_>, taken: impl FnOnce(&str) -> bool) -> Result<Toxic, Ap
         stream_text,
         toxicity,
         kind,
+        attributes,
     })
 }
 

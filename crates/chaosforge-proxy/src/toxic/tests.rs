@@ -242,3 +242,55 @@ fn deadline_is_the_earliest_timeout_or_reset() {
         Some((t0 + Duration::from_millis(100), Ending::Reset))
     );
 }
+
+#[test]
+fn the_extremes_the_api_accepts_never_panic_a_link() {
+    use serde_json::json;
+
+    // Every value at the ends of Go's int64 that the API lets through: no overflow in a
+    // release time, a slice size or a cut, and the bytes that pass are the bytes sent.
+    let (max, min) = (i64::MAX, i64::MIN);
+    let extremes = [
+        ("latency", json!({"latency": max, "jitter": max})),
+        ("latency", json!({"latency": min, "jitter": min})),
+        ("latency", json!({"latency": 0, "jitter": max})),
+        ("bandwidth", json!({"rate": max})),
+        ("slow_close", json!({"delay": max})),
+        ("timeout", json!({"timeout": max})),
+        ("reset_peer", json!({"timeout": min})),
+        (
+            "slicer",
+            json!({"average_size": 1, "size_variation": max, "delay": max}),
+        ),
+        (
+            "slicer",
+            json!({"average_size": max, "size_variation": max}),
+        ),
+        (
+            "slicer",
+            json!({"average_size": 1, "size_variation": min, "delay": min}),
+        ),
+        ("limit_data", json!({"bytes": max})),
+        ("limit_data", json!({"bytes": min})),
+    ];
+    let sent: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+    for (t, attrs) in extremes {
+        let (kind, _) = ToxicKind::from_attributes(t, attrs.as_object().unwrap(), None)
+            .unwrap()
+            .unwrap();
+        let list = vec![ToxicEntry {
+            id: 0,
+            rev: 0,
+            toxic: Toxic::new("x", Stream::Downstream, 1.0, kind),
+        }];
+        let t0 = Instant::now();
+        let mut chain = Chain::new(Stream::Downstream, 1);
+        chain.reconcile(&list, t0);
+        let mut work = VecDeque::from([chunk(&sent, t0)]);
+        let mut out = Vec::new();
+        let end = drain(&mut chain, &mut work, t0, &mut out);
+        let _ = chain.poll_eof(end);
+        let _ = chain.deadline();
+        assert!(sent.starts_with(&out), "{t} {attrs}: bytes changed");
+    }
+}

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod attributes;
 mod better;
 mod prop;
 mod routes;

@@ -167,6 +167,57 @@ async fn slicer_cuts_into_delayed_pieces() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slicer_with_variation_at_or_above_average_keeps_bytes_whole_and_pieces_bounded() {
+    let _slot = timing_slot().await;
+    let api = api().await;
+    // (1000, 1000) is what toxiproxy-node-client's own suite creates; at (10, 1000) a cut of
+    // Toxiproxy's can fall outside its piece and the server panics.
+    for (avg, var, len) in [(1000, 1000, 20_000u32), (10, 1000, 8000)] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let name = format!("s{avg}");
+        let listen = api.proxy(&name, sender(data.clone()).await).await;
+        // 50 ms between pieces, so each piece reaches the client as a read of its own: a read
+        // over the bound would be a piece over the bound.
+        api.toxic(
+            &name,
+            &format!(
+                r#"{{"type":"slicer","attributes":{{"average_size":{avg},"size_variation":{var},"delay":50000}}}}"#
+            ),
+        )
+        .await;
+        let mut c = connect(listen).await;
+        let mut got = Vec::new();
+        let mut reads = Vec::new();
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let n = within(Duration::from_secs(10), c.read(&mut buf))
+                .await
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            reads.push(n);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got == data,
+            "avg {avg} var {var}: bytes changed, lost or reordered"
+        );
+        assert!(
+            reads.iter().all(|&n| n <= avg + var),
+            "avg {avg} var {var}: a read over {}: {reads:?}",
+            avg + var
+        );
+        // The bound alone would also hold for a slicer that cut everything into single bytes.
+        assert!(
+            reads.len() < data.len() / 4,
+            "avg {avg} var {var}: {} reads",
+            reads.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_data_truncates_then_closes() {
     let api = api().await;
     let listen = api.proxy("p", echo().await).await;
