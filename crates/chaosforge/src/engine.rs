@@ -964,9 +964,54 @@ impl Run<'_> {
                         ));
                     }
                 }
+                if phase != Phase::Baseline
+                    && let Some(alpha) = self.plan.significance
+                    && let Some(c) = self.change(i, e, phase, alpha)
+                    && c.degraded
+                {
+                    reasons.push(format!(
+                        "{}: `{}` degraded significantly {} (Mann–Whitney p = {}, Cliff's δ = \
+                         {:+.2} {}{}; significance {alpha})",
+                        m.name,
+                        e.text,
+                        during(phase),
+                        crate::analysis::format_p(c.p_value),
+                        c.cliffs_delta,
+                        c.magnitude,
+                        c.shift_text
+                            .as_deref()
+                            .map(|s| format!(", shift {s}"))
+                            .unwrap_or_default(),
+                    ));
+                }
             }
         }
         reasons
+    }
+
+    /// The change of `e`'s metric on monitor `i` from the baseline to `phase`.
+    fn change(
+        &self,
+        i: usize,
+        e: &Expectation,
+        phase: Phase,
+        alpha: f64,
+    ) -> Option<crate::analysis::Change> {
+        let interval = self.plan.monitors[i].interval;
+        let pick = |want: Phase| {
+            crate::analysis::series(
+                &e.metric,
+                self.samples[i]
+                    .iter()
+                    .filter(|(p, _)| *p == want)
+                    .map(|(_, s)| s),
+                interval,
+            )
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect::<Vec<f64>>()
+        };
+        crate::analysis::compare(e, &pick(Phase::Baseline), &pick(phase), alpha)
     }
 
     /// A halt rule met by any monitor over its last `window` (at least 3 intervals) of observe

@@ -47,6 +47,8 @@
 //! - [`hypothesis`], [`stats`]: expectations and how they are judged over samples; whether a
 //!   fault really moved a metric (Mann–Whitney U), by how much (Cliff's delta, Hodges–Lehmann
 //!   shift), when it was detected and when it recovered (CUSUM).
+//! - [`analysis`]: those statistics applied to an expectation's samples (significance, time to
+//!   detect and to recover).
 //! - [`probe`], [`monitor`]: measurements and interval sampling.
 //! - [`fault`]: the fault contract, guards, and each fault family.
 //! - [`vocab`]: the run's vocabulary (ids, phases, outcomes, the plan summary, samples, revert
@@ -59,6 +61,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
+pub mod analysis;
 pub mod de;
 pub mod diag;
 pub mod engine;

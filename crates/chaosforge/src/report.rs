@@ -112,6 +112,12 @@ pub struct ExpectationReport {
     /// A relative threshold as computed from the baseline: `15ms (baseline * 1.5)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<String>,
+    /// Whether the metric changed significantly from the baseline to the fault window, and by
+    /// how much; `None` with too few samples to test.
+    pub change: Option<crate::analysis::Change>,
+    /// When the change was detected after the injection and when the metric was back in
+    /// control after the revert (CUSUM).
+    pub timing: crate::analysis::Timing,
 }
 
 /// A value and whether the expectation held for it.
@@ -272,6 +278,7 @@ impl PlanSummary {
                 .collect(),
             phases: PhasesSummary::from(plan.phases),
             halt_when: plan.halt_when.iter().map(|e| e.text.clone()).collect(),
+            significance: plan.significance,
         }
     }
 }
@@ -447,11 +454,44 @@ impl Report {
                     ),
                     None => WindowStats::from_samples(std::iter::empty(), Duration::ZERO),
                 };
+                let alpha = plan.significance.unwrap_or(crate::analysis::DEFAULT_ALPHA);
+                let injected_at = faults.iter().filter_map(|f| f.injected_at).min();
+                let reverted_at = recovery.as_ref().map(|r| r.reverted_at);
                 let expectations = m
                     .expect
                     .iter()
                     .filter_map(|text| Expectation::parse(text).ok())
                     .map(|e| {
+                        let series = |keep: &dyn Fn(Phase, &Sample) -> bool| {
+                            crate::analysis::series(
+                                &e.metric,
+                                all.iter().filter(|(p, s)| keep(*p, s)).map(|(_, s)| *s),
+                                m.interval,
+                            )
+                        };
+                        let values = |v: &[(Duration, f64)]| -> Vec<f64> {
+                            v.iter().map(|(_, x)| *x).collect()
+                        };
+                        let base_values = values(&series(&|p, _| p == Phase::Baseline));
+                        let during_values = values(&series(&|p, _| p == Phase::Observe));
+                        let change =
+                            crate::analysis::compare(&e, &base_values, &during_values, alpha);
+                        let after_injection = injected_at.map_or_else(Vec::new, |t0| {
+                            series(&|p, s| {
+                                matches!(p, Phase::Inject | Phase::Observe) && s.at >= t0
+                            })
+                        });
+                        let after_revert = reverted_at.map_or_else(Vec::new, |t1| {
+                            series(&|p, s| p == Phase::Recover && s.at >= t1)
+                        });
+                        let timing = crate::analysis::timing(
+                            &e,
+                            &base_values,
+                            &after_injection,
+                            injected_at,
+                            &after_revert,
+                            reverted_at,
+                        );
                         let (b, d, a) = (
                             judge(&e, &base, None),
                             judge(&e, &during, Some(&base)),
@@ -476,6 +516,8 @@ impl Report {
                             after: a,
                             delta,
                             threshold,
+                            change,
+                            timing,
                         }
                     })
                     .collect();
@@ -571,6 +613,11 @@ impl Report {
                     let _ = write!(line, " {cell:<w$} ", w = widths[c]);
                 }
                 let _ = writeln!(o, "{}", line.trim_end());
+            }
+            for e in &m.expectations {
+                if let Some(line) = e.analysis_line() {
+                    let _ = writeln!(o, "  {}: {line}", e.expect);
+                }
             }
         }
         if !self.faults.is_empty() {
@@ -700,6 +747,53 @@ fn judge(e: &Expectation, s: &WindowStats, baseline: Option<&WindowStats>) -> Ju
             shown: "no data".into(),
             held: None,
         },
+    }
+}
+
+impl ExpectationReport {
+    /// `significant change (p = 2.1e-9, …), Cliff's δ +0.98 large, shift +9.8ms; detected …`.
+    fn analysis_line(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(t) = &self.threshold {
+            parts.push(format!("threshold {t}"));
+        }
+        if let Some(c) = &self.change {
+            parts.push(format!(
+                "{} (Mann–Whitney p = {}, {}, n = {}/{}), Cliff's δ {:+.2} {}{}",
+                if c.degraded {
+                    "significant degradation"
+                } else if c.significant {
+                    "significant change, not a degradation"
+                } else {
+                    "no significant change"
+                },
+                crate::analysis::format_p(c.p_value),
+                c.method,
+                c.n_baseline,
+                c.n_during,
+                c.cliffs_delta,
+                c.magnitude,
+                c.shift_text
+                    .as_deref()
+                    .map(|s| format!(", shift {s}"))
+                    .unwrap_or_default()
+            ));
+        }
+        let t = &self.timing;
+        if let Some(d) = t.detected_after {
+            let back = match (t.recovered_after, t.too_few_after_revert) {
+                (Some(r), _) => format!("back in control {} after the revert", format_duration(r)),
+                (None, Some((had, need))) => format!(
+                    "too few samples after the revert to time the recovery ({had}, needs {need})"
+                ),
+                (None, None) => "not back in control after the revert".into(),
+            };
+            parts.push(format!(
+                "detected {} after the injection, {back}",
+                format_duration(d)
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 }
 

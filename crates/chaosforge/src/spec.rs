@@ -172,6 +172,12 @@ pub struct HypothesisSpec {
     pub title: Option<String>,
     /// What is measured, and what it must show.
     pub monitors: Vec<MonitorSpec>,
+    /// A significance level (e.g. `0.01`): the hypothesis then also requires that no
+    /// expectation's metric degraded significantly between the baseline and the fault window
+    /// (two-sided Mann–Whitney U, `p < significance`, in the direction the expectation calls
+    /// worse), not only that the thresholds were met.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub significance: Option<f64>,
 }
 
 /// A probe sampled on an interval, with expectations over its samples. Exactly one of `http` or

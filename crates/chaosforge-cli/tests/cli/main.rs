@@ -1,6 +1,7 @@
 //! End-to-end tests of the `chaosforge` binary: real processes, loopback only.
 #![allow(clippy::unwrap_used)]
 
+mod analysis;
 mod demo;
 mod freeze;
 mod golden;

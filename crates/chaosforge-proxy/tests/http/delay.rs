@@ -89,9 +89,10 @@ async fn jitter_spreads_delays_within_bounds() {
     }
     added.sort_by(f64::total_cmp);
     // Uniform in [30, 90] ms: all within (with a little slack for the baseline's own
-    // variation below and scheduling above), and spread.
+    // variation below, and more above: on a loaded 2-core machine one request in twenty can be
+    // scheduled late by ten milliseconds or more), and spread.
     assert!(added[0] >= 27.0, "{added:?}");
-    assert!(added[N - 1] <= 97.0, "{added:?}");
+    assert!(added[N - 1] <= 115.0, "{added:?}");
     assert!(added[N - 1] - added[0] >= 20.0, "{added:?}");
     proxy.shutdown().await;
 }

@@ -84,6 +84,8 @@ pub struct Plan {
     pub halt_when: Vec<Expectation>,
     /// The sliding window halt rules are judged over.
     pub halt_window: Duration,
+    /// `hypothesis.significance`: held also means "no significant degradation" at this level.
+    pub significance: Option<f64>,
 }
 
 /// Phase durations.
@@ -183,6 +185,18 @@ pub fn compile(
         spec.policies.allow_irreversible,
     );
     let (halt_when, halt_window) = cx.policies(&spec.policies);
+    let significance = spec.hypothesis.significance;
+    if let Some(a) = significance
+        && !(a > 0.0 && a < 0.5)
+    {
+        cx.err(
+            "hypothesis.significance",
+            format!(
+                "`{a}` is not a significance level; write a probability such as 0.05 or 0.01 \
+                 (between 0 and 0.5)"
+            ),
+        );
+    }
 
     if !cx.diags.is_empty() {
         let mut d = cx.diags;
@@ -212,6 +226,7 @@ pub fn compile(
         phases,
         halt_when,
         halt_window,
+        significance,
     })
 }
 

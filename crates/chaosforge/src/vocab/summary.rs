@@ -31,6 +31,9 @@ pub struct PlanSummary {
     pub phases: PhasesSummary,
     /// Halt rules.
     pub halt_when: Vec<String>,
+    /// The hypothesis's significance level, when it requires no significant degradation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub significance: Option<f64>,
 }
 
 /// A target in a [`PlanSummary`].
