@@ -8,6 +8,7 @@ mod golden;
 mod http;
 mod kill;
 mod limits;
+mod monitors;
 mod recover;
 mod restart;
 mod run;
