@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// How many of the matching targets a fault takes.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// One, chosen with the seed.
@@ -17,6 +17,37 @@ pub enum Scope {
     Fraction(f64),
     /// Every match.
     All,
+    /// Every matching target of one cluster or region (by the `cluster` or `region` label).
+    Group {
+        /// Which label groups the targets.
+        by: GroupLabel,
+        /// The group the file names (`{ cluster: eu-1 }`), or `None`: the seed chooses.
+        named: Option<String>,
+        /// The group chosen, once the plan has chosen it.
+        chosen: Option<String>,
+        /// Every group the selector's matches fall into, sorted.
+        among: Vec<String>,
+    },
+}
+
+/// The label a [`Scope::Group`] groups targets by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupLabel {
+    /// `cluster`.
+    Cluster,
+    /// `region`.
+    Region,
+}
+
+impl GroupLabel {
+    /// The label key.
+    pub fn key(self) -> &'static str {
+        match self {
+            GroupLabel::Cluster => "cluster",
+            GroupLabel::Region => "region",
+        }
+    }
 }
 
 /// A small, fast PRNG whose stream is fixed forever (SplitMix64), so that a seed written in a
@@ -34,7 +65,8 @@ impl Scope {
             Scope::Single => 1,
             Scope::Count(n) => n,
             Scope::Fraction(f) => (f * matches as f64).ceil() as usize,
-            Scope::All => matches,
+            // The group was chosen before: every candidate left is in it.
+            Scope::All | Scope::Group { .. } => matches,
         };
         n.clamp(usize::from(matches > 0), matches)
     }
@@ -57,6 +89,16 @@ impl Scope {
     }
 }
 
+/// Chooses one of `groups` (sorted, non-empty) reproducibly for `seed` and `salt`: every group
+/// is equally likely, and the same seed and salt always choose the same one.
+pub fn choose_group<'g>(groups: &'g [String], seed: u64, salt: &str) -> Option<&'g String> {
+    if groups.is_empty() {
+        return None;
+    }
+    let mut rng = SeededRng::new(seed ^ fnv1a(&format!("{salt}/group")));
+    groups.get(rng.below(groups.len()))
+}
+
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -67,6 +109,23 @@ impl std::fmt::Display for Scope {
                 write!(f, "{}%", pct.trim_end_matches('0').trim_end_matches('.'))
             }
             Scope::All => f.write_str("all"),
+            Scope::Group {
+                by, named: Some(n), ..
+            } => write!(f, "{} {n}", by.key()),
+            Scope::Group {
+                by,
+                named: None,
+                chosen,
+                among,
+            } => match chosen {
+                Some(c) => write!(
+                    f,
+                    "{} {c}, chosen by the seed among {}",
+                    by.key(),
+                    among.join(", ")
+                ),
+                None => write!(f, "one {}, chosen with the seed", by.key()),
+            },
         }
     }
 }

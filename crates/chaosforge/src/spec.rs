@@ -47,6 +47,11 @@ pub struct ExperimentSpec {
     /// The things faults act on.
     #[serde(default)]
     pub targets: Vec<TargetSpec>,
+    /// Inventory files (or directories of them) defining targets shared by many experiments,
+    /// relative to this file: `inventory: targets.yaml` or a list. Names must be unique across
+    /// the inventory and `targets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<InventoryRef>,
     /// The steady-state claim: monitors and what they must show.
     pub hypothesis: HypothesisSpec,
     /// The faults to inject, all at once, during the inject phase.
@@ -791,12 +796,23 @@ pub enum ScopeName {
     Single,
     /// Every matching target.
     All,
+    /// Every matching target of one cluster (label `cluster`), the cluster chosen with the seed.
+    Cluster,
+    /// Every matching target of one region (label `region`), the region chosen with the seed.
+    Region,
 }
 
-/// `{ count: 2 }` or `{ percent: 50 }` (rounded up, at least one).
+/// `{ count: 2 }` or `{ percent: 50 }` (rounded up, at least one), or a named group:
+/// `{ cluster: eu-1 }`, `{ region: eu }`. Exactly one key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SizedScopeSpec {
+    /// Every matching target of this cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Every matching target of this region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// This many matching targets, chosen with the seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<i64>,
@@ -1242,6 +1258,65 @@ enum UnitValue {
     Number(f64),
 }
 
+/// `inventory: targets.yaml` or `inventory: [a.yaml, inventories/]`.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum InventoryRef {
+    /// One file or directory.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl InventoryRef {
+    /// The paths as written.
+    pub fn paths(&self) -> Vec<&str> {
+        match self {
+            InventoryRef::One(p) => vec![p.as_str()],
+            InventoryRef::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// An inventory file: `targets:`, as in an experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InventorySpec {
+    /// The targets, with their labels (`cluster`, `region`, `zone`, `service`, …).
+    #[serde(default)]
+    pub targets: Vec<TargetSpec>,
+}
+
+// By hand, for the same reason as `CommandRunSpec`: a clear message for a wrong type.
+impl<'de> Deserialize<'de> for InventoryRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = InventoryRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a path to an inventory file or directory, or a list of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<InventoryRef, E> {
+                Ok(InventoryRef::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<InventoryRef, A::Error> {
+                let mut v = Vec::new();
+                while let Some(p) = seq.next_element::<String>()? {
+                    v.push(p);
+                }
+                Ok(InventoryRef::Many(v))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<InventoryRef, E> {
+                Ok(InventoryRef::Many(Vec::new()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 // === impl CommandRunSpec ===
 
 // By hand: an untagged enum would answer `run: 5` with "did not match any variant".
@@ -1287,13 +1362,21 @@ impl<'de> Deserialize<'de> for ScopeSpec {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = ScopeSpec;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("`single`, `all`, `{ count: n }` or `{ percent: n }`")
+                f.write_str(
+                    "`single`, `all`, `cluster`, `region`, `{ count: n }`, `{ percent: n }`, \
+                     `{ cluster: NAME }` or `{ region: NAME }`",
+                )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ScopeSpec, E> {
                 match v {
                     "single" => Ok(ScopeSpec::Named(ScopeName::Single)),
                     "all" => Ok(ScopeSpec::Named(ScopeName::All)),
-                    other => Err(E::unknown_variant(other, &["single", "all"])),
+                    "cluster" => Ok(ScopeSpec::Named(ScopeName::Cluster)),
+                    "region" => Ok(ScopeSpec::Named(ScopeName::Region)),
+                    other => Err(E::unknown_variant(
+                        other,
+                        &["single", "all", "cluster", "region"],
+                    )),
                 }
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(

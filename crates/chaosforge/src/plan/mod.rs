@@ -39,6 +39,7 @@ use crate::units;
 
 mod cx;
 mod faults;
+mod inventory;
 mod mechanisms;
 mod monitors;
 mod policies;
@@ -158,8 +159,9 @@ pub fn compile(
     }
     let seed = seed.or(spec.seed).unwrap_or_else(random_seed);
 
-    let targets = cx.targets(&spec.targets);
-    let monitors = cx.monitors(&spec.hypothesis.monitors, &targets, &spec.targets);
+    let all = cx.all_targets(&spec.targets, spec.inventory.as_ref());
+    let (target_specs, targets) = (all.specs, all.compiled);
+    let monitors = cx.monitors(&spec.hypothesis.monitors, &targets, &target_specs);
     let phases = Phases {
         baseline: cx.positive_duration(
             "phases.baseline",
@@ -179,7 +181,7 @@ pub fn compile(
     };
     let faults = cx.faults(
         &spec.faults,
-        &spec.targets,
+        &target_specs,
         &targets,
         seed,
         spec.policies.allow_irreversible,

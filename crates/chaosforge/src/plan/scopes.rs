@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::faults::{FaultKind, GroupSplit, Peer, TargetClass};
 use super::{Cx, Target, TargetKind};
 use crate::diag::did_you_mean;
-use crate::scope::{self, Scope, SeededRng, fnv1a};
+use crate::scope::{self, GroupLabel, Scope, SeededRng, fnv1a};
 use crate::spec::{self, PartitionShapeSpec, ScopeName, ScopeSpec};
 use crate::units::Ratio;
 
@@ -67,6 +67,15 @@ pub fn split_group(
     }
 }
 
+fn group(by: GroupLabel, named: Option<String>) -> Scope {
+    Scope::Group {
+        by,
+        named,
+        chosen: None,
+        among: Vec::new(),
+    }
+}
+
 /// The peers a target of a group partition is cut from: the other side.
 pub fn group_peers(split: &GroupSplit, target: &str) -> Vec<Peer> {
     let other = if split.a.iter().any(|t| t == target) {
@@ -86,6 +95,27 @@ impl Cx<'_> {
         match spec {
             None | Some(ScopeSpec::Named(ScopeName::Single)) => Scope::Single,
             Some(ScopeSpec::Named(ScopeName::All)) => Scope::All,
+            Some(ScopeSpec::Named(ScopeName::Cluster)) => group(GroupLabel::Cluster, None),
+            Some(ScopeSpec::Named(ScopeName::Region)) => group(GroupLabel::Region, None),
+            Some(ScopeSpec::Sized(s)) if s.cluster.is_some() || s.region.is_some() => {
+                let given = [
+                    s.count.is_some(),
+                    s.percent.is_some(),
+                    s.cluster.is_some(),
+                    s.region.is_some(),
+                ];
+                if given.iter().filter(|g| **g).count() > 1 {
+                    self.err(
+                        path,
+                        "give exactly one of `count`, `percent`, `cluster` or `region`",
+                    );
+                }
+                match (&s.cluster, &s.region) {
+                    (Some(c), _) => group(GroupLabel::Cluster, Some(c.clone())),
+                    (None, Some(r)) => group(GroupLabel::Region, Some(r.clone())),
+                    (None, None) => Scope::Single,
+                }
+            }
             Some(ScopeSpec::Sized(s)) => match (s.count, &s.percent) {
                 (Some(n), None) if n >= 1 => Scope::Count(n as usize),
                 (Some(n), None) => {
@@ -114,11 +144,83 @@ impl Cx<'_> {
                     }
                 }
                 _ => {
-                    self.err(path, "give exactly one of `count` or `percent`");
+                    self.err(
+                        path,
+                        "give exactly one of `count`, `percent`, `cluster` or `region`",
+                    );
                     Scope::Single
                 }
             },
         }
+    }
+
+    /// For a cluster or region scope: keeps only the `selected` targets of the chosen group
+    /// (the named one, or one chosen with the seed) and records the choice in `scope`.
+    /// `false` (with a diagnostic) when no group can be chosen.
+    pub(super) fn choose_group(
+        &mut self,
+        base: &str,
+        scope: &mut Scope,
+        selected: &mut Vec<(usize, &spec::TargetSpec)>,
+        seed: u64,
+        salt: &str,
+    ) -> bool {
+        let Scope::Group {
+            by,
+            named,
+            chosen,
+            among,
+        } = scope
+        else {
+            return true;
+        };
+        let key = by.key();
+        let mut groups: Vec<String> = selected
+            .iter()
+            .filter_map(|(_, t)| t.labels.get(key).cloned())
+            .collect();
+        groups.sort();
+        groups.dedup();
+        let path = format!("{base}.target.scope");
+        if groups.is_empty() {
+            let names: Vec<&str> = selected.iter().map(|(_, t)| t.name.as_str()).collect();
+            self.err(
+                &path,
+                format!(
+                    "a {key} scope needs targets labelled `{key}`; the selector matches {}, \
+                     none of which has one",
+                    names.join(", ")
+                ),
+            );
+            return false;
+        }
+        let pick = match named {
+            Some(n) => {
+                if !groups.contains(n) {
+                    let hint = did_you_mean(n, groups.iter().map(String::as_str))
+                        .map(|g| format!(" (did you mean `{g}`?)"))
+                        .unwrap_or_default();
+                    self.err(
+                        &format!("{path}.{key}"),
+                        format!(
+                            "no matching target is in {key} `{n}`{hint}; the selector's targets \
+                             are in {}",
+                            groups.join(", ")
+                        ),
+                    );
+                    return false;
+                }
+                n.clone()
+            }
+            None => match scope::choose_group(&groups, seed, salt) {
+                Some(g) => g.clone(),
+                None => return false,
+            },
+        };
+        selected.retain(|(_, t)| t.labels.get(key) == Some(&pick));
+        *chosen = Some(pick);
+        *among = groups;
+        true
     }
 
     /// The targets `select` matches, all of the kind the fault acts on; `None` (with a

@@ -320,12 +320,15 @@ impl Cx<'_> {
             };
             self.irreversible(&base, key, &kind, allow_irreversible);
             self.peer_targets(&base, key, &kind, target_specs);
-            let scope = self.scope(&format!("{base}.target.scope"), f.target.scope.as_ref());
-            let Some(selected) =
+            let mut scope = self.scope(&format!("{base}.target.scope"), f.target.scope.as_ref());
+            let Some(mut selected) =
                 self.select(&base, key, &f.target.select, &kind, target_specs, targets)
             else {
                 continue;
             };
+            if !self.choose_group(&base, &mut scope, &mut selected, seed, &f.name) {
+                continue;
+            }
             if !self.fits(&base, &scope, selected.len())
                 || !self.isolation_allowed(&base, &kind, &selected)
             {

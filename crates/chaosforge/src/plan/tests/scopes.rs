@@ -152,7 +152,7 @@ fn bad_scopes_are_reported_at_the_scope() {
         has(
             &d,
             "faults[0].target.scope",
-            "exactly one of `count` or `percent`"
+            "exactly one of `count`, `percent`, `cluster` or `region`"
         ),
         "{d}"
     );
@@ -301,4 +301,124 @@ fn faults_with_the_same_scope_choose_independently() {
         .count();
     // Independent uniform picks among six differ 5/6 of the time.
     assert!(differ >= 30, "only {differ} of 50 seeds differ");
+}
+
+// === cluster and region scopes ===
+
+/// `HEAD` with clusters and regions on the six nodes: eu-1 (node-1, node-2, in eu),
+/// eu-2 (node-3, node-4, in eu) and us-1 (node-5, node-6, in us).
+fn clustered(target: &str) -> String {
+    let mut head = HEAD.to_string();
+    for (i, (cluster, region)) in [
+        ("eu-1", "eu"),
+        ("eu-1", "eu"),
+        ("eu-2", "eu"),
+        ("eu-2", "eu"),
+        ("us-1", "us"),
+        ("us-1", "us"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let zone = ["a", "a", "b", "b", "c", "c"][i];
+        let role = ["web", "db"][i % 2];
+        head = head.replace(
+            &format!("labels: {{ zone: {zone}, role: {role} }}\n  - name: node-{}", i + 2),
+            &format!(
+                "labels: {{ zone: {zone}, role: {role}, cluster: {cluster}, region: {region} }}\n  - name: node-{}",
+                i + 2
+            ),
+        );
+        if i == 5 {
+            head = head.replace(
+                "labels: { zone: c, role: db }\nhypothesis",
+                &format!(
+                    "labels: {{ zone: c, role: db, cluster: {cluster}, region: {region} }}\nhypothesis"
+                ),
+            );
+        }
+    }
+    format!("{head}faults:\n  - name: f\n    latency: {{ delay: 100ms }}\n    target: {target}\n")
+}
+
+#[test]
+fn a_cluster_scope_takes_every_target_of_one_cluster_chosen_by_the_seed() {
+    let mut seen = BTreeSet::new();
+    for seed in 0..60 {
+        let text = clustered("{ scope: cluster }");
+        let p = plan(&text, Some(seed));
+        let t = p.faults[0].targets.clone();
+        let cluster = match t.as_slice() {
+            [a, b] if a == "node-1" && b == "node-2" => "eu-1",
+            [a, b] if a == "node-3" && b == "node-4" => "eu-2",
+            [a, b] if a == "node-5" && b == "node-6" => "us-1",
+            other => panic!("not one whole cluster: {other:?}"),
+        };
+        seen.insert(cluster);
+        // Stable: the same seed chooses the same cluster again.
+        assert_eq!(plan(&text, Some(seed)).faults[0].targets, t);
+        let shown = p.faults[0].scope.to_string();
+        assert_eq!(
+            shown,
+            format!("cluster {cluster}, chosen by the seed among eu-1, eu-2, us-1")
+        );
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "every cluster is chosen for some seed: {seen:?}"
+    );
+}
+
+#[test]
+fn a_named_cluster_or_region_takes_exactly_its_targets() {
+    let p = plan(&clustered("{ scope: { cluster: eu-2 } }"), Some(1));
+    assert_eq!(p.faults[0].targets, ["node-3", "node-4"]);
+    assert_eq!(p.faults[0].scope.to_string(), "cluster eu-2");
+    let p = plan(&clustered("{ scope: { region: eu } }"), Some(1));
+    assert_eq!(
+        p.faults[0].targets,
+        ["node-1", "node-2", "node-3", "node-4"]
+    );
+    // The selector narrows first: web targets of region eu.
+    let p = plan(
+        &clustered("{ select: { role: web }, scope: { region: eu } }"),
+        Some(1),
+    );
+    assert_eq!(p.faults[0].targets, ["node-1", "node-3"]);
+    let mut regions = BTreeSet::new();
+    for seed in 0..40 {
+        let p = plan(&clustered("{ scope: region }"), Some(seed));
+        regions.insert(p.faults[0].targets.len());
+    }
+    // eu has four targets and us two: both regions are chosen across seeds.
+    assert_eq!(regions, BTreeSet::from([2, 4]));
+}
+
+#[test]
+fn group_scopes_refuse_what_cannot_be_chosen() {
+    let d = errors(&clustered("{ scope: { cluster: eu-3 } }"));
+    assert!(
+        has(
+            &d,
+            "faults[0].target.scope.cluster",
+            "no matching target is in cluster `eu-3`"
+        ),
+        "{d}"
+    );
+    assert!(
+        has(&d, "faults[0].target.scope.cluster", "did you mean"),
+        "{d}"
+    );
+    let d = errors(&one_fault("{ scope: cluster }"));
+    assert!(
+        has(
+            &d,
+            "faults[0].target.scope",
+            "needs targets labelled `cluster`"
+        ),
+        "{d}"
+    );
+    let d = errors(&clustered("{ scope: { cluster: eu-1, count: 1 } }"));
+    assert!(has(&d, "faults[0].target.scope", "exactly one of"), "{d}");
 }
