@@ -15,8 +15,10 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 mod demo;
+mod plan_cmd;
 mod progress;
 mod proxy_cmd;
+mod runs_cmd;
 
 /// Prove, with real faults and real measurements, that a system survives what production throws
 /// at it.
@@ -68,9 +70,14 @@ enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// List the runs under the state directory: short id, start, experiment, outcome
+    Runs {
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// Rebuild a run's report from its journal
     Report {
-        /// A run id or a journal file
+        /// A run id, a unique prefix of one (as `runs` shows), or a journal file
         run: String,
         #[command(flatten)]
         state: StateArgs,
@@ -152,8 +159,9 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             Ok(result.outcome.exit_code() as u8)
         }
         Command::Recover { state } => recover_cmd(&state_dir(state)?).await,
+        Command::Runs { state } => runs_cmd::list(&state_dir(state)?),
         Command::Report { run, state, format } => {
-            let path = journal_path(&run, state)?;
+            let path = runs_cmd::journal_path(&run, state_dir(state))?;
             let events = journal::read(&path)?;
             let report = Report::from_events(&events)?;
             match format {
@@ -185,7 +193,12 @@ fn schemars_schema() -> String {
 /// Loads and compiles a file, printing every diagnostic; `None` when it is invalid.
 fn load(file: &Path, seed: Option<u64>) -> Option<Plan> {
     match plan::load_here(file, seed) {
-        Ok((_, plan)) => Some(plan),
+        Ok((_, plan)) => {
+            for w in plan.warnings.iter() {
+                eprintln!("warning: {w}");
+            }
+            Some(plan)
+        }
         Err(diags) => {
             eprint!("{diags}");
             eprintln!(
@@ -237,8 +250,10 @@ fn plural(n: usize) -> &'static str {
 
 fn show_plan(file: &Path, seed: Option<u64>) -> u8 {
     let Some(p) = load(file, seed) else { return 2 };
-    println!("experiment {} (seed {})", p.name, p.seed);
+    println!("experiment {}", p.name);
+    println!("seed       {}", plan_cmd::seed_line(&p));
     println!("hypothesis {}", p.title);
+    plan_cmd::print_targets(&p);
     println!(
         "phases     baseline {}, inject {}, recover within {}",
         chaosforge::units::format_duration(p.phases.baseline),
@@ -272,6 +287,9 @@ pub(crate) async fn run(
     state_dir: &Path,
     rx: watch::Receiver<bool>,
 ) -> anyhow::Result<RunResult> {
+    if plan.seed_random {
+        eprintln!("seed {}", plan_cmd::seed_line(plan));
+    }
     let ui = progress::Ui::new(std::io::stderr().is_terminal());
     let ui2 = ui.clone();
     let engine = Engine::new(Arc::new(chaosforge_proxy::InProcessBackend), state_dir)
@@ -352,22 +370,6 @@ fn state_dir(s: StateArgs) -> anyhow::Result<PathBuf> {
     let home = std::env::var_os("HOME")
         .context("neither --state-dir, CHAOSFORGE_STATE_DIR, XDG_STATE_HOME nor HOME is set")?;
     Ok(PathBuf::from(home).join(".local/state/chaosforge"))
-}
-
-fn journal_path(run: &str, state: StateArgs) -> anyhow::Result<PathBuf> {
-    let p = PathBuf::from(run);
-    if p.is_file() {
-        return Ok(p);
-    }
-    let candidate = state_dir(state)?
-        .join("runs")
-        .join(run)
-        .join("journal.jsonl");
-    anyhow::ensure!(
-        candidate.is_file(),
-        "no journal file `{run}` and no run with that id in the state directory"
-    );
-    Ok(candidate)
 }
 
 /// What `run` prints for an outcome, for the demo.

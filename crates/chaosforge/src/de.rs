@@ -15,6 +15,14 @@
 //!   refused, the node is left out of its list or map (or, in a struct, its parent is poisoned).
 //!   Each run poisons one more node, and every run's diagnostics are kept (without repeats), so
 //!   siblings after the failing value are checked too.
+//! * A missing field is reported at its struct, and the next run hands serde a placeholder for
+//!   that field alone, so the struct's other fields are still read (a fault without `target`
+//!   still has its `latency` checked).
+//!
+//! [`decode_partial`] also returns the value of the last run, placeholders and all, with the
+//! paths where a placeholder stands ([`Partial`]): `plan` compiles it too, so unit and
+//! cross-reference problems show beside the structural ones, and drops what it says about the
+//! placeholders.
 //!
 //! Limits: at most [`MAX_PASSES`] runs; problems a parent raises only because a child was replaced
 //! (e.g. a `try_from` check seeing a placeholder) are suppressed, which may also hide a real
@@ -41,6 +49,17 @@ mod tests;
 /// Most decoding runs per document; each run after the first poisons one more failing node.
 pub const MAX_PASSES: usize = 200;
 
+/// What decoding a document with problems still yields: a value with placeholders where the
+/// problems were, and the field paths of those placeholders.
+#[derive(Debug)]
+pub struct Partial<T> {
+    /// The value, placeholders included. Never act on it: it only lets later checks run.
+    pub value: T,
+    /// Paths (`faults[1].target`, `targets[0]`) where a placeholder stands or a node was left
+    /// out; anything said about them, or below them, is an artifact.
+    pub substituted: Vec<String>,
+}
+
 /// Decodes `doc` into a `T`, reporting every problem found, sorted by position, without repeats.
 ///
 /// The non-fatal problems found while parsing ([`Document::diagnostics`]) are included, so a
@@ -50,6 +69,18 @@ pub const MAX_PASSES: usize = 200;
 ///
 /// Every problem found in the document, each at the node it concerns.
 pub fn decode<T: DeserializeOwned>(doc: &Document) -> Result<T, Diagnostics> {
+    decode_partial(doc).map_err(|(diags, _)| diags)
+}
+
+/// Like [`decode`], and on failure also the [`Partial`] value of the last run, when one run got
+/// through with placeholders.
+///
+/// # Errors
+///
+/// Every problem found in the document, and the partial value if there is one.
+pub fn decode_partial<T: DeserializeOwned>(
+    doc: &Document,
+) -> Result<T, (Diagnostics, Option<Partial<T>>)> {
     let cx = Cx {
         doc,
         diags: RefCell::new(Vec::new()),
@@ -58,23 +89,39 @@ pub fn decode<T: DeserializeOwned>(doc: &Document) -> Result<T, Diagnostics> {
         omitted: Cell::new(0),
         omitted_fields: RefCell::new(HashSet::new()),
         failure: Cell::new(None),
+        missing: RefCell::new(HashMap::new()),
+        retry: Cell::new(false),
+        substituted: RefCell::new(Vec::new()),
     };
     for d in doc.diagnostics() {
         cx.report(d.clone());
     }
+    let mut partial = None;
     for _ in 0..MAX_PASSES {
         cx.failure.set(None);
+        cx.retry.set(false);
         cx.omitted_fields.borrow_mut().clear();
+        cx.substituted.borrow_mut().clear();
         let root = De::new(doc.root(), String::new(), &cx);
         match cx.settle(root.node, &root.path, T::deserialize(root.clone_ref())) {
             Ok(value) => {
                 if cx.diags.borrow().is_empty() {
                     return Ok(value);
                 }
+                partial = Some(Partial {
+                    value,
+                    substituted: cx.substituted.take(),
+                });
                 break;
             }
             Err(_) => {
-                let Some(id) = cx.failure.get() else { break };
+                let Some(id) = cx.failure.get() else {
+                    // Only missing fields failed: the next run fills them with placeholders.
+                    if cx.retry.get() {
+                        continue;
+                    }
+                    break;
+                };
                 let mut poison = cx.poison.borrow_mut();
                 let mode = poison.entry(id).or_insert(Mode::Fresh);
                 *mode = match mode {
@@ -101,7 +148,21 @@ pub fn decode<T: DeserializeOwned>(doc: &Document) -> Result<T, Diagnostics> {
     drop_missing_explained_by_typos(&mut diags);
     let mut diags = Diagnostics(diags);
     diags.sort();
-    Err(diags)
+    Err((diags, partial))
+}
+
+// === impl Partial ===
+
+impl<T> Partial<T> {
+    /// Whether `path` is a substituted path or lies below one.
+    pub fn covers(&self, path: &str) -> bool {
+        self.substituted.iter().any(|s| {
+            s.is_empty()
+                || path
+                    .strip_prefix(s.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        })
+    }
 }
 
 /// `delya: 1s` yields both "unknown field `delya`, did you mean `delay`?" and "missing field
@@ -153,6 +214,12 @@ struct Cx<'d> {
     omitted_fields: RefCell<HashSet<(usize, String)>>,
     /// The first node that failed unrecoverably in this run.
     failure: Cell<Option<usize>>,
+    /// Fields found missing, by struct node: later runs hand serde a placeholder for each.
+    missing: RefCell<HashMap<usize, Vec<&'static str>>>,
+    /// A field was found missing for the first time in this run: run again to fill it.
+    retry: Cell<bool>,
+    /// Paths where this run handed out a placeholder or left a node out.
+    substituted: RefCell<Vec<String>>,
 }
 
 /// The decoder's error. Problems are recorded in [`Cx`] where they happen, so what travels up
@@ -194,8 +261,11 @@ struct MapAcc<'a, 'd> {
     entries: std::slice::Iter<'a, (Node, Node)>,
     /// The struct's field names; `None` for a plain map.
     fields: Option<&'static [&'static str]>,
-    /// The value of the entry whose key was just returned, with its path.
-    value: Option<(&'a Node, String)>,
+    /// The value of the entry whose key was just returned, with its path; `None` as the node
+    /// for a missing field, filled with a placeholder.
+    value: Option<(Option<&'a Node>, String)>,
+    /// How many of the struct's missing fields were handed out so far.
+    filled: usize,
     path: &'a str,
     cx: &'a Cx<'d>,
 }
@@ -291,6 +361,18 @@ impl Cx<'_> {
                     .contains(&(node_id(node), field.to_owned()));
                 if !artifact {
                     self.report_at(node, path, format!("missing field `{field}`"));
+                }
+                // First time: fill the field next run and keep the struct's other fields. Again
+                // (the struct's map is not ours to fill, or the placeholder was refused): fail
+                // the struct as any other value.
+                if matches!(node.value, Value::Map(_)) {
+                    let mut missing = self.missing.borrow_mut();
+                    let fields = missing.entry(node_id(node)).or_default();
+                    if !fields.contains(&field) {
+                        fields.push(field);
+                        self.retry.set(true);
+                        return Err(Error::Reported);
+                    }
                 }
                 Err(self.fail(node))
             }
@@ -424,6 +506,7 @@ impl<'a, 'd> De<'a, 'd> {
         with: impl FnOnce(Placeholder, V) -> Result<V::Value, Error>,
     ) -> Result<V::Value, Error> {
         self.cx.replaced.set(self.cx.replaced.get() + 1);
+        self.cx.substituted.borrow_mut().push(self.path.clone());
         with(Placeholder, visitor).map_err(|_| self.cx.fail(self.node))
     }
 
@@ -554,6 +637,7 @@ impl<'a, 'd> De<'a, 'd> {
                 entries: entries.iter(),
                 fields,
                 value: None,
+                filled: 0,
                 path: &self.path,
                 cx: self.cx,
             }),
@@ -734,12 +818,13 @@ impl<'de> SeqAccess<'de> for SeqAcc<'_, '_> {
         for item in self.items.by_ref() {
             let index = self.index;
             self.index += 1;
-            if self.cx.mode(item) == Mode::Omit {
-                self.cx.omitted.set(self.cx.omitted.get() + 1);
-                continue;
-            }
             let mut path = self.path.to_owned();
             push_index(&mut path, index);
+            if self.cx.mode(item) == Mode::Omit {
+                self.cx.omitted.set(self.cx.omitted.get() + 1);
+                self.cx.substituted.borrow_mut().push(path);
+                continue;
+            }
             return self.cx.child(seed, item, path).map(Some);
         }
         Ok(None)
@@ -761,17 +846,19 @@ impl<'de> MapAccess<'de> for MapAcc<'_, '_> {
     ) -> Result<Option<K::Value>, Error> {
         let cx = self.cx;
         for (key, value) in self.entries.by_ref() {
+            let mut path = self.path.to_owned();
             if cx.mode(key) == Mode::Omit || cx.mode(value) == Mode::Omit {
                 cx.omitted.set(cx.omitted.get() + 1);
                 cx.omitted_fields
                     .borrow_mut()
                     .insert((node_id(self.node), key.raw.clone()));
+                push_key(&mut path, &key.raw);
+                cx.substituted.borrow_mut().push(path);
                 continue;
             }
-            let mut path = self.path.to_owned();
             let Some(fields) = self.fields else {
                 push_key(&mut path, &key.raw);
-                self.value = Some((value, path.clone()));
+                self.value = Some((Some(value), path.clone()));
                 return cx.child(seed, key, path).map(Some);
             };
             if !matches!(key.value, Value::Str(_) | Value::Int(_) | Value::Bool(_)) {
@@ -788,9 +875,25 @@ impl<'de> MapAccess<'de> for MapAcc<'_, '_> {
                 cx.report_at(key, &path, unknown("field", &key.raw, fields));
                 continue;
             }
-            self.value = Some((value, path));
+            self.value = Some((Some(value), path));
             let name: StrDeserializer<'_, Error> = key.raw.as_str().into_deserializer();
             return seed.deserialize(name).map(Some);
+        }
+        // The fields an earlier run found missing, each with a placeholder.
+        if self.fields.is_some() {
+            let field = cx
+                .missing
+                .borrow()
+                .get(&node_id(self.node))
+                .and_then(|f| f.get(self.filled).copied());
+            if let Some(field) = field {
+                self.filled += 1;
+                let mut path = self.path.to_owned();
+                push_key(&mut path, field);
+                self.value = Some((None, path));
+                let name: StrDeserializer<'_, Error> = field.into_deserializer();
+                return seed.deserialize(name).map(Some);
+            }
         }
         Ok(None)
     }
@@ -800,6 +903,14 @@ impl<'de> MapAccess<'de> for MapAcc<'_, '_> {
             return Err(Error::Msg(
                 "a map value was asked for before its key".into(),
             ));
+        };
+        let Some(value) = value else {
+            // A missing field: already reported at its struct.
+            self.cx.replaced.set(self.cx.replaced.get() + 1);
+            self.cx.substituted.borrow_mut().push(path);
+            return seed
+                .deserialize(Placeholder)
+                .map_err(|_| self.cx.fail(self.node));
         };
         self.cx.child(seed, value, path)
     }

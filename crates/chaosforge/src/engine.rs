@@ -357,9 +357,17 @@ impl Engine {
                             .into();
                     }
                 },
-                ProbePlan::Tcp { address, timeout } => {
-                    Arc::new(TcpProbe::new(m.name.clone(), address.clone(), *timeout))
-                }
+                ProbePlan::Tcp {
+                    address,
+                    timeout,
+                    send,
+                    expect,
+                } => Arc::new(
+                    TcpProbe::new(m.name.clone(), address.clone(), *timeout).with_exchange(
+                        send.clone().map(String::into_bytes),
+                        expect.clone().map(String::into_bytes),
+                    ),
+                ),
                 ProbePlan::Command(cfg) => Arc::new(CommandProbe::new(m.name.clone(), cfg.clone())),
                 ProbePlan::Process(source) => {
                     Arc::new(ProcessProbe::new(m.name.clone(), source.clone()))

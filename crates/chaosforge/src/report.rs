@@ -217,12 +217,20 @@ impl PlanSummary {
                             h.url,
                             format_duration(m.interval)
                         ),
-                        ProbePlan::Tcp { address, .. } => {
-                            format!(
-                                "tcp connect {address} every {}",
-                                format_duration(m.interval)
-                            )
-                        }
+                        ProbePlan::Tcp {
+                            address,
+                            send,
+                            expect,
+                            ..
+                        } => format!(
+                            "tcp connect {address}{} every {}",
+                            match (send, expect) {
+                                (_, Some(e)) => format!(", expect {e:?}"),
+                                (Some(_), None) => ", expect an answer".into(),
+                                (None, None) => String::new(),
+                            },
+                            format_duration(m.interval)
+                        ),
                         ProbePlan::Command(c) => format!(
                             "run `{}` every {}{}",
                             shell_words(&c.argv),

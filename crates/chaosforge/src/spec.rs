@@ -233,18 +233,22 @@ pub struct HttpProbeSpec {
     pub body: Option<String>,
     /// Time between the starts of two samples, e.g. `100ms`. Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub interval: Option<String>,
     /// How long one request may take before it counts as failed. Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub timeout: Option<String>,
     /// Statuses that count as success: `"2xx"`, `"200-299"`, `"200,204"`. Default 2xx and 3xx.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success: Option<String>,
 }
 
-/// `tcp: { address: "127.0.0.1:5432", interval: 200ms, timeout: 500ms }`
+/// `tcp: { address: "127.0.0.1:5432", interval: 200ms, timeout: 500ms }`, or with an answer
+/// required: `tcp: { address: "127.0.0.1:6379", send: "PING\r\n", expect: "+PONG" }`.
+///
+/// A connect alone succeeds even when the process behind the port is stopped or frozen (the
+/// kernel completes the handshake), so give `send`/`expect` to watch a `pause` or `freeze`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TcpProbeSpec {
@@ -252,12 +256,21 @@ pub struct TcpProbeSpec {
     pub address: String,
     /// Time between the starts of two samples. Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub interval: Option<String>,
-    /// How long a connect may take. Default `1s`.
+    /// How long a sample may take: the connect, and with `send`/`expect` the answer too.
+    /// Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub timeout: Option<String>,
+    /// Bytes sent once connected, as the YAML string gives them (`"PING\r\n"` in double quotes
+    /// is P, I, N, G, CR, LF).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// Bytes the answer must contain, e.g. `"+PONG"`; read until they appear or the timeout
+    /// passes. With `send` but without `expect`, any answer will do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
 }
 
 /// `command: { run: ["redis-cli", "llen", "jobs"], interval: 1s, timeout: 2s, value: { regex: "(\\d+)" } }`
@@ -270,12 +283,12 @@ pub struct CommandProbeSpec {
     pub run: CommandRunSpec,
     /// Time between the starts of two samples. Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub interval: Option<String>,
     /// How long the command may run; then it and its process group are killed and the sample
     /// fails. Default `5s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub timeout: Option<String>,
     /// How to read the sample's number from standard output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -319,7 +332,7 @@ pub struct ProcessProbeSpec {
     pub cgroup: Option<String>,
     /// Time between two samples. Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub interval: Option<String>,
 }
 
@@ -343,11 +356,11 @@ pub struct PrometheusProbeSpec {
     pub aggregate: Option<AggregateSpec>,
     /// Time between the starts of two samples. Default `5s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub interval: Option<String>,
     /// How long a query may take. Default `2s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub timeout: Option<String>,
 }
 
@@ -554,7 +567,7 @@ pub struct HttpAbortSpec {
     pub matcher: Option<HttpMatchSpec>,
     /// Share of the matching requests, drawn per request. Default `100%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub probability: Option<String>,
 }
 
@@ -563,11 +576,11 @@ pub struct HttpAbortSpec {
 #[serde(deny_unknown_fields)]
 pub struct HttpDelaySpec {
     /// Added delay.
-    #[schemars(with = "UnitValue")]
+    #[schemars(with = "DurationValue")]
     pub delay: String,
     /// Uniform spread around it. Default `0s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub jitter: Option<String>,
     /// `request` (before forwarding, the default) or `response` (before answering).
     #[serde(default)]
@@ -577,7 +590,7 @@ pub struct HttpDelaySpec {
     pub matcher: Option<HttpMatchSpec>,
     /// Share of the matching requests. Default `100%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub probability: Option<String>,
 }
 
@@ -601,7 +614,7 @@ pub struct HttpMatchOnlySpec {
     pub matcher: Option<HttpMatchSpec>,
     /// Share of the matching requests. Default `100%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub probability: Option<String>,
 }
 
@@ -615,7 +628,7 @@ pub struct HttpCorruptSpec {
     pub truncate: Option<i64>,
     /// Flip a bit in each byte with this chance, e.g. `1%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub flip: Option<String>,
     /// Replace the values at this RFC 9535 JSONPath in a JSON body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -629,7 +642,7 @@ pub struct HttpCorruptSpec {
     pub matcher: Option<HttpMatchSpec>,
     /// Share of the matching requests. Default `100%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub probability: Option<String>,
 }
 
@@ -648,7 +661,7 @@ pub struct HttpHeaderSpec {
     pub matcher: Option<HttpMatchSpec>,
     /// Share of the matching requests. Default `100%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub probability: Option<String>,
 }
 
@@ -682,7 +695,7 @@ pub struct AuthStripSpec {
     pub matcher: Option<HttpMatchSpec>,
     /// Share of the matching requests. Default `100%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub probability: Option<String>,
 }
 
@@ -710,7 +723,7 @@ pub struct AuthForgeSpec {
     pub matcher: Option<HttpMatchSpec>,
     /// Share of the matching requests. Default `100%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub probability: Option<String>,
 }
 
@@ -818,7 +831,7 @@ pub struct SizedScopeSpec {
     pub count: Option<i64>,
     /// This percentage of the matching targets, e.g. `50` or `"50%"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub percent: Option<String>,
 }
 
@@ -846,11 +859,11 @@ pub enum DirectionSpec {
 #[serde(deny_unknown_fields)]
 pub struct LatencySpec {
     /// Added delay, e.g. `200ms`.
-    #[schemars(with = "UnitValue")]
+    #[schemars(with = "DurationValue")]
     pub delay: String,
     /// Uniform spread around the delay, e.g. `20ms`. Default `0s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub jitter: Option<String>,
     /// Which way. Default `downstream` on a proxy, `egress` on a host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -858,7 +871,7 @@ pub struct LatencySpec {
     /// Proxy: share of connections affected, `100%` by default. Decided once per connection: a
     /// client that keeps one connection alive (as HTTP monitors do) sees all or none of the fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub toxicity: Option<String>,
     /// Host: only packets to/from these peers (IP addresses or `netns`/`host` target names).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -873,14 +886,14 @@ pub struct LatencySpec {
 #[serde(deny_unknown_fields)]
 pub struct BandwidthSpec {
     /// Bytes per second: `1MB/s`, `512KiB/s`, `8Mbit/s`.
-    #[schemars(with = "UnitValue")]
+    #[schemars(with = "RateValue")]
     pub rate: String,
     /// Which way. Default `downstream`.
     #[serde(default)]
     pub direction: DirectionSpec,
     /// Share of connections affected, `100%` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub toxicity: Option<String>,
 }
 
@@ -890,14 +903,14 @@ pub struct BandwidthSpec {
 pub struct TimeoutSpec {
     /// Close the connection this long after the data stops; omitted: never close.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub after: Option<String>,
     /// Which way. Default `downstream`.
     #[serde(default)]
     pub direction: DirectionSpec,
     /// Share of connections affected, `100%` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub toxicity: Option<String>,
 }
 
@@ -907,11 +920,11 @@ pub struct TimeoutSpec {
 pub struct ResetSpec {
     /// How long after the fault reaches a connection it is reset. Default `0s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub after: Option<String>,
     /// Share of connections affected, `100%` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub toxicity: Option<String>,
 }
 
@@ -925,7 +938,7 @@ pub struct DownSpec {}
 #[serde(deny_unknown_fields)]
 pub struct CorruptSpec {
     /// Chance that a unit (byte or chunk) gets one bit flipped, e.g. `1%`.
-    #[schemars(with = "UnitValue")]
+    #[schemars(with = "RatioValue")]
     pub probability: String,
     /// Proxy: `byte` (default) or `chunk`. On a host the unit is a packet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -935,7 +948,7 @@ pub struct CorruptSpec {
     pub direction: Option<DirectionSpec>,
     /// Proxy: share of connections affected, `100%` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub toxicity: Option<String>,
     /// Host: only packets to/from these peers (IP addresses or `netns`/`host` target names).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -950,7 +963,7 @@ pub struct CorruptSpec {
 #[serde(deny_unknown_fields)]
 pub struct DuplicateSpec {
     /// Share of packets sent twice, e.g. `5%`.
-    #[schemars(with = "UnitValue")]
+    #[schemars(with = "RatioValue")]
     pub probability: String,
     /// Only packets to/from these peers (IP addresses or `netns`/`host` target names).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -969,11 +982,11 @@ pub struct DuplicateSpec {
 #[serde(deny_unknown_fields)]
 pub struct ReorderSpec {
     /// Share of packets held back, e.g. `25%`.
-    #[schemars(with = "UnitValue")]
+    #[schemars(with = "RatioValue")]
     pub probability: String,
     /// How long they are held back. Default `10ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub gap: Option<String>,
     /// Only packets to/from these peers (IP addresses or `netns`/`host` target names).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -991,7 +1004,7 @@ pub struct ReorderSpec {
 #[serde(deny_unknown_fields)]
 pub struct RateSpec {
     /// `8Mbit/s`, `1MB/s`, `512KiB/s`.
-    #[schemars(with = "UnitValue")]
+    #[schemars(with = "RateValue")]
     pub rate: String,
     /// Only packets to/from these peers (IP addresses or `netns`/`host` target names).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -1065,7 +1078,7 @@ pub enum PartitionDirectionSpec {
 #[serde(deny_unknown_fields)]
 pub struct LossSpec {
     /// Share of packets dropped, e.g. `20%`.
-    #[schemars(with = "UnitValue")]
+    #[schemars(with = "RatioValue")]
     pub probability: String,
     /// Whose packets: IP addresses or `netns`/`host` target names. Empty: all but loopback.
     #[serde(default)]
@@ -1084,7 +1097,7 @@ pub struct CpuSpec {
     pub workers: Option<i64>,
     /// Each worker's share of one core, `1..=100` (`50` or `"50%"`). Default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub percent: Option<String>,
 }
 
@@ -1093,7 +1106,7 @@ pub struct CpuSpec {
 #[serde(deny_unknown_fields)]
 pub struct MemorySpec {
     /// How much to allocate and touch: `256MiB`, `1GB`.
-    #[schemars(with = "UnitValue")]
+    #[schemars(with = "SizeValue")]
     pub size: String,
 }
 
@@ -1105,11 +1118,11 @@ pub struct DiskFillSpec {
     pub path: String,
     /// Fill the filesystem until this share is used, `1..=100`. Default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<RatioValue>")]
     pub percent: Option<String>,
     /// Refuse if less than this would stay free. Default `0B` — set it on real hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<SizeValue>")]
     pub margin: Option<String>,
 }
 
@@ -1187,7 +1200,7 @@ pub struct RestartSpec {
     /// How long the command and the wait for readiness may take together, e.g. `30s`. Default
     /// `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub timeout: Option<String>,
 }
 
@@ -1214,16 +1227,16 @@ pub struct ReadySpec {
 pub struct PhasesSpec {
     /// Sampling before any fault; the hypothesis must hold here. Default `10s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub baseline: Option<String>,
     /// How long faults are held while monitors observe. Default `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub inject: Option<String>,
     /// The longest acceptable time for the hypothesis to hold again after faults are reverted.
     /// Default `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub recover_within: Option<String>,
 }
 
@@ -1239,22 +1252,29 @@ pub struct PoliciesSpec {
     pub halt_when: Vec<String>,
     /// The sliding window `halt_when` is judged over. Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<UnitValue>")]
+    #[schemars(with = "Option<DurationValue>")]
     pub halt_window: Option<String>,
     /// Allow faults that cannot be undone (e.g. `kill`). Default `false`.
     #[serde(default)]
     pub allow_irreversible: bool,
+    /// The longest the phases may last together (`baseline + inject + recover_within`), e.g.
+    /// `2h`; a plan over it is refused. Setting it also allows phases over an hour without the
+    /// warning they get otherwise. Default: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<DurationValue>")]
+    pub max_duration: Option<String>,
 }
 
-/// A value with a unit as written in the file: text (`250ms`, `99%`, `1MB/s`) or a bare number
-/// (seconds, a fraction, bytes…). Only for the JSON Schema: the decoder keeps both as text.
+/// A ratio or percentage as written in the file: text (`99%`, `0.99`) or a bare number (a
+/// fraction, or a percentage where the field says so). Only for the JSON Schema: the decoder
+/// keeps both as text.
 #[derive(JsonSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
-enum UnitValue {
-    /// `250ms`, `99%`, `1MB/s`.
+enum RatioValue {
+    /// `99%`, `0.5`.
     Text(String),
-    /// `30`, `0.99`, `50`.
+    /// `0.99`, `50`.
     Number(f64),
 }
 
@@ -1314,6 +1334,72 @@ impl<'de> Deserialize<'de> for InventoryRef {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A duration (`250ms`, `1m30s`) or `0`: a bare number other than zero is refused, since it
+/// could mean seconds or milliseconds. Only for the JSON Schema.
+struct DurationValue;
+
+/// A size (`256MiB`, `4096B`) or `0`. Only for the JSON Schema.
+struct SizeValue;
+
+/// A byte rate (`1MB/s`, `8Mbit/s`). Only for the JSON Schema.
+struct RateValue;
+
+/// The JSON Schema of a value that must carry a unit: a string matching `pattern`, or the
+/// number zero when `zero` (the one number that means the same in every unit).
+fn unit_schema(description: &str, pattern: &str, zero: bool) -> schemars::Schema {
+    let text = serde_json::json!({ "type": "string", "pattern": pattern });
+    let any_of = if zero {
+        serde_json::json!([text, { "const": 0 }])
+    } else {
+        serde_json::json!([text])
+    };
+    schemars::json_schema!({ "description": description, "anyOf": any_of })
+}
+
+// === impl DurationValue, SizeValue, RateValue ===
+
+impl JsonSchema for DurationValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DurationValue".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        unit_schema(
+            "A duration with its unit: `250ms`, `1.5s`, `1m30s` (ns, us, ms, s, m, h, d), or 0.",
+            r"^\s*(0+(\.0*)?|([0-9]*\.?[0-9]+(ns|us|µs|ms|s|m|h|d))+)\s*$",
+            true,
+        )
+    }
+}
+
+impl JsonSchema for SizeValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SizeValue".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        unit_schema(
+            "A size with its unit: `256MiB`, `1GB`, `4096B` (B, kB, MB, GB, KiB, MiB, GiB), or 0.",
+            r"^\s*(0+(\.0*)?|[0-9]*\.?[0-9]+\s*(B|kB|KB|MB|GB|KiB|MiB|GiB))\s*$",
+            true,
+        )
+    }
+}
+
+impl JsonSchema for RateValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RateValue".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        unit_schema(
+            "A byte rate with its unit: `1MB/s`, `512KiB/s`, `8Mbit/s`.",
+            r"^\s*[0-9]*\.?[0-9]+\s*(B|kB|KB|MB|GB|KiB|MiB|GiB|bit|kbit|Kbit|Mbit|Gbit)(/s)?\s*$",
+            false,
+        )
     }
 }
 

@@ -36,7 +36,11 @@ impl UnitError {
 }
 
 /// Parses a duration: one or more `<number><unit>` parts with units `ns us µs ms s m h d`
-/// (`250ms`, `1m30s`, `1.5s`), or a bare number of seconds (`30`, as Chaos Toolkit writes them).
+/// (`250ms`, `1m30s`, `1.5s`). A bare `0` is zero.
+///
+/// Any other bare number is refused: `delay: 150` meant `150ms` to one user and silently
+/// planned 2m30s, while `latency.p99 < 150` in an expectation was already refused, so one rule
+/// holds everywhere. Zero is the only number that means the same in every unit.
 ///
 /// Spaces between a number and its unit are refused on purpose: `10 sec` is a typo far more
 /// often than an intent, and one spelling per unit keeps files greppable.
@@ -58,14 +62,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
             s.len(),
         ));
     }
-    if let Ok(secs) = s.parse::<f64>() {
-        return seconds(secs).ok_or_else(|| {
-            UnitError::new(
-                format!("`{s}` is not a valid number of seconds"),
-                lead,
-                s.len(),
-            )
-        });
+    if let Ok(n) = s.parse::<f64>() {
+        if n == 0.0 {
+            return Ok(Duration::ZERO);
+        }
+        return Err(UnitError::new(
+            format!(
+                "duration `{s}` has no unit: `{s}ms`? `{s}s`? (write the unit; a bare number is refused because it could mean either)"
+            ),
+            lead,
+            s.len(),
+        ));
     }
     let bytes = s.as_bytes();
     let mut i = 0;
@@ -277,10 +284,23 @@ impl fmt::Display for Ratio {
     }
 }
 
-/// Parses a size: `256MiB`, `1GB`, `4096` (bytes). Decimal units are powers of 1000, binary
-/// ones (`KiB MiB GiB`) powers of 1024.
+/// Parses a size: `256MiB`, `1GB`, `4096B`. Decimal units are powers of 1000, binary ones
+/// (`KiB MiB GiB`) powers of 1024. A bare `0` is zero bytes; any other bare number is refused,
+/// as for durations: `size: 256` is as likely to mean MiB as bytes.
 pub fn parse_bytes(text: &str) -> Result<u64, UnitError> {
     let s = text.trim();
+    if let Ok(n) = s.parse::<f64>() {
+        if n == 0.0 {
+            return Ok(0);
+        }
+        return Err(UnitError::new(
+            format!(
+                "size `{s}` has no unit: `{s}B`? `{s}MiB`? (write the unit; a bare number is refused because it could mean either)"
+            ),
+            0,
+            text.len(),
+        ));
+    }
     if s.ends_with("/s") || s.contains("bit") {
         return Err(UnitError::new(
             format!("`{s}` is a rate; write a size such as `256MiB`"),
@@ -298,15 +318,22 @@ pub fn parse_bytes(text: &str) -> Result<u64, UnitError> {
     })
 }
 
-/// Parses a byte rate: `1MB/s`, `512KiB/s`, `8Mbit/s`, `1000000` (bytes per second).
+/// Parses a byte rate: `1MB/s`, `512KiB/s`, `8Mbit/s`, `1000000B/s`.
 ///
 /// Decimal units (`kB MB GB`) are powers of 1000, binary ones (`KiB MiB GiB`) powers of 1024, and
-/// `bit` units are divided by 8, as network people write them.
+/// `bit` units are divided by 8, as network people write them. A bare number is refused, as for
+/// durations: `rate: 100` could be bytes, kilobytes or megabits per second.
 pub fn parse_byte_rate(text: &str) -> Result<u64, UnitError> {
     let s = text.trim();
     let body = s.strip_suffix("/s").unwrap_or(s);
-    if let Ok(n) = body.parse::<u64>() {
-        return Ok(n);
+    if body.parse::<f64>().is_ok() {
+        return Err(UnitError::new(
+            format!(
+                "rate `{s}` has no unit: `{body}B/s`? `{body}Mbit/s`? (write the unit; a bare number is refused because it could mean either)"
+            ),
+            0,
+            text.len(),
+        ));
     }
     let split = body
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -361,7 +388,6 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         let e = parse_duration("10 sec").unwrap_err();
         assert!(e.message.contains("without a space"), "{e}");
@@ -369,6 +395,25 @@ mod tests {
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("5parsecs").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn bare_numbers_are_refused_but_zero() {
+        // `delay: 150` used to plan 2m30s; now it names both readings and points at the number.
+        let e = parse_duration(" 150").unwrap_err();
+        assert!(e.message.contains("`150ms`? `150s`?"), "{e}");
+        assert_eq!((e.offset, e.len), (1, 3));
+        assert!(parse_duration("1.5").is_err());
+        assert!(parse_duration("1e3").is_err());
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0.0"), Ok(Duration::ZERO));
+        let e = parse_bytes("4096").unwrap_err();
+        assert!(e.message.contains("`4096B`? `4096MiB`?"), "{e}");
+        assert_eq!(parse_bytes("0"), Ok(0));
+        let e = parse_byte_rate("1000000").unwrap_err();
+        assert!(e.message.contains("`1000000B/s`? `1000000Mbit/s`?"), "{e}");
+        assert!(parse_byte_rate("100/s").is_err());
+        assert_eq!(parse_byte_rate("1000000B/s"), Ok(1_000_000));
     }
 
     #[test]
@@ -414,7 +459,7 @@ mod tests {
         assert_eq!(parse_byte_rate("1MB/s"), Ok(1_000_000));
         assert_eq!(parse_byte_rate("1MiB/s"), Ok(1_048_576));
         assert_eq!(parse_byte_rate("8Mbit/s"), Ok(1_000_000));
-        assert_eq!(parse_byte_rate("4096"), Ok(4096));
+        assert_eq!(parse_byte_rate("4096B/s"), Ok(4096));
         assert!(parse_byte_rate("fast").is_err());
         assert!(parse_byte_rate("1 parsec/s").is_err());
     }

@@ -147,6 +147,46 @@ fn examples_validate_against_the_json_schema() {
         !validator.is_valid(&bad),
         "unknown top-level fields must be rejected by the schema"
     );
+    // One rule for units in the schema too: a bare number is refused for durations, sizes and
+    // rates (only `0` stays), while a ratio may still be a bare fraction.
+    let with = |fault: serde_json::Value, phases: serde_json::Value| {
+        serde_json::json!({"apiVersion": "chaosforge/v1", "name": "x",
+            "hypothesis": {"monitors": []}, "phases": phases,
+            "faults": [{"name": "f", "target": {}, "latency": fault}]})
+    };
+    for (fault, phases, ok) in [
+        (
+            serde_json::json!({"delay": "150ms"}),
+            serde_json::json!({"inject": "30s"}),
+            true,
+        ),
+        (
+            serde_json::json!({"delay": 0, "toxicity": 0.5}),
+            serde_json::json!({"inject": "1m30s"}),
+            true,
+        ),
+        (
+            serde_json::json!({"delay": 150}),
+            serde_json::json!({}),
+            false,
+        ),
+        (
+            serde_json::json!({"delay": "150"}),
+            serde_json::json!({}),
+            false,
+        ),
+        (
+            serde_json::json!({"delay": "1ms"}),
+            serde_json::json!({"baseline": 10}),
+            false,
+        ),
+    ] {
+        assert_eq!(
+            validator.is_valid(&with(fault.clone(), phases.clone())),
+            ok,
+            "{fault} {phases}"
+        );
+    }
 }
 
 #[test]

@@ -162,6 +162,27 @@ fn missing_fields_point_at_the_map() {
     );
 }
 
+/// A missing field is filled with a placeholder for the next run, so the struct's other fields
+/// are still read: the bad port after the missing name is reported, and the partial value keeps
+/// what was written, with the placeholder's path.
+#[test]
+fn a_missing_field_does_not_hide_its_siblings() {
+    let text = "name: x\ntargets:\n  - port: -1\n    labels: { a: b }\n";
+    assert_eq!(
+        errors::<Exp>(text),
+        "exp.yaml:3:5: targets[0]: missing field `name`\n\
+         exp.yaml:3:11: targets[0].port: expected an unsigned integer, found `-1`\n"
+    );
+    let doc = Document::parse("exp.yaml", text).unwrap();
+    let (_, partial) = decode_partial::<Exp>(&doc).unwrap_err();
+    let partial = partial.unwrap();
+    assert_eq!(partial.value.targets[0].labels["a"], "b");
+    assert!(partial.covers("targets[0].name"));
+    assert!(partial.covers("targets[0].port"));
+    assert!(!partial.covers("targets[0].labels"));
+    assert!(!partial.covers("targets[0].names"));
+}
+
 #[test]
 fn enums_report_unknown_variants_and_shapes() {
     let text = "name: x\ntargets:\n  - {name: a, port: 1, scope: singel}\n  - {name: b, port: 1, scope: {x: 1}}\nfaults:\n  - {name: f, action: {kil: {signal: x}}}\n  - {name: g, action: pause}\n  - {name: h, action: {pause: -1}}\n";

@@ -15,7 +15,7 @@ use super::params::KillReach;
 use super::{BoxError, Fault, FaultError, Guard, InjectCx, Revert, RevertSpec, cgroupfs};
 
 pub use super::params::parse_signal;
-pub use super::procfs::{ProcessId, resolve, start_time_of, state_of};
+pub use super::procfs::{ProcessId, cmdline_of, resolve, start_time_of, state_of};
 pub(crate) use super::procfs::{all_pids, check_same, pgid_of, self_and_ancestors};
 
 /// `pause`: SIGSTOP now, SIGCONT on revert.

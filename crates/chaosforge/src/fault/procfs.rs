@@ -117,6 +117,15 @@ pub(crate) fn stat_of(pid: i32) -> Option<ProcStat> {
     })
 }
 
+/// The process's command line, arguments joined by spaces (`/proc/PID/cmdline`); `None` when it
+/// is gone or has none (a kernel thread).
+pub fn cmdline_of(pid: i32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+    let line = line.trim_end();
+    (!line.is_empty()).then(|| line.to_string())
+}
+
 /// The process's state letter (`R`, `S`, `T` for stopped, `Z`, …).
 pub fn state_of(pid: i32) -> Option<char> {
     stat_fields(pid)?.first()?.chars().next()

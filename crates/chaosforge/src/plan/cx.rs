@@ -13,6 +13,8 @@ use crate::units::{self, Ratio, UnitError};
 pub(super) struct Cx<'a> {
     pub(super) doc: &'a Document,
     pub(super) diags: Diagnostics,
+    /// What is valid but probably not meant; never stops a run.
+    pub(super) warnings: Diagnostics,
 }
 
 // === impl Cx ===
@@ -22,6 +24,7 @@ impl<'a> Cx<'a> {
         Cx {
             doc,
             diags: Diagnostics::new(),
+            warnings: Diagnostics::new(),
         }
     }
 }
@@ -29,6 +32,10 @@ impl<'a> Cx<'a> {
 impl Cx<'_> {
     pub(super) fn err(&mut self, path: &str, message: impl Into<String>) {
         self.diags.push(self.doc.diag(path, message));
+    }
+
+    pub(super) fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(self.doc.diag(path, message));
     }
 
     pub(super) fn unit_err(&mut self, path: &str, e: UnitError) {

@@ -42,6 +42,7 @@ mod faults;
 mod inventory;
 mod mechanisms;
 mod monitors;
+mod plausible;
 mod policies;
 mod scopes;
 mod targets;
@@ -73,6 +74,9 @@ pub struct Plan {
     pub file: String,
     /// The seed of every random choice.
     pub seed: u64,
+    /// Whether the seed was drawn at random (neither the file nor the caller gave one), so
+    /// that the user is told how to repeat the run.
+    pub seed_random: bool,
     /// Targets, in file order.
     pub targets: Vec<Target>,
     /// Monitors, in file order.
@@ -87,6 +91,9 @@ pub struct Plan {
     pub halt_window: Duration,
     /// `hypothesis.significance`: held also means "no significant degradation" at this level.
     pub significance: Option<f64>,
+    /// What is valid but probably not meant (`file:line:col: path: message`); `plan` and `run`
+    /// print them, nothing refuses them.
+    pub warnings: Diagnostics,
 }
 
 /// Phase durations.
@@ -131,9 +138,56 @@ pub fn load(path: &Path, seed: Option<u64>) -> Result<(Document, Plan), Diagnost
     let text = std::fs::read_to_string(path)
         .map_err(|e| Diagnostic::new(file.clone(), None, "", format!("cannot read file: {e}")))?;
     let doc = Document::parse(&file, &text)?;
-    let spec: ExperimentSpec = crate::de::decode(&doc)?;
+    let spec: ExperimentSpec = match crate::de::decode_partial(&doc) {
+        Ok(spec) => spec,
+        Err((mut diags, partial)) => {
+            // Compile what the decoder made of the file anyway, so a missing field or a typo
+            // does not hide the unit, expectation and cross-reference problems of the rest.
+            // What compile says about a placeholder is an artifact, and dropped.
+            if let Some(partial) = partial
+                && let Err(more) = compile(&doc, &partial.value, Some(0))
+            {
+                let kept: Vec<Diagnostic> = {
+                    let artifact = artifacts(&diags, &partial);
+                    more.0.into_iter().filter(|d| !artifact(&d.path)).collect()
+                };
+                diags.extend(Diagnostics(kept));
+            }
+            diags.sort();
+            return Err(diags);
+        }
+    };
     let plan = compile(&doc, &spec, seed)?;
     Ok((doc, plan))
+}
+
+/// Which paths compile may only have complained about because of what decoding already
+/// reported, so that each mistake is told once:
+/// - a placeholder, or anything below one ([`crate::de::Partial::covers`]);
+/// - a struct with an unknown field that has a "did you mean": `upstrem` leaves `upstream`
+///   unset, and what compile says about the struct as a whole follows from the typo;
+/// - with a target (or the list) replaced, every reference to targets (`target`, `peers`): a
+///   selection cannot be judged against targets that are not there.
+fn artifacts<'a>(
+    decoded: &'a Diagnostics,
+    partial: &'a crate::de::Partial<ExperimentSpec>,
+) -> impl Fn(&str) -> bool + 'a {
+    let typo_parents: BTreeSet<&str> = decoded
+        .iter()
+        .filter(|d| d.message.contains(", did you mean `"))
+        .filter_map(|d| d.path.rsplit_once('.').map(|(parent, _)| parent))
+        .collect();
+    let targets_replaced = partial
+        .substituted
+        .iter()
+        .any(|s| s == "targets" || s.starts_with("targets["));
+    move |path: &str| {
+        partial.covers(path)
+            || typo_parents.contains(path)
+            || (targets_replaced
+                && !path.starts_with("targets")
+                && (path.contains(".target") || path.contains(".peers")))
+    }
 }
 
 /// Validates `spec` (decoded from `doc`) and resolves its scopes. Returns every problem found.
@@ -157,6 +211,7 @@ pub fn compile(
     if spec.name.trim().is_empty() {
         cx.err("name", "the experiment needs a name");
     }
+    let seed_random = seed.or(spec.seed).is_none();
     let seed = seed.or(spec.seed).unwrap_or_else(random_seed);
 
     let all = cx.all_targets(&spec.targets, spec.inventory.as_ref());
@@ -199,6 +254,8 @@ pub fn compile(
             ),
         );
     }
+    cx.phase_lengths(spec, &phases);
+    cx.watched_while_stopped(&faults, &monitors);
 
     if !cx.diags.is_empty() {
         let mut d = cx.diags;
@@ -222,6 +279,7 @@ pub fn compile(
         title,
         file: doc.file().to_string(),
         seed,
+        seed_random,
         targets: targets.into_iter().flatten().collect(),
         monitors,
         faults,
@@ -229,6 +287,11 @@ pub fn compile(
         halt_when,
         halt_window,
         significance,
+        warnings: {
+            let mut w = cx.warnings;
+            w.sort();
+            w
+        },
     })
 }
 

@@ -31,12 +31,16 @@ pub struct MonitorPlan {
 pub enum ProbePlan {
     /// An HTTP request.
     Http(HttpProbeConfig),
-    /// A TCP connect.
+    /// A TCP connect, and optionally an exchange of bytes.
     Tcp {
         /// `host:port`.
         address: String,
-        /// Connect timeout.
+        /// How long the connect (and the exchange) may take.
         timeout: Duration,
+        /// Bytes sent once connected.
+        send: Option<String>,
+        /// Bytes the answer must contain; with `send` alone, any answer.
+        expect: Option<String>,
     },
     /// A program run.
     Command(CommandProbeConfig),
@@ -79,6 +83,19 @@ impl ProbePlan {
             ProbePlan::Prometheus(_) => true,
             _ => false,
         }
+    }
+
+    /// Whether it only opens a TCP connection, which a stopped or frozen process still
+    /// accepts (the kernel completes the handshake).
+    pub fn is_connect_only(&self) -> bool {
+        matches!(
+            self,
+            ProbePlan::Tcp {
+                send: None,
+                expect: None,
+                ..
+            }
+        )
     }
 
     /// Whether its samples carry resource readings (`resource.*` expectations).
@@ -184,10 +201,20 @@ impl Cx<'_> {
                     Duration::from_secs(1),
                 );
                 self.address(&format!("{p}.address"), &t.address);
+                for (key, text) in [("send", &t.send), ("expect", &t.expect)] {
+                    if text.as_deref() == Some("") {
+                        self.err(
+                            &format!("{p}.{key}"),
+                            format!("`{key}` is empty; leave it out (without `expect`, any answer to `send` will do)"),
+                        );
+                    }
+                }
                 Some((
                     ProbePlan::Tcp {
                         address: t.address.clone(),
                         timeout,
+                        send: t.send.clone(),
+                        expect: t.expect.clone(),
                     },
                     interval,
                 ))

@@ -201,7 +201,11 @@ fn describe_peers(peers: &[Peer]) -> String {
 
 impl Cx<'_> {
     pub(super) fn host_latency(&mut self, p: &str, l: &spec::LatencySpec) -> FaultKind {
+        let before = self.diags.len();
         let delay = self.duration(&format!("{p}.delay"), Some(&l.delay), Duration::ZERO);
+        // A delay that did not parse stands at zero; comparing the jitter with it would only
+        // repeat that problem.
+        let delay_ok = self.diags.len() == before;
         let jitter = self.duration(&format!("{p}.jitter"), l.jitter.as_deref(), Duration::ZERO);
         if l.toxicity.is_some() {
             self.err(
@@ -209,7 +213,7 @@ impl Cx<'_> {
                 "`toxicity` is for proxy targets; on a host every matching packet is delayed (narrow it with `peers` or `ports`)",
             );
         }
-        if jitter > delay {
+        if delay_ok && jitter > delay {
             self.err(
                 &format!("{p}.jitter"),
                 format!(

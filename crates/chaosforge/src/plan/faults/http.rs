@@ -267,9 +267,11 @@ impl Cx<'_> {
     }
 
     fn http_delay(&mut self, p: &str, d: &spec::HttpDelaySpec) -> HttpRuleAction {
+        let before = self.diags.len();
         let delay = self.duration(&format!("{p}.delay"), Some(&d.delay), Duration::ZERO);
+        let delay_ok = self.diags.len() == before;
         let jitter = self.duration(&format!("{p}.jitter"), d.jitter.as_deref(), Duration::ZERO);
-        if jitter > delay {
+        if delay_ok && jitter > delay {
             self.err(
                 &format!("{p}.jitter"),
                 format!(

@@ -86,8 +86,24 @@ fn toxic(streams: Vec<Stream>, toxicity: Ratio, fault: ProxyFault) -> FaultKind 
 
 impl Cx<'_> {
     pub(super) fn proxy_latency(&mut self, p: &str, l: &spec::LatencySpec) -> FaultKind {
+        let before = self.diags.len();
         let delay = self.duration(&format!("{p}.delay"), Some(&l.delay), Duration::ZERO);
+        // A delay that did not parse stands at zero; comparing the jitter with it would only
+        // repeat that problem.
+        let delay_ok = self.diags.len() == before;
         let jitter = self.duration(&format!("{p}.jitter"), l.jitter.as_deref(), Duration::ZERO);
+        // Each chunk waits `delay ± jitter`; a jitter beyond the delay would ask for negative
+        // waits, which the proxy can only clamp to zero, so `1.5s ±2h` is a typo, not a plan.
+        if delay_ok && jitter > delay {
+            self.err(
+                &format!("{p}.jitter"),
+                format!(
+                    "jitter {} is larger than the delay {}: each chunk waits delay ± jitter, and a chunk cannot leave before it arrived",
+                    units::format_duration(jitter),
+                    units::format_duration(delay)
+                ),
+            );
+        }
         self.proxy_only(p, &l.peers, &l.ports);
         let tox = self.ratio(&format!("{p}.toxicity"), l.toxicity.as_deref(), Ratio::ONE);
         toxic(

@@ -78,7 +78,7 @@ fn monitor_defaults() {
     let m = &p.monitors[2];
     assert_eq!(m.interval, Duration::from_secs(1));
     assert!(
-        matches!(&m.probe, ProbePlan::Tcp { address, timeout }
+        matches!(&m.probe, ProbePlan::Tcp { address, timeout, send: None, expect: None }
             if address == "127.0.0.1:5432" && *timeout == Duration::from_secs(1)),
         "{:?}",
         m.probe
