@@ -309,12 +309,12 @@ pub(crate) fn signals() -> anyhow::Result<watch::Receiver<bool>> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-            _ = hup.recv() => {}
-        }
-        eprintln!("\nsignal received: reverting every fault before exiting (again to force quit)…");
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+        };
+        eprintln!("\n{name} received: reverting every fault before exiting (again to force quit)…");
         let _ = tx.send(true);
         // A second signal means the user wants out now; the journal still knows what is open.
         tokio::select! {

@@ -68,10 +68,15 @@ impl Ui {
                 let line = format!("  injected {name} ({kind}) on {target}");
                 s.println(&line);
             }
-            Progress::Reverted { id, error } => {
+            Progress::Reverted {
+                name,
+                target,
+                error,
+                ..
+            } => {
                 let line = match error {
-                    None => format!("  reverted fault #{}", id.0),
-                    Some(e) => format!("  FAILED to revert fault #{}: {e}", id.0),
+                    None => format!("  reverted {name} on {target}"),
+                    Some(e) => format!("  FAILED to revert {name} on {target}: {e}"),
                 };
                 s.println(&line);
             }

@@ -58,6 +58,10 @@ pub enum Progress {
     Reverted {
         /// Fault id.
         id: FaultId,
+        /// Fault name.
+        name: String,
+        /// Target.
+        target: String,
         /// Error, if the revert failed.
         error: Option<String>,
     },
@@ -416,6 +420,8 @@ impl Engine {
         // Inject.
         run.enter(Phase::Inject, None);
         let mut guards: Vec<Guard> = Vec::new();
+        // Which fault and target each guard is, for the progress display.
+        let mut held: Vec<(FaultId, String, String)> = Vec::new();
         let mut next_id = 0u32;
         let mut failure: Option<Outcome> = None;
         'faults: for f in &plan.faults {
@@ -441,6 +447,7 @@ impl Engine {
                 match fault.inject(&cx).await {
                     Ok(g) => {
                         guards.push(g);
+                        held.push((id, f.name.clone(), target.clone()));
                         let _ = run.journal.append_durable(&Event::Injected {
                             fault: id,
                             at: run.journal.now(),
@@ -509,8 +516,15 @@ impl Engine {
         while let Some(g) = guards.pop() {
             let id = g.id();
             let r = g.revert().await;
+            let (name, target) = held
+                .iter()
+                .find(|(h, ..)| *h == id)
+                .map(|(_, n, t)| (n.clone(), t.clone()))
+                .unwrap_or_else(|| (format!("fault #{}", id.0), String::new()));
             run.emit(Progress::Reverted {
                 id,
+                name,
+                target,
                 error: r.as_ref().err().map(|e| e.to_string()),
             });
             if let Err(e) = r {

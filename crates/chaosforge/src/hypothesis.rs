@@ -298,9 +298,7 @@ impl Metric {
     /// to two decimals. Values this metric cannot hold (negative, NaN) are shown as numbers.
     pub fn format_value(&self, v: f64) -> String {
         match self {
-            Metric::Availability | Metric::ErrorRate => {
-                format!("{}%", trim_decimals(v * 100.0, 3))
-            }
+            Metric::Availability | Metric::ErrorRate => format!("{}%", percent_text(v * 100.0)),
             Metric::Latency(_) => match Duration::try_from_secs_f64(v) {
                 Ok(d) => units::format_duration_short(d),
                 Err(_) => format!("{v}s"),
@@ -653,6 +651,10 @@ impl Expectation {
     /// The threshold as written canonically: `300ms`, `baseline * 1.5`, `baseline - 10%`.
     pub fn threshold_text(&self) -> String {
         match self.threshold {
+            // A threshold is shown as precisely as it was written, so that it parses back.
+            Threshold::Fixed(v) if self.metric.is_ratio() => {
+                format!("{}%", trim_decimals(v * 100.0, 3))
+            }
             Threshold::Fixed(v) => self.metric.format_value(v),
             Threshold::Baseline(rel) => match rel {
                 Relative::Times(f) => format!("baseline * {}", format_number(f)),
@@ -1022,6 +1024,22 @@ fn example_threshold(metric: Metric) -> &'static str {
         Metric::Resource(ResourceKind::Memory, _) => "512MiB",
         Metric::Resource(_, _) => "1000",
     }
+}
+
+/// A percentage with one decimal (`47.4`, `100.0`), the one precision of every percentage in
+/// reports; more only where one decimal would round a value onto 0 or 100 that is not
+/// (`99.97`, not `100.0`: "almost always" is not "always").
+pub(crate) fn percent_text(pct: f64) -> String {
+    let one = format!("{pct:.1}");
+    let misleading = (one == "100.0" && pct < 100.0) || (one == "0.0" && pct > 0.0);
+    if misleading {
+        let more = format!("{pct:.3}");
+        if more != "100.000" && more != "0.000" {
+            return more.trim_end_matches('0').to_string();
+        }
+        return format!("{pct:.6}").trim_end_matches('0').to_string();
+    }
+    one
 }
 
 /// Up to six significant digits, without trailing zeros: `0.8`, `1234.57`, `1.5e-7`.

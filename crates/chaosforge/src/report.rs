@@ -658,8 +658,18 @@ impl Report {
                 );
             }
         }
+        // A time to recover only means something if something degraded: an expectation failed
+        // during the fault, or a metric's change was detected.
+        let degraded = self.monitors.iter().any(|m| {
+            m.expectations
+                .iter()
+                .any(|e| e.during.held == Some(false) || e.timing.detected_after.is_some())
+        });
         if let Some(r) = &self.recovery {
             let line = match r.ttr {
+                Some(_) if !degraded => {
+                    "time to recover  no degradation observed (nothing to recover from)".to_string()
+                }
                 Some(t) => format!(
                     "time to recover  {} (limit {})",
                     units::format_duration_short(t),
@@ -808,7 +818,12 @@ impl ExpectationReport {
 fn format_delta(metric: &Metric, d: f64) -> String {
     let sign = if d >= 0.0 { "+" } else { "-" };
     match metric {
-        Metric::Availability | Metric::ErrorRate => format!("{sign}{:.1}pp", d.abs() * 100.0),
+        Metric::Availability | Metric::ErrorRate => {
+            format!(
+                "{sign}{}pp",
+                crate::hypothesis::percent_text(d.abs() * 100.0)
+            )
+        }
         Metric::Latency(_) => format!(
             "{sign}{}",
             format_duration(Duration::from_secs_f64(d.abs()))

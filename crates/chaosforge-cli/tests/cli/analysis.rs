@@ -87,6 +87,13 @@ phases: {{ baseline: 2s, inject: 2s, recover_within: 3s }}
     // significance requirement refutes the hypothesis.
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("degraded significantly"), "{stdout}");
+    // Faults are named on stderr as on stdout, and what was undone is said in words.
+    assert!(stderr.contains("reverted slow on backend"), "{stderr}");
+    assert!(
+        stdout.contains("stopped on the downstream stream"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("no degradation observed"), "{stdout}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let e = &report["monitors"][0]["expectations"][0];

@@ -76,6 +76,9 @@ fn a_fault_the_system_survives_is_confirmed_with_exit_0_and_a_json_report() {
     );
     assert!(stdout.contains("CONFIRMED"), "{stdout}");
     assert!(stdout.contains("time to recover"), "{stdout}");
+    // Nothing degraded (a connect is not slowed by downstream latency): there is no time to
+    // recover to speak of.
+    assert!(stdout.contains("no degradation observed"), "{stdout}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["outcome"]["status"], "confirmed");

@@ -26,6 +26,24 @@ struct RemoveToxics {
     names: Vec<String>,
 }
 
+/// What reverting toxics named `<fault>.<stream>` undid, in words: `stopped on the downstream
+/// stream`, `stopped on the upstream and downstream streams (1 was already gone)`.
+pub(crate) fn undone_text(names: &[String], removed: usize) -> String {
+    let streams: Vec<&str> = names
+        .iter()
+        .map(|n| n.rsplit_once('.').map_or(n.as_str(), |(_, s)| s))
+        .collect();
+    let on = match streams.as_slice() {
+        [] => return "nothing was in force".into(),
+        [one] => format!("stopped on the {one} stream"),
+        [rest @ .., last] => format!("stopped on the {} and {last} streams", rest.join(", ")),
+    };
+    match names.len() - removed.min(names.len()) {
+        0 => on,
+        gone => format!("{on} ({gone} already gone)"),
+    }
+}
+
 // === impl ProxyToxicFault ===
 
 impl ProxyToxicFault {
@@ -111,7 +129,7 @@ impl Revert for RemoveToxics {
             }
         }
         if errors.is_empty() {
-            Ok(format!("removed {removed} toxic(s)"))
+            Ok(undone_text(&self.names, removed))
         } else {
             Err(format!("could not remove {}", errors.join(", ")).into())
         }

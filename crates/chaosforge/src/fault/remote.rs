@@ -135,9 +135,14 @@ pub async fn revert_detached(
         errors.push(e.to_string());
     }
     if errors.is_empty() {
-        let up = if reenable { ", proxy enabled" } else { "" };
+        let up = if reenable {
+            "; proxy enabled again"
+        } else {
+            ""
+        };
         Ok(format!(
-            "removed {removed} toxic(s) from `{proxy}` at {api}{up}"
+            "{} of `{proxy}` at {api}{up}",
+            super::proxy::undone_text(toxics, removed)
         ))
     } else {
         Err(errors.join("; ").into())

@@ -292,10 +292,10 @@ fn judging() {
     };
     let (v, line) = judge("availability >= 99%");
     assert!(v.is_violated());
-    assert_eq!(line, "availability >= 99%: violated (observed 98%)");
+    assert_eq!(line, "availability >= 99%: violated (observed 98.0%)");
     let (v, line) = judge("error_rate < 5%");
     assert!(v.holds());
-    assert_eq!(line, "error_rate < 5%: holds (observed 2%)");
+    assert_eq!(line, "error_rate < 5%: holds (observed 2.0%)");
     let (v, line) = judge("latency.p99 < 100ms");
     assert_eq!(v, Verdict::Holds { observed: 0.098 });
     assert_eq!(line, "latency.p99 < 100ms: holds (observed 98ms)");
@@ -359,9 +359,13 @@ fn no_data_is_not_zero() {
 fn formats_values_in_their_units() {
     let avail = Metric::Availability;
     assert_eq!(avail.format_value(0.995), "99.5%");
-    assert_eq!(avail.format_value(0.99873), "99.873%");
-    assert_eq!(avail.format_value(1.0), "100%");
-    assert_eq!(avail.format_value(0.0), "0%");
+    // One decimal everywhere, except where it would round onto 100 or 0.
+    assert_eq!(avail.format_value(0.99873), "99.9%");
+    assert_eq!(avail.format_value(0.474), "47.4%");
+    assert_eq!(avail.format_value(0.9997), "99.97%");
+    assert_eq!(avail.format_value(0.0001), "0.01%");
+    assert_eq!(avail.format_value(1.0), "100.0%");
+    assert_eq!(avail.format_value(0.0), "0.0%");
     let p99 = Metric::Latency(LatencyStat::P99);
     assert_eq!(p99.format_value(0.312), "312ms");
     assert_eq!(p99.format_value(1.5), "1.5s");
