@@ -314,6 +314,7 @@ pub(crate) fn signals() -> anyhow::Result<watch::Receiver<bool>> {
             _ = term.recv() => "SIGTERM",
             _ = hup.recv() => "SIGHUP",
         };
+        chaosforge::engine::note_halt_signal(name);
         eprintln!("\n{name} received: reverting every fault before exiting (again to force quit)…");
         let _ = tx.send(true);
         // A second signal means the user wants out now; the journal still knows what is open.

@@ -78,6 +78,16 @@ pub enum Progress {
     },
 }
 
+/// Which signal asked this process to halt, for the journal's reason. Signals are
+/// process-wide, so this is too; the first one is kept.
+static HALT_SIGNAL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Records that `name` (`SIGTERM`, …) asked the process to halt, before the shutdown flag is
+/// raised, so that a halted run's journal and report say which signal it was.
+pub fn note_halt_signal(name: &'static str) {
+    let _ = HALT_SIGNAL.set(name);
+}
+
 /// A progress callback.
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
@@ -1124,7 +1134,10 @@ impl Run<'_> {
     }
 
     fn halt_by_signal(&self) -> Outcome {
-        let reason = "interrupted by a signal (SIGINT/SIGTERM)".to_string();
+        let reason = match HALT_SIGNAL.get() {
+            Some(name) => format!("interrupted by {name}"),
+            None => "interrupted by a signal (SIGINT/SIGTERM)".to_string(),
+        };
         let _ = self.journal.append_durable(&Event::Halted {
             policy: "signal".into(),
             reason: reason.clone(),

@@ -173,6 +173,14 @@ fn sigterm_reverts_everything_before_exiting() {
         matches!(events.last(), Some(Event::RunFinished { .. })),
         "journal closed"
     );
+    // The journal says which signal it was.
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Halted { reason, .. }
+            if reason == "interrupted by SIGTERM")),
+        "{events:?}"
+    );
     let out = recover(&dir);
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to recover"));
 }
