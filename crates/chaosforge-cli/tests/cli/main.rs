@@ -7,6 +7,7 @@ mod golden;
 mod http;
 mod kill;
 mod limits;
+mod metrics;
 mod prometheus;
 mod recover;
 mod restart;
