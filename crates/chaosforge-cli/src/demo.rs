@@ -63,7 +63,7 @@ pub(crate) async fn run(
             .map_err(|d| anyhow::anyhow!("bundled experiment is invalid:\n{d}"))?;
         let plan = chaosforge::plan::compile(&doc, &spec, None)
             .map_err(|d| anyhow::anyhow!("bundled experiment is invalid:\n{d}"))?;
-        let result = crate::run(&plan, state_dir, shutdown.clone()).await?;
+        let result = crate::run(&plan, state_dir, shutdown.clone(), None).await?;
         print!("{}", result.report.render_text());
         outcomes.push((label, result.outcome));
         if *shutdown.borrow() {

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 mod demo;
+mod metrics;
 mod plan_cmd;
 mod progress;
 mod proxy_cmd;
@@ -64,6 +65,8 @@ enum Command {
         /// Also write the report as JSON to this file
         #[arg(long, value_name = "PATH")]
         report_json: Option<PathBuf>,
+        #[command(flatten)]
+        metrics: metrics::MetricsArgs,
     },
     /// Revert every fault that a crashed or killed run left behind
     Recover {
@@ -145,17 +148,29 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             seed,
             state,
             report_json,
+            metrics: metrics_args,
         } => {
             let Some(plan) = load(&file, seed) else {
                 return Ok(2);
             };
-            let result = run(&plan, &state_dir(state)?, signals()?).await?;
+            let metrics = metrics::Server::start(&metrics_args, &plan).await?;
+            let shutdown = signals()?;
+            let result = run(
+                &plan,
+                &state_dir(state)?,
+                shutdown.clone(),
+                metrics.as_ref(),
+            )
+            .await?;
             print!("{}", result.report.render_text());
             if let Some(path) = report_json {
                 std::fs::write(&path, result.report.render_json())
                     .with_context(|| format!("writing {}", path.display()))?;
             }
             eprintln!("journal: {}", result.journal.display());
+            if let Some(m) = metrics {
+                m.linger(shutdown).await;
+            }
             Ok(result.outcome.exit_code() as u8)
         }
         Command::Recover { state } => recover_cmd(&state_dir(state)?).await,
@@ -282,20 +297,31 @@ fn show_plan(file: &Path, seed: Option<u64>) -> u8 {
 
 /// Runs a plan with a progress display and SIGINT/SIGTERM wired to a halt.
 /// Runs a plan with a progress display; `rx` (from [`signals`]) turning true halts it.
+/// With `metrics`, the progress and the outcome also go to its `/metrics`.
 pub(crate) async fn run(
     plan: &Plan,
     state_dir: &Path,
     rx: watch::Receiver<bool>,
+    metrics: Option<&metrics::Server>,
 ) -> anyhow::Result<RunResult> {
     if plan.seed_random {
         eprintln!("seed {}", plan_cmd::seed_line(plan));
     }
     let ui = progress::Ui::new(std::io::stderr().is_terminal());
     let ui2 = ui.clone();
+    let feed = metrics.map(metrics::Server::metrics);
     let engine = Engine::new(Arc::new(chaosforge_proxy::InProcessBackend), state_dir)
-        .with_progress(Arc::new(move |p: &Progress| ui2.update(p)));
+        .with_progress(Arc::new(move |p: &Progress| {
+            ui2.update(p);
+            if let Some(m) = &feed {
+                m.update(p);
+            }
+        }));
     let result = engine.run(plan, rx).await;
     ui.finish();
+    if let Some(m) = metrics {
+        m.metrics().finish(result.as_ref().ok().map(|r| &r.outcome));
+    }
     Ok(result?)
 }
 

@@ -64,7 +64,9 @@ impl Ui {
                 }
                 s.planned = *planned;
             }
-            Progress::Injected { name, target, kind } => {
+            Progress::Injected {
+                name, target, kind, ..
+            } => {
                 let line = format!("  injected {name} ({kind}) on {target}");
                 s.println(&line);
             }

@@ -47,6 +47,8 @@ pub enum Progress {
     },
     /// A fault was injected.
     Injected {
+        /// Fault id, the one its [`Progress::Reverted`] carries.
+        id: FaultId,
         /// Fault name.
         name: String,
         /// Target.
@@ -75,6 +77,17 @@ pub enum Progress {
         samples: usize,
         /// Of those, successful.
         ok: usize,
+    },
+    /// A monitor's sample was recorded (as the journal has it), in the phase it started in.
+    Sample {
+        /// The monitor's name.
+        monitor: String,
+        /// The phase the sample started in.
+        phase: Phase,
+        /// Whether it met the probe's success criteria.
+        ok: bool,
+        /// How long the measurement took.
+        latency: Duration,
     },
 }
 
@@ -463,6 +476,7 @@ impl Engine {
                             at: run.journal.now(),
                         });
                         run.emit(Progress::Injected {
+                            id,
                             name: f.name.clone(),
                             target: target.clone(),
                             kind: f.kind.name().into(),
@@ -892,6 +906,16 @@ impl Run<'_> {
             phase,
             sample: s.sample.clone(),
         });
+        if self.progress.is_some()
+            && let Some(m) = self.plan.monitors.get(s.monitor)
+        {
+            self.emit(Progress::Sample {
+                monitor: m.name.clone(),
+                phase,
+                ok: s.sample.ok,
+                latency: s.sample.latency,
+            });
+        }
         if let Some(v) = self.samples.get_mut(s.monitor) {
             v.push((phase, s.sample));
         }

@@ -487,3 +487,21 @@ pub fn cgroup_in(root: &Path, pid: i32) -> Option<PathBuf> {
 pub fn alive(pid: i32) -> bool {
     chaosforge::fault::process::state_of(pid).is_some_and(|s| s != 'Z')
 }
+
+/// `GET path` from a loopback HTTP server at `addr` (HTTP/1.0, so the server closes and no
+/// chunked decoding is needed), with 2 s timeouts: the status and the body, or `None` when
+/// nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    chaosforge::testkit::assert_isolated();
+    let addr: SocketAddr = addr.parse().ok()?;
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    c.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
