@@ -17,6 +17,7 @@ use tokio::sync::watch;
 mod demo;
 mod metrics;
 mod plan_cmd;
+mod policy_cmd;
 mod progress;
 mod proxy_cmd;
 mod runs_cmd;
@@ -52,6 +53,10 @@ enum Command {
         /// Seed for every random choice (overrides the file's)
         #[arg(long)]
         seed: Option<u64>,
+        #[command(flatten)]
+        policy: policy_cmd::PolicyArgs,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Run an experiment: validate, baseline, inject, observe, recover
     Run {
@@ -67,6 +72,18 @@ enum Command {
         report_json: Option<PathBuf>,
         #[command(flatten)]
         metrics: metrics::MetricsArgs,
+        #[command(flatten)]
+        policy: policy_cmd::PolicyArgs,
+    },
+    /// Approve an experiment file's current content for runs that require an approval
+    Approve {
+        /// Experiment file
+        file: PathBuf,
+        /// The approver (one of its `policies.approval.approvers`)
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: String,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Revert every fault that a crashed or killed run left behind
     Recover {
@@ -142,26 +159,39 @@ fn main() -> ExitCode {
 async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
     match cmd {
         Command::Validate { files } => Ok(validate(&files)),
-        Command::Plan { file, seed } => Ok(show_plan(&file, seed)),
+        Command::Plan {
+            file,
+            seed,
+            policy,
+            state,
+        } => {
+            let state = state_dir(state).ok();
+            Ok(show_plan(&file, seed, &policy, state.as_deref()))
+        }
+        Command::Approve {
+            file,
+            as_name,
+            state,
+        } => policy_cmd::approve(&file, &as_name, &state_dir(state)?),
         Command::Run {
             file,
             seed,
             state,
             report_json,
             metrics: metrics_args,
+            policy,
         } => {
-            let Some(plan) = load(&file, seed) else {
+            let Some(mut plan) = load(&file, seed) else {
                 return Ok(2);
             };
+            let state = state_dir(state)?;
+            let rc = policy_cmd::context(&file, &policy, Some(&state))?;
+            if policy_cmd::admit(&mut plan, &rc).is_none() {
+                return Ok(2);
+            }
             let metrics = metrics::Server::start(&metrics_args, &plan).await?;
             let shutdown = signals()?;
-            let result = run(
-                &plan,
-                &state_dir(state)?,
-                shutdown.clone(),
-                metrics.as_ref(),
-            )
-            .await?;
+            let result = run(&plan, &state, shutdown.clone(), metrics.as_ref()).await?;
             print!("{}", result.report.render_text());
             if let Some(path) = report_json {
                 std::fs::write(&path, result.report.render_json())
@@ -263,8 +293,20 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn show_plan(file: &Path, seed: Option<u64>) -> u8 {
+fn show_plan(
+    file: &Path,
+    seed: Option<u64>,
+    policy: &policy_cmd::PolicyArgs,
+    state: Option<&Path>,
+) -> u8 {
     let Some(p) = load(file, seed) else { return 2 };
+    let verdicts = match policy_cmd::context(file, policy, state) {
+        Ok(rc) => chaosforge::plan::check_run(&p, &rc),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 2;
+        }
+    };
     println!("experiment {}", p.name);
     println!("seed       {}", plan_cmd::seed_line(&p));
     println!("hypothesis {}", p.title);
@@ -291,6 +333,7 @@ fn show_plan(file: &Path, seed: Option<u64>) -> u8 {
         let exp: Vec<&str> = m.expect.iter().map(|e| e.text.as_str()).collect();
         println!("monitor    {}: expect {}", m.name, exp.join(", "));
     }
+    policy_cmd::print(&verdicts);
     println!("nothing was injected (plan only)");
     0
 }

@@ -1070,6 +1070,50 @@ impl Run<'_> {
         crate::analysis::compare(e, &pick(Phase::Baseline), &pick(phase), alpha)
     }
 
+    /// The time window closing, or a monitor failing `max_consecutive_failures` samples in a
+    /// row while faults are held: a halt, journaled with the policy's name.
+    fn check_safety(&self) -> Option<Outcome> {
+        let halt = |policy: &str, reason: String| {
+            let _ = self.journal.append_durable(&Event::Halted {
+                policy: policy.into(),
+                reason: reason.clone(),
+                at: self.journal.now(),
+            });
+            Some(Outcome::Halted {
+                policy: policy.into(),
+                reason,
+            })
+        };
+        if let Some(deadline) = self.plan.deadline
+            && jiff::Timestamp::now() >= deadline
+        {
+            return halt(
+                "time_window",
+                format!("the time window closed at {deadline}"),
+            );
+        }
+        let n = self.plan.policy.max_consecutive_failures? as usize;
+        for (i, m) in self.plan.monitors.iter().enumerate() {
+            let mut observe: Vec<&Sample> = self.samples[i]
+                .iter()
+                .filter(|(p, _)| matches!(p, Phase::Inject | Phase::Observe))
+                .map(|(_, s)| s)
+                .collect();
+            observe.sort_by_key(|s| s.at);
+            if observe.len() >= n && observe[observe.len() - n..].iter().all(|s| !s.ok) {
+                let last = observe[observe.len() - 1].error.clone().unwrap_or_default();
+                return halt(
+                    "safety",
+                    format!(
+                        "monitor `{}` failed {n} samples in a row (last: {last})",
+                        m.name
+                    ),
+                );
+            }
+        }
+        None
+    }
+
     /// A halt rule met by any monitor over its last `window` (at least 3 intervals) of observe
     /// samples.
     fn check_halt(
@@ -1079,6 +1123,9 @@ impl Run<'_> {
         intervals: &[Duration],
         from: Duration,
     ) -> Option<Outcome> {
+        if let Some(o) = self.check_safety() {
+            return Some(o);
+        }
         if rules.is_empty() {
             return None;
         }

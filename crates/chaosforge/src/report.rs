@@ -287,6 +287,7 @@ impl PlanSummary {
             phases: PhasesSummary::from(plan.phases),
             halt_when: plan.halt_when.iter().map(|e| e.text.clone()).collect(),
             significance: plan.significance,
+            policies: plan.verdicts.clone(),
         }
     }
 }
@@ -573,6 +574,9 @@ impl Report {
             p.name, self.run_id.0, p.seed
         );
         let _ = writeln!(o, "hypothesis  {}", p.title);
+        for v in &p.policies {
+            let _ = writeln!(o, "policy      {v}");
+        }
         let verdict = match &self.outcome {
             Some(oc) => oc.headline(),
             None => {

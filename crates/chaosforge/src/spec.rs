@@ -52,6 +52,10 @@ pub struct ExperimentSpec {
     /// the inventory and `targets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<InventoryRef>,
+    /// Free-form facts about the experiment: `owner`, `ticket`, … (see
+    /// `policies.compliance.require`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
     /// The steady-state claim: monitors and what they must show.
     pub hypothesis: HypothesisSpec,
     /// The faults to inject, all at once, during the inject phase.
@@ -1263,6 +1267,90 @@ pub struct PoliciesSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<DurationValue>")]
     pub max_duration: Option<String>,
+    /// How much of the estate the faults may touch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blast_radius: Option<BlastRadiusSpec>,
+    /// When the experiment may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_window: Option<TimeWindowSpec>,
+    /// Who must approve a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalSpec>,
+    /// Abort when a monitor fails this many samples in a row during the fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_consecutive_failures: Option<i64>,
+    /// Required metadata and forbidden targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compliance: Option<ComplianceSpec>,
+}
+
+/// `blast_radius: { max_targets: 3, max_percent: 50, per: service, max_concurrent_faults: 4 }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlastRadiusSpec {
+    /// At most this many distinct targets faulted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_targets: Option<i64>,
+    /// At most this percentage of the targets its selector matches, per fault (and per value of
+    /// the `per` label, when given: at most half of each service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<RatioValue>")]
+    pub max_percent: Option<String>,
+    /// The label whose groups `max_percent` applies to, e.g. `service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<String>,
+    /// At most this many fault instances (a fault on one target) at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_faults: Option<i64>,
+}
+
+/// `time_window: { timezone: Europe/Paris, days: mon-fri, hours: "09:00-16:00",
+/// blackout: ["2026-12-24"] }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeWindowSpec {
+    /// An IANA time zone name. Default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Days allowed: `mon-fri`, `mon,wed,fri`, `sat-sun`. Default every day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<String>,
+    /// Hours allowed, local time: `09:00-16:00`, or several: `09:00-12:00,14:00-16:00`.
+    /// Default the whole day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<String>,
+    /// Dates (local, `YYYY-MM-DD`) on which no run is allowed.
+    #[serde(default)]
+    pub blackout: Vec<String>,
+}
+
+/// `approval: { required: true, approvers: [alice, bob] }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSpec {
+    /// Whether a run needs an approval. Default `true` when the section is there.
+    #[serde(default = "yes")]
+    pub required: bool,
+    /// Who may approve.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `compliance: { require: [owner, ticket, description], forbid: { env: production } }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComplianceSpec {
+    /// Metadata the file must carry: keys of `metadata`, or `description`.
+    #[serde(default)]
+    pub require: Vec<String>,
+    /// Labels no faulted target may have (`env: production`), unless the run is given
+    /// `--allow-forbidden`.
+    #[serde(default)]
+    pub forbid: BTreeMap<String, String>,
 }
 
 /// A ratio or percentage as written in the file: text (`99%`, `0.99`) or a bare number (a

@@ -11,6 +11,7 @@ mod limits;
 mod metrics;
 mod monitors;
 mod plan;
+mod policies;
 mod prometheus;
 mod recover;
 mod restart;

@@ -53,6 +53,7 @@ pub use crate::fault::params::{
 pub use faults::{FaultKind, GroupSplit, Peer, PlannedFault, TargetClass, format_bits};
 pub use mechanisms::{choose_mechanisms, mechanism_for};
 pub use monitors::{MonitorPlan, ProbePlan};
+pub use policies::{PolicyPlan, PolicyVerdict, RunContext, TimeWindow, check_run};
 pub use scopes::{group_peers, split_group};
 pub use targets::{Target, TargetKind, check_hosts};
 
@@ -91,6 +92,14 @@ pub struct Plan {
     pub halt_window: Duration,
     /// `hypothesis.significance`: held also means "no significant degradation" at this level.
     pub significance: Option<f64>,
+    /// The policy rules (see [`check_run`] for those checked when a run starts).
+    pub policy: PolicyPlan,
+    /// When the time window closes for this run: the engine halts it then (exit 3). Set by the
+    /// caller from [`check_run`]'s clock, not by `compile`.
+    pub deadline: Option<jiff::Timestamp>,
+    /// The policies' verdicts when the run was admitted (`approval: approved by alice`), for
+    /// the journal. Set by the caller, like `deadline`.
+    pub verdicts: Vec<String>,
     /// What is valid but probably not meant (`file:line:col: path: message`); `plan` and `run`
     /// print them, nothing refuses them.
     pub warnings: Diagnostics,
@@ -242,6 +251,7 @@ pub fn compile(
         spec.policies.allow_irreversible,
     );
     let (halt_when, halt_window) = cx.policies(&spec.policies);
+    let policy = cx.policy_plan(spec, &faults, &target_specs);
     let significance = spec.hypothesis.significance;
     if let Some(a) = significance
         && !(a > 0.0 && a < 0.5)
@@ -287,6 +297,9 @@ pub fn compile(
         halt_when,
         halt_window,
         significance,
+        policy,
+        deadline: None,
+        verdicts: Vec::new(),
         warnings: {
             let mut w = cx.warnings;
             w.sort();

@@ -34,6 +34,9 @@ pub struct PlanSummary {
     /// The hypothesis's significance level, when it requires no significant degradation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub significance: Option<f64>,
+    /// The policies' verdicts when the run was admitted: who approved, overrides, the window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
 }
 
 /// A target in a [`PlanSummary`].

@@ -40,6 +40,10 @@ pub struct PlannedFault {
     /// Its position in the file's `faults`, for diagnostics.
     #[serde(skip)]
     pub index: usize,
+    /// Every target its selector matched, before the scope chose (the blast radius's
+    /// population).
+    #[serde(skip)]
+    pub population: Vec<String>,
 }
 
 /// The built-in fault kinds: one closed set, so every `match` over it is checked.
@@ -326,6 +330,8 @@ impl Cx<'_> {
             else {
                 continue;
             };
+            let self_population: Vec<String> =
+                selected.iter().map(|(_, t)| t.name.clone()).collect();
             if !self.choose_group(&base, &mut scope, &mut selected, seed, &f.name) {
                 continue;
             }
@@ -334,6 +340,7 @@ impl Cx<'_> {
             {
                 continue;
             }
+            let population: Vec<String> = self_population.clone();
             let names: Vec<String> = selected.iter().map(|(_, t)| t.name.clone()).collect();
             let mut chosen = scope.choose(&names, seed, &f.name);
             let mut kind = kind;
@@ -346,6 +353,7 @@ impl Cx<'_> {
                 scope,
                 targets: chosen,
                 index: i,
+                population,
             });
         }
         out

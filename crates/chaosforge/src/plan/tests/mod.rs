@@ -19,6 +19,7 @@ use crate::units::Ratio;
 
 mod defaults;
 mod kinds;
+mod policies;
 mod process;
 mod robustness;
 mod scopes;
