@@ -414,7 +414,7 @@ impl Report {
                         rules: report.rules.clone(),
                     });
                 }
-                Event::RunStarted { .. } => {}
+                Event::RunStarted { .. } | Event::Claimed { .. } => {}
             }
         }
 
