@@ -15,11 +15,13 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 mod demo;
+mod halt_cmd;
 mod metrics;
 mod plan_cmd;
 mod policy_cmd;
 mod progress;
 mod proxy_cmd;
+mod run_cmd;
 mod runs_cmd;
 
 /// Prove, with real faults and real measurements, that a system survives what production throws
@@ -58,22 +60,27 @@ enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
-    /// Run an experiment: validate, baseline, inject, observe, recover
+    /// Run experiments: validate, baseline, inject, observe, recover (several files run at once)
     Run {
-        /// Experiment file
-        file: PathBuf,
+        /// Experiment files; several run concurrently, each with its own journal
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         /// Seed for every random choice (overrides the file's)
         #[arg(long)]
         seed: Option<u64>,
         #[command(flatten)]
         state: StateArgs,
-        /// Also write the report as JSON to this file
+        /// Also write the report as JSON to this file (an array of them for several files)
         #[arg(long, value_name = "PATH")]
         report_json: Option<PathBuf>,
         #[command(flatten)]
         metrics: metrics::MetricsArgs,
         #[command(flatten)]
         policy: policy_cmd::PolicyArgs,
+        /// When another run holds a target, wait for it (at most TIMEOUT) instead of refusing
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, require_equals = true,
+              default_missing_value = "forever")]
+        wait_for_targets: Option<String>,
     },
     /// Approve an experiment file's current content for runs that require an approval
     Approve {
@@ -84,6 +91,26 @@ enum Command {
         as_name: String,
         #[command(flatten)]
         state: StateArgs,
+    },
+    /// Make live runs revert every fault and stop (exit 3), and wait until they have
+    Halt {
+        /// The run's id, or its start
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        run: Option<String>,
+        /// Every live run on this machine (under the state directory)
+        #[arg(long)]
+        all: bool,
+        /// How long to wait for the runs to finish reverting
+        #[arg(long, value_name = "DURATION", default_value = "10s",
+              value_parser = |s: &str| chaosforge::units::parse_duration(s).map_err(|e| e.to_string()))]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// The audit log of every run on this machine (`audit.jsonl` in the state directory)
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
     },
     /// Revert every fault that a crashed or killed run left behind
     Recover {
@@ -117,6 +144,15 @@ enum Command {
     },
     /// Start a small demo system on loopback and run a latency experiment against two variants
     Demo {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Check the hash chain; name the first line removed, edited or moved (exit 1)
+    Verify {
         #[command(flatten)]
         state: StateArgs,
     },
@@ -174,35 +210,34 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             state,
         } => policy_cmd::approve(&file, &as_name, &state_dir(state)?),
         Command::Run {
-            file,
+            files,
             seed,
             state,
             report_json,
+            wait_for_targets,
             metrics: metrics_args,
             policy,
         } => {
-            let Some(mut plan) = load(&file, seed) else {
-                return Ok(2);
-            };
-            let state = state_dir(state)?;
-            let rc = policy_cmd::context(&file, &policy, Some(&state))?;
-            if policy_cmd::admit(&mut plan, &rc).is_none() {
-                return Ok(2);
-            }
-            let metrics = metrics::Server::start(&metrics_args, &plan).await?;
-            let shutdown = signals()?;
-            let result = run(&plan, &state, shutdown.clone(), metrics.as_ref()).await?;
-            print!("{}", result.report.render_text());
-            if let Some(path) = report_json {
-                std::fs::write(&path, result.report.render_json())
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            eprintln!("journal: {}", result.journal.display());
-            if let Some(m) = metrics {
-                m.linger(shutdown).await;
-            }
-            Ok(result.outcome.exit_code() as u8)
+            run_cmd::run(run_cmd::RunArgs {
+                files,
+                seed,
+                state_dir: state_dir(state)?,
+                report_json,
+                wait_for_targets,
+                metrics: metrics_args,
+                policy,
+            })
+            .await
         }
+        Command::Halt {
+            run,
+            all,
+            timeout,
+            state,
+        } => halt_cmd::halt(all, run.as_deref(), &state_dir(state)?, timeout).await,
+        Command::Audit {
+            action: AuditAction::Verify { state },
+        } => halt_cmd::audit_verify(&state_dir(state)?),
         Command::Recover { state } => recover_cmd(&state_dir(state)?).await,
         Command::Runs { state } => runs_cmd::list(&state_dir(state)?),
         Command::Report { run, state, format } => {
@@ -423,6 +458,17 @@ async fn recover_cmd(state_dir: &Path) -> anyhow::Result<u8> {
     }
     for (r, e) in &summary.failed_runs {
         println!("FAILED to recover run {}: {e}", r.0);
+    }
+    for c in &summary.freed_claims {
+        println!(
+            "freed claim {} (target `{}`) of dead {}",
+            c.claim.resource,
+            c.claim.target,
+            c.holder.describe()
+        );
+    }
+    if let Some(e) = &summary.claims_error {
+        println!("FAILED to free the claims of dead runs: {e}");
     }
     if summary.is_empty() {
         println!("nothing to recover");

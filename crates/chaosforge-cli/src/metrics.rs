@@ -60,7 +60,7 @@ pub(crate) struct MetricsArgs {
     /// Serve the run's phase, faults, samples, latencies and outcome as Prometheus metrics at
     /// http://ADDR/metrics while it runs (port 0: a free port, printed on stderr)
     #[arg(long, value_name = "ADDR")]
-    metrics_listen: Option<SocketAddr>,
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// After the outcome, keep serving /metrics until one scrape has read it, at most this long
     #[arg(
         long,

@@ -242,8 +242,12 @@ pub fn timing(
     let needed = cusum.recovery_horizon().max(cusum.recovery_run);
     let (recovered_after, too_few_after_revert) = match (detected_after, reverted_at) {
         (Some(_), Some(t1)) => {
+            // Judged on a forward median of three: one sample slowed by the machine (a
+            // scheduling hiccup, not the system) must not push the recovery back by the whole
+            // in-control run, and a median of what follows never delays a real recovery.
+            let smoothed = forward_median3(&values(after_revert));
             let found = cusum
-                .recovered_from(&base, &values(after_revert), dir)
+                .recovered_from(&base, &smoothed, dir)
                 .map(|i| after_revert[i].0.saturating_sub(t1));
             let short = (found.is_none() && after_revert.len() < needed)
                 .then_some((after_revert.len(), needed));
@@ -256,6 +260,18 @@ pub fn timing(
         recovered_after,
         too_few_after_revert,
     }
+}
+
+/// `y[i]` = median of `x[i..i+3]` (fewer at the end): removes isolated spikes without delaying a
+/// change that lasts.
+fn forward_median3(x: &[f64]) -> Vec<f64> {
+    (0..x.len())
+        .map(|i| {
+            let mut w: Vec<f64> = x[i..(i + 3).min(x.len())].to_vec();
+            w.sort_by(f64::total_cmp);
+            w[(w.len() - 1) / 2]
+        })
+        .collect()
 }
 
 /// A p-value as a report shows it: `0.032`, `4.1e-7`, `< 1e-300`.
@@ -380,6 +396,28 @@ mod tests {
             Some(ms(8050.0)),
         );
         assert_eq!(t, Timing::default());
+    }
+
+    #[test]
+    fn one_slow_sample_after_the_revert_does_not_delay_the_recovery() {
+        let e = Expectation::parse("latency.p99 < 300ms").unwrap();
+        let base = latencies(0.0, 40, 1.0, 10);
+        let during = latencies(4100.0, 40, 11.0, 11);
+        let mut after = latencies(8100.0, 40, 1.0, 12);
+        // The second sample after the revert is hit by a 30 ms hiccup of the machine.
+        after[1] = Sample::success(ms(30.0)).started_at(after[1].at);
+        let s = |v: &[Sample]| series(&e.metric, v, Duration::from_millis(100));
+        let t = timing(
+            &e,
+            &values(&e, &base),
+            &s(&during),
+            Some(ms(4050.0)),
+            &s(&after),
+            Some(ms(8050.0)),
+        );
+        assert_eq!(t.recovered_after, Some(ms(50.0)), "{t:?}");
+        assert_eq!(forward_median3(&[1.0, 9.0, 1.0, 1.0]), [1.0, 1.0, 1.0, 1.0]);
+        assert_eq!(forward_median3(&[9.0, 9.0, 1.0]), [9.0, 1.0, 1.0]);
     }
 
     #[test]

@@ -33,6 +33,9 @@ use crate::report::{PlanSummary, Report};
 use crate::units::format_duration;
 
 pub use crate::vocab::{Outcome, Phase};
+pub use claim_targets::{ClaimWait, resources as claims_of};
+
+mod claim_targets;
 
 /// Live progress for a UI. The journal is the record; this is only for display.
 #[derive(Debug, Clone)]
@@ -109,6 +112,8 @@ pub struct Engine {
     proxies: Arc<dyn ProxyBackend>,
     state_dir: PathBuf,
     progress: Option<ProgressFn>,
+    claim_wait: ClaimWait,
+    halt_nudges: Option<watch::Receiver<u64>>,
 }
 
 /// What a run produced.
@@ -160,6 +165,11 @@ struct Run<'p> {
     /// Each monitor's baseline window, once the baseline phase is over: what relative
     /// thresholds (`baseline * 1.5`) are computed from.
     baseline: Vec<WindowStats>,
+    /// The targets held exclusively; released when the run is dropped, after everything else.
+    claims: Option<crate::claims::ClaimGuard>,
+    /// Wake-ups to look for a halt request (`crate::halt`), and the request once found.
+    halt_nudges: Option<watch::Receiver<u64>>,
+    halt: Option<crate::halt::HaltRequest>,
 }
 
 // === impl Engine ===
@@ -171,7 +181,22 @@ impl Engine {
             proxies,
             state_dir: state_dir.into(),
             progress: None,
+            claim_wait: ClaimWait::Refuse,
+            halt_nudges: None,
         }
+    }
+
+    /// What to do when another run holds a target: refuse (the default) or wait.
+    pub fn with_claim_wait(mut self, wait: ClaimWait) -> Self {
+        self.claim_wait = wait;
+        self
+    }
+
+    /// Each change of `nudges` makes runs look for their halt request at once (the CLI sends
+    /// one on `SIGUSR1`); without it they look every 250 ms.
+    pub fn with_halt_requests(mut self, nudges: watch::Receiver<u64>) -> Self {
+        self.halt_nudges = Some(nudges);
+        self
     }
 
     /// Reports live progress to `f`.
@@ -210,6 +235,9 @@ impl Engine {
             interrupted: false,
             http_proxies: Vec::new(),
             baseline: Vec::new(),
+            claims: None,
+            halt_nudges: self.halt_nudges.clone(),
+            halt: None,
         };
         let mut proxies: Vec<Arc<dyn ProxyControl>> = Vec::new();
         let mut monitors: Vec<MonitorHandle> = Vec::new();
@@ -295,6 +323,9 @@ impl Engine {
         // Validate (runtime half): everything that needs the world — proxies bound, processes
         // found, probes built — happens before any fault, so a bad target injects nothing.
         run.enter(Phase::Validate, None);
+        if let Err(o) = run.claim(self).await {
+            return o.into();
+        }
         let mut resolved: BTreeMap<&str, Resolved> = BTreeMap::new();
         for t in &plan.targets {
             let r = match &t.kind {
@@ -946,7 +977,17 @@ impl Run<'_> {
                         Err(_) => self.signals_gone = true,
                     }
                 }
-                _ = tick.tick() => self.emit(Progress::Tick { phase, elapsed: started.elapsed(), samples: n, ok }),
+                _ = tick.tick() => {
+                    self.emit(Progress::Tick { phase, elapsed: started.elapsed(), samples: n, ok });
+                    if self.halt_requested() {
+                        self.interrupted = true;
+                        return None;
+                    }
+                }
+                _ = crate::halt::nudged(&mut self.halt_nudges) => if self.halt_requested() {
+                    self.interrupted = true;
+                    return None;
+                },
                 s = self.rx.recv(), if !monitors_gone => match s {
                     Some(s) => {
                         n += 1;
@@ -1205,17 +1246,23 @@ impl Run<'_> {
     }
 
     fn halt_by_signal(&self) -> Outcome {
-        let reason = match HALT_SIGNAL.get() {
-            Some(name) => format!("interrupted by {name}"),
-            None => "interrupted by a signal (SIGINT/SIGTERM)".to_string(),
+        let signal = HALT_SIGNAL
+            .get()
+            .map(|name| format!("interrupted by {name}"));
+        let (policy, reason) = match &self.halt {
+            Some(_) => (crate::halt::POLICY, crate::halt::REASON.to_string()),
+            None => (
+                "signal",
+                signal.unwrap_or_else(|| "interrupted by a signal (SIGINT/SIGTERM)".to_string()),
+            ),
         };
         let _ = self.journal.append_durable(&Event::Halted {
-            policy: "signal".into(),
+            policy: policy.into(),
             reason: reason.clone(),
             at: self.journal.now(),
         });
         Outcome::Halted {
-            policy: "signal".into(),
+            policy: policy.into(),
             reason,
         }
     }

@@ -9,7 +9,12 @@
 //! While a run is alive it holds an exclusive `flock` on `runs/<run-id>/lock`; `recover` skips
 //! runs whose lock is held, so it never reverts the faults of a run that is still in charge of
 //! them.
+//!
+//! Every journal also feeds the state directory's audit log ([`crate::audit`]): the run's start,
+//! claims, injections, reverts, halts and end each add one hash-chained line there, whoever
+//! writes them (the run, a dropped guard, `recover`).
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,7 +23,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::{HttpProxyReport, Outcome, Phase, PlanSummary, RevertSpec, Sample};
+use crate::vocab::{
+    Claim, ClaimHolder, HttpProxyReport, Outcome, Phase, PlanSummary, RevertSpec, Sample,
+};
 
 pub use crate::vocab::{FaultId, RunId};
 
@@ -154,6 +161,25 @@ pub enum Event {
         #[serde(rename = "at_ms", with = "crate::units::millis")]
         at: Duration,
     },
+    /// The run took its claims (`crate::claims`): the targets and kernel resources it holds
+    /// exclusively until it finishes. Written before anything is started or injected.
+    Claimed {
+        /// Who holds them.
+        holder: ClaimHolder,
+        /// What is held.
+        claims: Vec<Claim>,
+        /// How long the run waited for another run's claims (`--wait-for-targets`).
+        #[serde(
+            default,
+            rename = "waited_ms",
+            skip_serializing_if = "Option::is_none",
+            with = "crate::units::opt_millis"
+        )]
+        waited: Option<Duration>,
+        /// When.
+        #[serde(rename = "at_ms", with = "crate::units::millis")]
+        at: Duration,
+    },
     /// Last line of a run.
     RunFinished {
         /// How it ended.
@@ -201,6 +227,18 @@ struct Inner {
     file: File,
     // Held for the life of the run; `recover` tests it to tell live runs from dead ones.
     _lock: File,
+    audit: Audit,
+}
+
+/// What the audit lines of one journal need to say beyond each event.
+#[derive(Debug, Default)]
+struct Audit {
+    state_dir: PathBuf,
+    run: String,
+    experiment: Option<String>,
+    file: Option<String>,
+    /// Fault id → (name, target, kind), from `Injecting`: later events carry only the id.
+    faults: BTreeMap<FaultId, (String, String, String)>,
 }
 
 /// A run's directory, found by [`runs`].
@@ -248,7 +286,11 @@ impl Journal {
             let _ = d.sync_all();
         }
         Ok(Journal {
-            inner: Arc::new(Mutex::new(Inner { file, _lock: lock })),
+            inner: Arc::new(Mutex::new(Inner {
+                file,
+                _lock: lock,
+                audit: Audit::new(state_dir, run_id),
+            })),
             path,
             epoch: tokio::time::Instant::now(),
         })
@@ -290,8 +332,23 @@ impl Journal {
             path: path.clone(),
             source,
         })?;
+        // `<state>/runs/<id>`: the audit log lives two levels up. What the run said about
+        // itself (experiment, faults) comes from its journal, read now that it is ours.
+        let id = RunId(
+            dir.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into()),
+        );
+        let state_dir = dir.parent().and_then(Path::parent).unwrap_or(dir);
+        let mut audit = Audit::new(state_dir, &id);
+        for e in read(&path).unwrap_or_default() {
+            audit.learn(&e);
+        }
         Ok(Some(Journal {
-            inner: Arc::new(Mutex::new(Inner { file, _lock: lock })),
+            inner: Arc::new(Mutex::new(Inner {
+                file,
+                _lock: lock,
+                audit,
+            })),
             path,
             epoch: tokio::time::Instant::now(),
         }))
@@ -339,7 +396,97 @@ impl Journal {
         if durable {
             inner.file.sync_data().map_err(io)?;
         }
+        inner.audit.record(event);
         Ok(())
+    }
+}
+
+// === impl Audit ===
+
+impl Audit {
+    fn new(state_dir: &Path, run_id: &RunId) -> Self {
+        Audit {
+            state_dir: state_dir.to_path_buf(),
+            run: run_id.0.clone(),
+            ..Audit::default()
+        }
+    }
+
+    /// Takes what later audit lines need from `event`.
+    fn learn(&mut self, event: &Event) {
+        match event {
+            Event::RunStarted { plan, .. } => {
+                self.experiment = Some(plan.name.clone());
+                self.file = Some(plan.file.clone());
+            }
+            Event::Injecting {
+                fault,
+                name,
+                target,
+                kind,
+                ..
+            } => {
+                self.faults
+                    .insert(*fault, (name.clone(), target.clone(), kind.clone()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Appends the audit line of `event`, if it is one the audit log records. Errors are
+    /// logged, not returned: the journal line is written, and a revert must never fail because
+    /// the audit log could not be.
+    fn record(&mut self, event: &Event) {
+        self.learn(event);
+        let (action, fault, detail) = match event {
+            Event::RunStarted { .. } => ("run_start", None, None),
+            Event::Claimed { claims, .. } => {
+                let what: Vec<&str> = claims.iter().map(|c| c.resource.as_str()).collect();
+                ("claim", None, Some(what.join(", ")))
+            }
+            Event::Injecting { fault, .. } => ("inject", Some(fault), None),
+            Event::InjectFailed { fault, error, .. } => {
+                ("inject_failed", Some(fault), Some(error.clone()))
+            }
+            Event::Reverted {
+                fault, by, note, ..
+            } => (
+                "revert",
+                Some(fault),
+                Some(match note {
+                    Some(n) => format!("by {by}: {n}"),
+                    None => format!("by {by}"),
+                }),
+            ),
+            Event::RevertFailed { fault, error, .. } => {
+                ("revert_failed", Some(fault), Some(error.clone()))
+            }
+            Event::Halted { policy, reason, .. } => {
+                ("halt", None, Some(format!("{policy}: {reason}")))
+            }
+            Event::RunFinished { outcome, .. } => ("run_end", None, Some(outcome.headline())),
+            _ => return,
+        };
+        let mut rec = crate::audit::record(action, &self.run);
+        rec.experiment = self.experiment.clone();
+        rec.file = self.file.clone();
+        if action == "run_start" {
+            // The content the run was started from, read now: the file as it was when the
+            // runner loaded it, to within the moment between loading and starting.
+            rec.sha256 = self.file.as_ref().map(|f| match fs::read(f) {
+                Ok(bytes) => crate::audit::sha256_hex(&bytes),
+                Err(e) => format!("unreadable: {e}"),
+            });
+        }
+        if let Some((name, target, kind)) = fault.and_then(|f| self.faults.get(f)) {
+            rec.fault = Some(name.clone());
+            rec.target = Some(target.clone());
+            rec.kind = Some(kind.clone());
+        }
+        rec.detail = detail;
+        if let Err(e) = crate::audit::append(&self.state_dir, &rec) {
+            tracing::warn!("{e}");
+        }
     }
 }
 

@@ -53,7 +53,10 @@
 //! - [`fault`]: the fault contract, guards, and each fault family.
 //! - [`vocab`]: the run's vocabulary (ids, phases, outcomes, the plan summary, samples, revert
 //!   records): everything the journal records; imports nothing above `units`.
-//! - [`journal`]: the write-ahead journal; imports only `vocab` and `units`.
+//! - [`journal`]: the write-ahead journal; imports only `vocab`, `units` and `audit`.
+//! - [`audit`]: the machine's hash-chained audit log (`audit.jsonl`), fed by every journal.
+//! - [`claims`]: the targets and kernel resources a run holds exclusively (a lock file each).
+//! - [`halt`]: how `chaosforge halt` asks live runs to revert everything and stop.
 //! - [`engine`]: the five phases.
 //! - [`recover`]: reverting what dead runs left.
 //! - [`report`]: reports computed from journals.
@@ -62,10 +65,13 @@
 #![warn(missing_docs)]
 
 pub mod analysis;
+pub mod audit;
+pub mod claims;
 pub mod de;
 pub mod diag;
 pub mod engine;
 pub mod fault;
+pub mod halt;
 pub mod host_target;
 pub mod hypothesis;
 pub mod journal;

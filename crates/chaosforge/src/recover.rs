@@ -3,6 +3,9 @@
 //! Runs that are still alive (their lock is held) are skipped: their runner is in charge of its
 //! faults. A dead run's journal is appended to (`Reverted { by: "recover" }`, then
 //! `RunFinished` if it never finished), so a second `recover` finds nothing to do.
+//!
+//! Then the claims of dead runs are deleted (`crate::claims::sweep`): their locks died with
+//! their runners, so they block nobody, but a claim file left behind would still be listed.
 
 use std::path::Path;
 
@@ -35,6 +38,10 @@ pub struct RecoverSummary {
     pub live_runs: Vec<RunId>,
     /// Runs whose journal could not be read or written, with the error.
     pub failed_runs: Vec<(RunId, String)>,
+    /// Claims of dead runs that were deleted.
+    pub freed_claims: Vec<crate::claims::ClaimRecord>,
+    /// Why the claims could not be swept, if they could not.
+    pub claims_error: Option<String>,
 }
 
 impl RecoverSummary {
@@ -44,11 +51,15 @@ impl RecoverSummary {
             && self.closed_runs.is_empty()
             && self.live_runs.is_empty()
             && self.failed_runs.is_empty()
+            && self.freed_claims.is_empty()
+            && self.claims_error.is_none()
     }
 
     /// `true` when a revert failed or a run could not be handled.
     pub fn has_failures(&self) -> bool {
-        self.faults.iter().any(|f| f.result.is_err()) || !self.failed_runs.is_empty()
+        self.faults.iter().any(|f| f.result.is_err())
+            || !self.failed_runs.is_empty()
+            || self.claims_error.is_some()
     }
 }
 
@@ -61,6 +72,11 @@ pub async fn recover(state_dir: &Path) -> Result<RecoverSummary, JournalError> {
         if let Err(e) = recover_run(&run, &mut summary).await {
             summary.failed_runs.push((run.id.clone(), e.to_string()));
         }
+    }
+    // After the reverts: a run's claims go only once what it injected is undone.
+    match crate::claims::sweep(state_dir) {
+        Ok(freed) => summary.freed_claims = freed,
+        Err(e) => summary.claims_error = Some(e.to_string()),
     }
     Ok(summary)
 }

@@ -423,7 +423,7 @@ impl Report {
                         rules: report.rules.clone(),
                     });
                 }
-                Event::RunStarted { .. } => {}
+                Event::RunStarted { .. } | Event::Claimed { .. } => {}
             }
         }
 

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod analysis;
+mod claims;
 mod demo;
 mod freeze;
 mod golden;

@@ -2,11 +2,10 @@
 //! recover`, in a fresh process, from the journal alone, resumes it; a second recover has
 //! nothing to do.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::{
-    Dir, EchoServer, Victim, chaosforge, pause_experiment, recover, signal, spawn_run, wait_for,
+    Dir, EchoServer, ProxyServer, Victim, pause_experiment, recover, signal, spawn_run, wait_for,
 };
 
 #[test]
@@ -82,58 +81,6 @@ phases: {{ baseline: 300ms, inject: 60s, recover_within: 5s }}
     signal(&runner, rustix::process::Signal::INT);
     assert_eq!(runner.wait().unwrap().code(), Some(3));
     assert!(wait_for(Duration::from_secs(2), || victim.state() != 'T'));
-}
-
-/// A `chaosforge proxy` server on a free loopback port, killed when dropped.
-struct ProxyServer {
-    child: std::process::Child,
-    api: String,
-}
-
-impl ProxyServer {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = chaosforge()
-            .args(["proxy", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let api = format!("127.0.0.1:{port}");
-        assert!(wait_for(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(&api).is_ok()
-        }));
-        ProxyServer { child, api }
-    }
-
-    /// One HTTP/1.1 request; returns (status, body).
-    fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.api).unwrap();
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let status = out
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (
-            status,
-            out.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-        )
-    }
-}
-
-impl Drop for ProxyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

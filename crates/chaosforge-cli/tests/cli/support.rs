@@ -505,3 +505,55 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_string()))
 }
+
+/// A `chaosforge proxy` server on a free loopback port, killed when dropped.
+pub struct ProxyServer {
+    child: std::process::Child,
+    pub api: String,
+}
+
+impl ProxyServer {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = chaosforge()
+            .args(["proxy", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let api = format!("127.0.0.1:{port}");
+        assert!(wait_for(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(&api).is_ok()
+        }));
+        ProxyServer { child, api }
+    }
+
+    /// One HTTP/1.1 request; returns (status, body).
+    pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.api).unwrap();
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (
+            status,
+            out.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+        )
+    }
+}
+
+impl Drop for ProxyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -11,7 +11,8 @@
 //! - `sample`: [`Sample`], one probe measurement;
 //! - `revert`: [`RevertSpec`], how to undo a fault from the journal alone, and the plain data
 //!   it carries;
-//! - `http`: [`HttpProxyReport`], what an HTTP proxy's rules did.
+//! - `http`: [`HttpProxyReport`], what an HTTP proxy's rules did;
+//! - `claim`: [`Claim`], [`ClaimHolder`], the resources a run holds exclusively.
 //!
 //! Behaviour over these types lives with the layer that needs it (an inherent `impl` may sit in
 //! any module of the crate): `RevertSpec::revert_detached` in `fault`, `PlanSummary::of` in
@@ -19,11 +20,13 @@
 
 use serde::{Deserialize, Serialize};
 
+mod claim;
 mod http;
 mod revert;
 mod sample;
 mod summary;
 
+pub use claim::{Claim, ClaimHolder};
 pub use http::{HttpProxyReport, HttpRuleCounters};
 pub(crate) use revert::is_inet;
 pub use revert::{Family, Hook, LimitResource, Moved, MovedProcess, QueueChain, RevertSpec};

@@ -1,0 +1,221 @@
+//! `chaosforge run a.yaml [b.yaml …]`: one experiment, or several at once in this process, each
+//! with its own engine, journal and claims. Every file is checked before anything runs; the
+//! reports are printed one after another in file order once all runs are over, and the exit
+//! code is the worst of the outcomes: error (2), then halted (3), then refuted (1), then
+//! confirmed (0) — an error may mean a fault was not tested or not reverted, a halt stopped a
+//! test early, a refutation is a finished test.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use chaosforge::engine::{ClaimWait, Engine, Progress, RunResult};
+use chaosforge::plan::Plan;
+use chaosforge::units::format_duration;
+use tokio::sync::watch;
+
+/// What `run` was asked.
+pub(crate) struct RunArgs {
+    pub files: Vec<PathBuf>,
+    pub seed: Option<u64>,
+    pub state_dir: PathBuf,
+    pub report_json: Option<PathBuf>,
+    /// `--wait-for-targets[=TIMEOUT]`, as written.
+    pub wait_for_targets: Option<String>,
+    /// `--metrics-listen` and its grace: one run's metrics.
+    pub metrics: crate::metrics::MetricsArgs,
+    /// `--approve`, `--allow-forbidden`.
+    pub policy: crate::policy_cmd::PolicyArgs,
+}
+
+/// Runs every file; the exit code.
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let wait = match args.wait_for_targets.as_deref() {
+        None => ClaimWait::Refuse,
+        Some("forever") => ClaimWait::Wait(None),
+        Some(t) => {
+            ClaimWait::Wait(Some(chaosforge::units::parse_duration(t).map_err(|e| {
+                anyhow::anyhow!("--wait-for-targets={t}: {}", e.message)
+            })?))
+        }
+    };
+    let mut plans = Vec::new();
+    for f in &args.files {
+        let admitted = match crate::load(f, args.seed) {
+            Some(mut p) => {
+                let rc = crate::policy_cmd::context(f, &args.policy, Some(&args.state_dir))?;
+                crate::policy_cmd::admit(&mut p, &rc).map(|_| p)
+            }
+            None => None,
+        };
+        match admitted {
+            Some(p) => plans.push(p),
+            None => {
+                if args.files.len() > 1 {
+                    eprintln!("error: nothing was run: every file must be valid and admitted");
+                }
+                return Ok(2);
+            }
+        }
+    }
+    if plans.len() > 1 && args.metrics.metrics_listen.is_some() {
+        anyhow::bail!("--metrics-listen serves the metrics of one run; give one file");
+    }
+    let metrics = match plans.first() {
+        Some(p) => crate::metrics::Server::start(&args.metrics, p).await?,
+        None => None,
+    };
+    let feed = metrics.as_ref().map(crate::metrics::Server::metrics);
+    let shutdown = crate::signals()?;
+    let nudges = crate::halt_cmd::nudges()?;
+    let many = plans.len() > 1;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, plan) in plans.into_iter().enumerate() {
+        let (dir, rx, nudges) = (args.state_dir.clone(), shutdown.clone(), nudges.clone());
+        let feed = feed.clone();
+        tasks.spawn(async move {
+            let r = run_one(&plan, &dir, rx, nudges, wait, many, feed).await;
+            (i, r)
+        });
+    }
+    let mut results: Vec<Option<anyhow::Result<RunResult>>> =
+        (0..args.files.len()).map(|_| None).collect();
+    while let Some(done) = tasks.join_next().await {
+        let (i, r) = done.context("a run's task failed")?;
+        results[i] = Some(r);
+    }
+    let mut code = 0u8;
+    let mut json = Vec::new();
+    for (file, r) in args.files.iter().zip(results) {
+        if many {
+            println!("=== {} ===", file.display());
+        }
+        match r {
+            Some(Ok(result)) => {
+                print!("{}", result.report.render_text());
+                eprintln!("journal: {}", result.journal.display());
+                json.push(result.report.render_json());
+                code = worst(code, result.outcome.exit_code() as u8);
+            }
+            Some(Err(e)) => {
+                eprintln!("error: {}: {e:#}", file.display());
+                code = worst(code, 2);
+            }
+            None => code = worst(code, 2),
+        }
+    }
+    if let Some(path) = &args.report_json {
+        // One report as before; several as a JSON array in file order.
+        let text = if many {
+            format!("[{}]", json.join(","))
+        } else {
+            json.concat()
+        };
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(m) = metrics {
+        m.linger(shutdown).await;
+    }
+    Ok(code)
+}
+
+/// The worse of two exit codes by the documented order 2 > 3 > 1 > 0.
+pub(crate) fn worst(a: u8, b: u8) -> u8 {
+    let rank = |c: u8| match c {
+        0 => 0,
+        1 => 1,
+        3 => 2,
+        _ => 3,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+async fn run_one(
+    plan: &Plan,
+    state_dir: &Path,
+    shutdown: watch::Receiver<bool>,
+    nudges: watch::Receiver<u64>,
+    wait: ClaimWait,
+    many: bool,
+    feed: Option<Arc<crate::metrics::Metrics>>,
+) -> anyhow::Result<RunResult> {
+    if plan.seed_random {
+        eprintln!("seed {}", crate::plan_cmd::seed_line(plan));
+    }
+    let ui = crate::progress::Ui::new(!many && std::io::stderr().is_terminal());
+    let progress: chaosforge::engine::ProgressFn = if many {
+        // Several runs share stderr: one line per event, prefixed with the experiment.
+        let name = plan.name.clone();
+        Arc::new(move |p: &Progress| prefixed(&name, p))
+    } else {
+        let ui = ui.clone();
+        let feed = feed.clone();
+        Arc::new(move |p: &Progress| {
+            ui.update(p);
+            if let Some(m) = &feed {
+                m.update(p);
+            }
+        })
+    };
+    let engine = Engine::new(Arc::new(chaosforge_proxy::InProcessBackend), state_dir)
+        .with_progress(progress)
+        .with_claim_wait(wait)
+        .with_halt_requests(nudges);
+    let result = engine.run(plan, shutdown).await;
+    ui.finish();
+    if let Some(m) = &feed {
+        m.finish(result.as_ref().ok().map(|r| &r.outcome));
+    }
+    Ok(result?)
+}
+
+fn prefixed(name: &str, p: &Progress) {
+    match p {
+        Progress::Phase { phase, planned } => eprintln!(
+            "[{name}] ▶ {}{}",
+            format!("{phase:?}").to_lowercase(),
+            planned
+                .map(|d| format!(" ({})", format_duration(d)))
+                .unwrap_or_default()
+        ),
+        Progress::Injected {
+            name: f,
+            target,
+            kind,
+            ..
+        } => {
+            eprintln!("[{name}]   injected {f} ({kind}) on {target}")
+        }
+        Progress::Reverted {
+            name: f,
+            target,
+            error: None,
+            ..
+        } => eprintln!("[{name}]   reverted {f} on {target}"),
+        Progress::Reverted {
+            name: f,
+            target,
+            error: Some(e),
+            ..
+        } => {
+            eprintln!("[{name}]   FAILED to revert {f} on {target}: {e}")
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worst;
+
+    #[test]
+    fn the_worst_exit_code_wins_by_the_documented_order() {
+        assert_eq!(worst(0, 1), 1);
+        assert_eq!(worst(1, 3), 3);
+        assert_eq!(worst(3, 2), 2);
+        assert_eq!(worst(2, 3), 2);
+        assert_eq!(worst(3, 0), 3);
+        assert_eq!([0, 1, 3, 1].into_iter().fold(0, worst), 3);
+    }
+}
