@@ -65,8 +65,10 @@ pub(crate) fn admit(plan: &mut Plan, rc: &RunContext) -> Option<Vec<PolicyVerdic
     plan.deadline = plan
         .policy
         .window
-        .as_ref()
-        .and_then(|w| w.end_of_range(rc.now));
+        .iter()
+        .chain(plan.policy.org_window.iter())
+        .filter_map(|w| w.end_of_range(rc.now))
+        .min();
     plan.verdicts = verdicts
         .iter()
         .map(|v| format!("{}: {}", v.rule, v.detail))

@@ -1284,6 +1284,15 @@ pub struct PoliciesSpec {
     pub compliance: Option<ComplianceSpec>,
 }
 
+/// An organisation's policy file (`$CHAOSFORGE_POLICY`): `policies:` as in an experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgPolicySpec {
+    /// Rules every experiment inherits and cannot loosen.
+    #[serde(default)]
+    pub policies: PoliciesSpec,
+}
+
 /// `blast_radius: { max_targets: 3, max_percent: 50, per: service, max_concurrent_faults: 4 }`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

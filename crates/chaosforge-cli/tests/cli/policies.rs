@@ -230,3 +230,77 @@ fn consecutive_failed_samples_abort_the_run() {
         report.monitors[0].during
     );
 }
+
+#[test]
+fn the_organisation_policy_applies_on_top_and_cannot_be_loosened() {
+    let up = EchoServer::start();
+    let dir = Dir::new();
+    let org = dir.write(
+        "org.yaml",
+        "policies:\n  time_window: { timezone: UTC, days: mon-fri }\n  max_consecutive_failures: 3\n  compliance: { require: [ticket] }\n",
+    );
+    // The experiment allows everything itself; the organisation requires a ticket.
+    let exp = dir.write(
+        "loose.yaml",
+        &experiment(&up, "latency: { delay: 1ms }", "  allow_irreversible: true"),
+    );
+    let out = chaosforge()
+        .arg("validate")
+        .arg(&exp)
+        .env("CHAOSFORGE_POLICY", &org)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let org_file = org.display().to_string();
+    assert!(
+        stderr.contains(&format!("{org_file}:4:")),
+        "reported in the organisation's file: {stderr}"
+    );
+    assert!(
+        stderr.contains("organisation policy: the experiment must state its ticket"),
+        "{stderr}"
+    );
+    // With a ticket the file is valid, and the organisation's window still applies.
+    let text = std::fs::read_to_string(&exp).unwrap().replace(
+        "metadata: { owner: team-a }",
+        "metadata: { owner: team-a, ticket: CHG-1 }",
+    );
+    std::fs::write(&exp, text).unwrap();
+    let mut cmd = chaosforge();
+    cmd.arg("run")
+        .arg(&exp)
+        .arg("--state-dir")
+        .arg(dir.state())
+        .env("CHAOSFORGE_POLICY", &org)
+        .env("CHAOSFORGE_NOW", "2026-12-12T10:00:00Z");
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("policy time window: Sat 2026-12-12 10:00 UTC is outside"),
+        "{stderr}"
+    );
+    // A kill is irreversible: allowed by the file, refused by the organisation.
+    let victim = crate::support::Victim::start();
+    let kill = dir.write(
+        "kill.yaml",
+        &format!(
+            "apiVersion: chaosforge/v1\nname: k\nmetadata: {{ ticket: CHG-2 }}\ntargets:\n  - name: v\n    process: {{ pid: {} }}\nhypothesis:\n  monitors:\n    - name: m\n      tcp: {{ address: \"{}\" }}\n      expect: [\"availability >= 1%\"]\nfaults:\n  - name: kill-it\n    kill: {{}}\n    target: {{ select: {{ name: v }} }}\npolicies:\n  allow_irreversible: true\n",
+            victim.pid(),
+            up.addr
+        ),
+    );
+    let out = chaosforge()
+        .arg("validate")
+        .arg(&kill)
+        .env("CHAOSFORGE_POLICY", &org)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("organisation policy: irreversible faults are not allowed: `kill-it`"),
+        "{stderr}"
+    );
+}

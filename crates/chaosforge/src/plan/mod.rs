@@ -25,7 +25,7 @@
 //! configuration types), `monitor` (its limits) and `fault`'s plain data; never `engine`,
 //! `journal` or `report`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -166,8 +166,101 @@ pub fn load(path: &Path, seed: Option<u64>) -> Result<(Document, Plan), Diagnost
             return Err(diags);
         }
     };
-    let plan = compile(&doc, &spec, seed)?;
+    let mut plan = compile(&doc, &spec, seed)?;
+    if let Some(org) = std::env::var_os("CHAOSFORGE_POLICY").filter(|v| !v.is_empty()) {
+        org_policy(&mut plan, &spec, Path::new(&org))?;
+    }
     Ok((doc, plan))
+}
+
+/// The organisation's policy file (`$CHAOSFORGE_POLICY`: `policies:` as in an experiment), which
+/// every experiment inherits and cannot loosen: its rules apply on top of the experiment's —
+/// both windows, both blast radii, halt rules of both, the smaller `max_duration` and
+/// `max_consecutive_failures`, approvers of both, forbidden labels and required metadata of
+/// both — and irreversible faults only where both allow them. Its problems are reported in
+/// its own file.
+pub fn org_policy(plan: &mut Plan, spec: &ExperimentSpec, org: &Path) -> Result<(), Diagnostics> {
+    let file = org.display().to_string();
+    let text = std::fs::read_to_string(org).map_err(|e| {
+        Diagnostic::new(
+            file.clone(),
+            None,
+            "",
+            format!("cannot read the organisation policy ($CHAOSFORGE_POLICY): {e}"),
+        )
+    })?;
+    let odoc = Document::parse(&file, &text)?;
+    let o: crate::spec::OrgPolicySpec = crate::de::decode(&odoc)?;
+    let mut cx = Cx::new(&odoc);
+    let (rules, window) = cx.policies(&o.policies);
+    plan.halt_when.extend(rules);
+    if o.policies.halt_window.is_some() {
+        plan.halt_window = plan.halt_window.min(window);
+    }
+    if !o.policies.allow_irreversible {
+        for f in &plan.faults {
+            if let Some(why) = f.kind.irreversible() {
+                cx.err(
+                    "policies.allow_irreversible",
+                    format!("irreversible faults are not allowed: `{}` is {why}", f.name),
+                );
+            }
+        }
+    }
+    if let Some(max) = &o.policies.max_duration {
+        let max = cx.duration("policies.max_duration", Some(max), Duration::MAX);
+        let total = plan.phases.baseline + plan.phases.inject + plan.phases.recover_within;
+        if total > max {
+            cx.err(
+                "policies.max_duration",
+                format!(
+                    "the experiment's phases take {} together, over the organisation's \
+                     max_duration {}",
+                    units::format_duration(total),
+                    units::format_duration(max)
+                ),
+            );
+        }
+    }
+    let mut as_org = spec.clone();
+    as_org.policies = o.policies.clone();
+    let labelled: Vec<(&str, &BTreeMap<String, String>)> = plan
+        .targets
+        .iter()
+        .map(|t| (t.name.as_str(), &t.labels))
+        .collect();
+    let op = cx.policy_plan(&as_org, &plan.faults, &labelled);
+    if !cx.diags.is_empty() {
+        let mut d = Diagnostics(
+            cx.diags
+                .0
+                .into_iter()
+                .map(|mut d| {
+                    d.message = format!("organisation policy: {}", d.message);
+                    d
+                })
+                .collect(),
+        );
+        d.sort();
+        return Err(d);
+    }
+    let p = &mut plan.policy;
+    p.planned.extend(
+        op.planned
+            .into_iter()
+            .map(|(rule, text)| (rule, format!("organisation: {text}"))),
+    );
+    p.org_window = op.window;
+    p.approvers = match (p.approvers.take(), op.approvers) {
+        (Some(a), Some(b)) => Some(a.into_iter().filter(|x| b.contains(x)).collect()),
+        (a, b) => a.or(b),
+    };
+    p.max_consecutive_failures = match (p.max_consecutive_failures, op.max_consecutive_failures) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    p.forbid.extend(op.forbid);
+    Ok(())
 }
 
 /// Which paths compile may only have complained about because of what decoding already
@@ -251,7 +344,11 @@ pub fn compile(
         spec.policies.allow_irreversible,
     );
     let (halt_when, halt_window) = cx.policies(&spec.policies);
-    let policy = cx.policy_plan(spec, &faults, &target_specs);
+    let labelled: Vec<(&str, &BTreeMap<String, String>)> = target_specs
+        .iter()
+        .map(|t| (t.name.as_str(), &t.labels))
+        .collect();
+    let policy = cx.policy_plan(spec, &faults, &labelled);
     let significance = spec.hypothesis.significance;
     if let Some(a) = significance
         && !(a > 0.0 && a < 0.5)

@@ -56,6 +56,8 @@ pub struct PolicyPlan {
     pub max_consecutive_failures: Option<u32>,
     /// Labels no faulted target may have, unless overridden.
     pub forbid: BTreeMap<String, String>,
+    /// The organisation policy's window (`$CHAOSFORGE_POLICY`), which applies as well.
+    pub org_window: Option<TimeWindow>,
     /// The file's `metadata`.
     pub metadata: BTreeMap<String, String>,
 }
@@ -145,7 +147,7 @@ pub fn check_run(plan: &super::Plan, rc: &RunContext) -> Vec<PolicyVerdict> {
             detail: detail.clone(),
         })
         .collect();
-    if let Some(w) = &p.window {
+    for w in p.window.iter().chain(p.org_window.iter()) {
         let total = plan.phases.baseline + plan.phases.inject + plan.phases.recover_within;
         let local = rc.now.to_zoned(w.tz.clone());
         let shown = local.strftime("%a %Y-%m-%d %H:%M %Z").to_string();
@@ -255,7 +257,7 @@ impl Cx<'_> {
         &mut self,
         spec: &crate::spec::ExperimentSpec,
         faults: &[super::PlannedFault],
-        target_specs: &[crate::spec::TargetSpec],
+        target_specs: &[(&str, &BTreeMap<String, String>)],
     ) -> PolicyPlan {
         let p = &spec.policies;
         let mut plan = PolicyPlan {
@@ -333,7 +335,7 @@ impl Cx<'_> {
         &mut self,
         b: &crate::spec::BlastRadiusSpec,
         faults: &[super::PlannedFault],
-        target_specs: &[crate::spec::TargetSpec],
+        target_specs: &[(&str, &BTreeMap<String, String>)],
         plan: &mut PolicyPlan,
     ) {
         let base = "policies.blast_radius";
@@ -394,25 +396,27 @@ impl Cx<'_> {
                     for f in faults {
                         // The population: every target the fault's selector matched, grouped
                         // by the `per` label when given.
-                        let chosen: Vec<&crate::spec::TargetSpec> = target_specs
+                        let chosen: Vec<&(&str, &BTreeMap<String, String>)> = target_specs
                             .iter()
-                            .filter(|t| f.targets.contains(&t.name))
+                            .filter(|(name, _)| f.targets.iter().any(|t| t == name))
                             .collect();
                         let groups: std::collections::BTreeSet<Option<&String>> = chosen
                             .iter()
-                            .map(|t| b.per.as_ref().and_then(|k| t.labels.get(k)))
+                            .map(|(_, labels)| b.per.as_ref().and_then(|k| labels.get(k)))
                             .collect();
                         for g in groups {
-                            let in_group = |t: &crate::spec::TargetSpec| match (&b.per, g) {
-                                (Some(k), Some(v)) => t.labels.get(k) == Some(v),
-                                (Some(k), None) => !t.labels.contains_key(k),
+                            let in_group = |labels: &BTreeMap<String, String>| match (&b.per, g) {
+                                (Some(k), Some(v)) => labels.get(k) == Some(v),
+                                (Some(k), None) => !labels.contains_key(k),
                                 (None, _) => true,
                             };
                             let population = target_specs
                                 .iter()
-                                .filter(|t| f.population.contains(&t.name) && in_group(t))
+                                .filter(|(name, labels)| {
+                                    f.population.iter().any(|p| p == name) && in_group(labels)
+                                })
                                 .count();
-                            let hit = chosen.iter().filter(|t| in_group(t)).count();
+                            let hit = chosen.iter().filter(|(_, labels)| in_group(labels)).count();
                             if population == 0 {
                                 continue;
                             }
