@@ -6,7 +6,7 @@
 //! test early, a refutation is a finished test.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -75,10 +75,18 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let heartbeat = args.heartbeat;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, plan) in plans.into_iter().enumerate() {
-        let (dir, rx, nudges) = (args.state_dir.clone(), shutdown.clone(), nudges.clone());
+        let rx = shutdown.clone();
         let feed = feed.clone();
+        // Everything but the progress display, which `run_one` picks per run.
+        let engine = Engine::new(
+            Arc::new(chaosforge_proxy::InProcessBackend),
+            &args.state_dir,
+        )
+        .with_claim_wait(wait)
+        .with_halt_requests(nudges.clone())
+        .with_heartbeat(heartbeat);
         tasks.spawn(async move {
-            let r = run_one(&plan, &dir, rx, nudges, wait, heartbeat, many, feed).await;
+            let r = run_one(&plan, engine, rx, many, feed).await;
             (i, r)
         });
     }
@@ -136,11 +144,8 @@ pub(crate) fn worst(a: u8, b: u8) -> u8 {
 
 async fn run_one(
     plan: &Plan,
-    state_dir: &Path,
+    engine: Engine,
     shutdown: watch::Receiver<bool>,
-    nudges: watch::Receiver<u64>,
-    wait: ClaimWait,
-    heartbeat: chaosforge::deadman::Heartbeat,
     many: bool,
     feed: Option<Arc<crate::metrics::Metrics>>,
 ) -> anyhow::Result<RunResult> {
@@ -162,11 +167,7 @@ async fn run_one(
             }
         })
     };
-    let engine = Engine::new(Arc::new(chaosforge_proxy::InProcessBackend), state_dir)
-        .with_progress(progress)
-        .with_claim_wait(wait)
-        .with_halt_requests(nudges)
-        .with_heartbeat(heartbeat);
+    let engine = engine.with_progress(progress);
     let result = engine.run(plan, shutdown).await;
     if let Ok(RunResult {
         outcome: Outcome::Halted { policy, reason },
