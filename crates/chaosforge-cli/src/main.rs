@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chaosforge::engine::{Engine, Outcome, Progress, RunResult};
+use chaosforge::journal;
 use chaosforge::plan::{self, Plan};
 use chaosforge::report::Report;
-use chaosforge::{journal, recover};
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
@@ -21,6 +21,7 @@ mod plan_cmd;
 mod policy_cmd;
 mod progress;
 mod proxy_cmd;
+mod recover_cmd;
 mod run_cmd;
 mod runs_cmd;
 
@@ -81,6 +82,9 @@ enum Command {
         #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, require_equals = true,
               default_missing_value = "forever")]
         wait_for_targets: Option<String>,
+        /// After this long without a heartbeat (beats every 1s), `recover` reverts the faults
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+        heartbeat_timeout: std::time::Duration,
     },
     /// Approve an experiment file's current content for runs that require an approval
     Approve {
@@ -112,10 +116,17 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
-    /// Revert every fault that a crashed or killed run left behind
+    /// Revert every fault that a crashed, killed or stuck (not heartbeating) run left behind
     Recover {
         #[command(flatten)]
         state: StateArgs,
+        /// Keep watching (until SIGINT/SIGTERM): recover again every interval
+        #[arg(long)]
+        watch: bool,
+        /// How often `--watch` looks
+        #[arg(long, value_name = "DURATION", default_value = "1s", requires = "watch",
+              value_parser = duration)]
+        interval: std::time::Duration,
     },
     /// List the runs under the state directory: short id, start, experiment, outcome
     Runs {
@@ -215,6 +226,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             state,
             report_json,
             wait_for_targets,
+            heartbeat_timeout,
             metrics: metrics_args,
             policy,
         } => {
@@ -224,6 +236,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
                 state_dir: state_dir(state)?,
                 report_json,
                 wait_for_targets,
+                heartbeat: chaosforge::deadman::Heartbeat::with_timeout(heartbeat_timeout)
+                    .map_err(|e| anyhow::anyhow!("--heartbeat-timeout: {e}"))?,
                 metrics: metrics_args,
                 policy,
             })
@@ -238,7 +252,11 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
         Command::Audit {
             action: AuditAction::Verify { state },
         } => halt_cmd::audit_verify(&state_dir(state)?),
-        Command::Recover { state } => recover_cmd(&state_dir(state)?).await,
+        Command::Recover {
+            state,
+            watch,
+            interval,
+        } => recover_cmd::recover(&state_dir(state)?, watch.then_some(interval)).await,
         Command::Runs { state } => runs_cmd::list(&state_dir(state)?),
         Command::Report { run, state, format } => {
             let path = runs_cmd::journal_path(&run, state_dir(state))?;
@@ -433,47 +451,9 @@ pub(crate) fn signals() -> anyhow::Result<watch::Receiver<bool>> {
     Ok(rx)
 }
 
-async fn recover_cmd(state_dir: &Path) -> anyhow::Result<u8> {
-    let summary = recover::recover(state_dir).await?;
-    for f in &summary.faults {
-        match &f.result {
-            Ok(note) => println!(
-                "reverted {} on {} (run {}): {note}",
-                f.name, f.target, f.run.0
-            ),
-            Err(e) => println!(
-                "FAILED to revert {} on {} (run {}): {e}",
-                f.name, f.target, f.run.0
-            ),
-        }
-    }
-    for r in &summary.closed_runs {
-        println!("closed the journal of unfinished run {}", r.0);
-    }
-    for r in &summary.live_runs {
-        println!(
-            "skipped run {}: it is still running and in charge of its faults",
-            r.0
-        );
-    }
-    for (r, e) in &summary.failed_runs {
-        println!("FAILED to recover run {}: {e}", r.0);
-    }
-    for c in &summary.freed_claims {
-        println!(
-            "freed claim {} (target `{}`) of dead {}",
-            c.claim.resource,
-            c.claim.target,
-            c.holder.describe()
-        );
-    }
-    if let Some(e) = &summary.claims_error {
-        println!("FAILED to free the claims of dead runs: {e}");
-    }
-    if summary.is_empty() {
-        println!("nothing to recover");
-    }
-    Ok(if summary.has_failures() { 2 } else { 0 })
+/// A duration argument (`250ms`, `5s`).
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    chaosforge::units::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn state_dir(s: StateArgs) -> anyhow::Result<PathBuf> {

@@ -6,11 +6,11 @@
 //! test early, a refutation is a finished test.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use chaosforge::engine::{ClaimWait, Engine, Progress, RunResult};
+use chaosforge::engine::{ClaimWait, Engine, Outcome, Progress, RunResult};
 use chaosforge::plan::Plan;
 use chaosforge::units::format_duration;
 use tokio::sync::watch;
@@ -23,6 +23,8 @@ pub(crate) struct RunArgs {
     pub report_json: Option<PathBuf>,
     /// `--wait-for-targets[=TIMEOUT]`, as written.
     pub wait_for_targets: Option<String>,
+    /// `--heartbeat-timeout`, checked.
+    pub heartbeat: chaosforge::deadman::Heartbeat,
     /// `--metrics-listen` and its grace: one run's metrics.
     pub metrics: crate::metrics::MetricsArgs,
     /// `--approve`, `--allow-forbidden`.
@@ -70,12 +72,21 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let shutdown = crate::signals()?;
     let nudges = crate::halt_cmd::nudges()?;
     let many = plans.len() > 1;
+    let heartbeat = args.heartbeat;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, plan) in plans.into_iter().enumerate() {
-        let (dir, rx, nudges) = (args.state_dir.clone(), shutdown.clone(), nudges.clone());
+        let rx = shutdown.clone();
         let feed = feed.clone();
+        // Everything but the progress display, which `run_one` picks per run.
+        let engine = Engine::new(
+            Arc::new(chaosforge_proxy::InProcessBackend),
+            &args.state_dir,
+        )
+        .with_claim_wait(wait)
+        .with_halt_requests(nudges.clone())
+        .with_heartbeat(heartbeat);
         tasks.spawn(async move {
-            let r = run_one(&plan, &dir, rx, nudges, wait, many, feed).await;
+            let r = run_one(&plan, engine, rx, many, feed).await;
             (i, r)
         });
     }
@@ -133,10 +144,8 @@ pub(crate) fn worst(a: u8, b: u8) -> u8 {
 
 async fn run_one(
     plan: &Plan,
-    state_dir: &Path,
+    engine: Engine,
     shutdown: watch::Receiver<bool>,
-    nudges: watch::Receiver<u64>,
-    wait: ClaimWait,
     many: bool,
     feed: Option<Arc<crate::metrics::Metrics>>,
 ) -> anyhow::Result<RunResult> {
@@ -158,11 +167,20 @@ async fn run_one(
             }
         })
     };
-    let engine = Engine::new(Arc::new(chaosforge_proxy::InProcessBackend), state_dir)
-        .with_progress(progress)
-        .with_claim_wait(wait)
-        .with_halt_requests(nudges);
+    let engine = engine.with_progress(progress);
     let result = engine.run(plan, shutdown).await;
+    if let Ok(RunResult {
+        outcome: Outcome::Halted { policy, reason },
+        ..
+    }) = &result
+        && policy == chaosforge::deadman::POLICY
+    {
+        eprintln!(
+            "error: this run stopped heartbeating and its faults were taken over: {reason}. \
+             It injected nothing more and reverted what it still held; its journal was closed \
+             by `chaosforge recover`."
+        );
+    }
     ui.finish();
     if let Some(m) = &feed {
         m.finish(result.as_ref().ok().map(|r| &r.outcome));

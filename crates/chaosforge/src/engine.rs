@@ -114,6 +114,7 @@ pub struct Engine {
     progress: Option<ProgressFn>,
     claim_wait: ClaimWait,
     halt_nudges: Option<watch::Receiver<u64>>,
+    heartbeat: crate::deadman::Heartbeat,
 }
 
 /// What a run produced.
@@ -170,6 +171,10 @@ struct Run<'p> {
     /// Wake-ups to look for a halt request (`crate::halt`), and the request once found.
     halt_nudges: Option<watch::Receiver<u64>>,
     halt: Option<crate::halt::HaltRequest>,
+    /// The run's heartbeat (`crate::deadman`), beaten from this task's loops; and the takeover
+    /// of its faults by `recover`, once found.
+    beater: crate::deadman::Beater,
+    taken: Option<crate::deadman::Takeover>,
 }
 
 // === impl Engine ===
@@ -183,7 +188,15 @@ impl Engine {
             progress: None,
             claim_wait: ClaimWait::Refuse,
             halt_nudges: None,
+            heartbeat: crate::deadman::Heartbeat::default(),
         }
+    }
+
+    /// How often runs beat and after how long without a beat `chaosforge recover` reverts their
+    /// faults (`crate::deadman`; default every 1 s, 5 s).
+    pub fn with_heartbeat(mut self, heartbeat: crate::deadman::Heartbeat) -> Self {
+        self.heartbeat = heartbeat;
+        self
     }
 
     /// What to do when another run holds a target: refuse (the default) or wait.
@@ -221,6 +234,13 @@ impl Engine {
             version: env!("CARGO_PKG_VERSION").to_string(),
             plan: PlanSummary::of(plan),
         })?;
+        let run_dir = self.state_dir.join("runs").join(&run_id.0);
+        let beater = crate::deadman::Beater::start(&run_dir, self.heartbeat).map_err(|source| {
+            JournalError::Io {
+                path: run_dir.join(crate::deadman::HEARTBEAT_FILE),
+                source,
+            }
+        })?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut run = Run {
             run_id: run_id.clone(),
@@ -238,6 +258,8 @@ impl Engine {
             claims: None,
             halt_nudges: self.halt_nudges.clone(),
             halt: None,
+            beater,
+            taken: None,
         };
         let mut proxies: Vec<Arc<dyn ProxyControl>> = Vec::new();
         let mut monitors: Vec<MonitorHandle> = Vec::new();
@@ -256,7 +278,12 @@ impl Engine {
             .collect();
         // Judged only now, so that samples that started during the fault but finished later
         // (a slow request is exactly what a latency fault makes) count where they belong.
+        // Taken over (possibly only after the last look): `recover` closed the journal and its
+        // outcome stands; this runner only adds what it reverted itself.
+        run.halt_requested();
+        let taken = run.taken.is_some();
         let outcome = match decided {
+            _ if taken => run.halt_by_signal(),
             Decided::Outcome(o) => o,
             Decided::Judge {
                 observed,
@@ -298,10 +325,16 @@ impl Engine {
         for (_, p) in std::mem::take(&mut run.http_proxies) {
             p.shutdown().await;
         }
-        journal.append_durable(&Event::RunFinished {
-            outcome: outcome.clone(),
-            at: journal.now(),
-        })?;
+        let closed = taken
+            && journal::read(journal.path())?
+                .iter()
+                .any(|e| matches!(e, Event::RunFinished { .. }));
+        if !closed {
+            journal.append_durable(&Event::RunFinished {
+                outcome: outcome.clone(),
+                at: journal.now(),
+            })?;
+        }
         let events = journal::read(journal.path())?;
         let report = Report::from_events(&events)?;
         Ok(RunResult {
@@ -480,6 +513,11 @@ impl Engine {
         let mut failure: Option<Outcome> = None;
         'faults: for f in &plan.faults {
             for target in &f.targets {
+                // A halt or a takeover found now: inject nothing more.
+                if run.halt_requested() {
+                    run.interrupted = true;
+                    break 'faults;
+                }
                 let fault = match build_fault(&run.run_id, next_id, f, target, &resolved, plan.seed)
                 {
                     Ok(fault) => fault,
@@ -498,7 +536,7 @@ impl Engine {
                     id,
                     name: &f.name,
                 };
-                match fault.inject(&cx).await {
+                match beating(&mut run.beater, fault.inject(&cx)).await {
                     Ok(g) => {
                         guards.push(g);
                         held.push((id, f.name.clone(), target.clone()));
@@ -559,18 +597,29 @@ impl Engine {
                     run.check_halt(rules, window, &intervals, observe_start)
                 })
                 .await;
-            if run.interrupted && halted.is_none() {
-                halted = Some(run.halt_by_signal());
-            }
+        }
+        // The deadline may have passed while the runner was stopped: look once more, so that a
+        // runner whose faults `recover` took over halts instead of judging.
+        if failure.is_none() && halted.is_none() && (run.interrupted || run.halt_requested()) {
+            run.interrupted = true;
+            halted = Some(run.halt_by_signal());
         }
 
         // Recover: always, whatever happened above.
         run.enter(Phase::Recover, Some(plan.phases.recover_within));
         let recover_start = run.journal.now();
         let mut revert_errors = Vec::new();
+        if run.taken.is_some()
+            && let Some(dir) = run.journal.path().parent()
+            && !crate::deadman::wait_released(dir, Duration::from_secs(30)).await
+        {
+            tracing::warn!("`recover` is still reverting this run's faults after 30 s; reverting");
+        }
+        // After a takeover too: reverts are idempotent, and a fault applied in the instant
+        // before this runner froze (after `recover` read the journal) must not stay behind.
         while let Some(g) = guards.pop() {
             let id = g.id();
-            let r = g.revert().await;
+            let r = beating(&mut run.beater, g.revert()).await;
             let (name, target) = held
                 .iter()
                 .find(|(h, ..)| *h == id)
@@ -901,6 +950,19 @@ fn resolve_peers(
     Ok(addresses)
 }
 
+/// Awaits `f` while beating: a long inject or revert (a readiness wait, a slow `tc`) is the
+/// engine at work, not stuck. Beats come from this task, so a wedged engine still stops them.
+async fn beating<F: std::future::Future>(beater: &mut crate::deadman::Beater, f: F) -> F::Output {
+    let mut beat = tokio::time::interval(beater.interval());
+    tokio::pin!(f);
+    loop {
+        tokio::select! {
+            out = &mut f => return out,
+            _ = beat.tick() => beater.beat(),
+        }
+    }
+}
+
 fn errored(phase: Phase, error: String) -> Outcome {
     Outcome::Errored { phase, error }
 }
@@ -961,6 +1023,7 @@ impl Run<'_> {
         let phase = self.phases.last().map_or(Phase::Validate, |(p, _)| *p);
         let started = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut beat = tokio::time::interval(self.beater.interval());
         let mut monitors_gone = false;
         let (mut n, mut ok) = (0usize, 0usize);
         loop {
@@ -977,6 +1040,7 @@ impl Run<'_> {
                         Err(_) => self.signals_gone = true,
                     }
                 }
+                _ = beat.tick() => self.beater.beat(),
                 _ = tick.tick() => {
                     self.emit(Progress::Tick { phase, elapsed: started.elapsed(), samples: n, ok });
                     if self.halt_requested() {
@@ -1249,6 +1313,16 @@ impl Run<'_> {
         let signal = HALT_SIGNAL
             .get()
             .map(|name| format!("interrupted by {name}"));
+        if let Some(t) = &self.taken {
+            // `recover` journaled the halt when it took over; its reason is the run's.
+            return Outcome::Halted {
+                policy: crate::deadman::POLICY.into(),
+                reason: format!(
+                    "{}; `chaosforge recover` (pid {}) reverted its faults at {}",
+                    t.reason, t.pid, t.at
+                ),
+            };
+        }
         let (policy, reason) = match &self.halt {
             Some(_) => (crate::halt::POLICY, crate::halt::REASON.to_string()),
             None => (

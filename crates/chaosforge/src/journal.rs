@@ -319,8 +319,20 @@ impl Journal {
                 });
             }
         }
+        Self::open_existing(dir, lock, true).map(Some)
+    }
+
+    /// Opens the journal of a run whose runner still holds its lock but stopped heartbeating
+    /// (`crate::deadman`), for appending, holding `fence` (the locked takeover record) instead
+    /// of the run's lock. The torn tail is not cut: the runner has the file open, and a stopped
+    /// process is never halfway through a `write`; a missing last newline is supplied instead.
+    pub fn open_taken_over(dir: &Path, fence: File) -> Result<Journal, JournalError> {
+        Self::open_existing(dir, fence, false)
+    }
+
+    fn open_existing(dir: &Path, lock: File, cut_torn_tail: bool) -> Result<Journal, JournalError> {
         let path = dir.join("journal.jsonl");
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .open(&path)
@@ -328,10 +340,15 @@ impl Journal {
                 path: path.clone(),
                 source,
             })?;
-        drop_torn_tail(&file).map_err(|source| JournalError::Io {
+        let io = |source| JournalError::Io {
             path: path.clone(),
             source,
-        })?;
+        };
+        if cut_torn_tail {
+            drop_torn_tail(&file).map_err(io)?;
+        } else if !ends_with_newline(&file).map_err(io)? {
+            file.write_all(b"\n").map_err(io)?;
+        }
         // `<state>/runs/<id>`: the audit log lives two levels up. What the run said about
         // itself (experiment, faults) comes from its journal, read now that it is ours.
         let id = RunId(
@@ -343,7 +360,7 @@ impl Journal {
         for e in read(&path).unwrap_or_default() {
             audit.learn(&e);
         }
-        Ok(Some(Journal {
+        Ok(Journal {
             inner: Arc::new(Mutex::new(Inner {
                 file,
                 _lock: lock,
@@ -351,7 +368,7 @@ impl Journal {
             })),
             path,
             epoch: tokio::time::Instant::now(),
-        }))
+        })
     }
 
     /// Time since the run started (for a journal opened by `recover`: since it was opened).
@@ -520,6 +537,20 @@ fn drop_torn_tail(file: &File) -> std::io::Result<()> {
         file.sync_data()?;
     }
     Ok(())
+}
+
+/// Whether `file` is empty or its last byte is a newline.
+fn ends_with_newline(file: &File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut f = file;
+    let mut last = [0u8; 1];
+    f.seek(SeekFrom::Start(len - 1))?;
+    f.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 /// Reads every event of a journal. A torn last line (the runner died mid-write) is skipped;

@@ -57,8 +57,9 @@
 //! - [`audit`]: the machine's hash-chained audit log (`audit.jsonl`), fed by every journal.
 //! - [`claims`]: the targets and kernel resources a run holds exclusively (a lock file each).
 //! - [`halt`]: how `chaosforge halt` asks live runs to revert everything and stop.
+//! - [`deadman`]: a run's heartbeat, and how `recover` takes over the faults of a stuck one.
 //! - [`engine`]: the five phases.
-//! - [`recover`]: reverting what dead runs left.
+//! - [`recover`]: reverting what dead or stuck runs left.
 //! - [`report`]: reports computed from journals.
 //! - `testkit` (feature `testkit`): the fault compliance harness.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -68,6 +69,7 @@ pub mod analysis;
 pub mod audit;
 pub mod claims;
 pub mod de;
+pub mod deadman;
 pub mod diag;
 pub mod engine;
 pub mod fault;

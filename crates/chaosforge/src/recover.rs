@@ -4,13 +4,23 @@
 //! faults. A dead run's journal is appended to (`Reverted { by: "recover" }`, then
 //! `RunFinished` if it never finished), so a second `recover` finds nothing to do.
 //!
+//! A run whose lock is still held but whose heartbeat is older than its timeout
+//! ([`crate::deadman`]: the runner is stopped, deadlocked or frozen) is not in charge of its
+//! faults either: `recover` takes it over (the takeover record first, then `Halted { policy:
+//! "deadman" }`), reverts its open faults the same way and closes its journal with
+//! `Halted { reason: "recovered: runner stopped heartbeating (last beat 6.2s ago)" }`. The runner
+//! itself is left alone — killing a process that may only be slow is not ours to do; if it
+//! wakes up, it finds the takeover and halts without injecting again. A stuck run with no open
+//! fault is left alone too: there is nothing to revert, and its runner may yet finish.
+//! `chaosforge recover --watch` calls [`recover`] on an interval.
+//!
 //! Then the claims of dead runs are deleted (`crate::claims::sweep`): their locks died with
 //! their runners, so they block nobody, but a claim file left behind would still be listed.
 
 use std::path::Path;
 
 use crate::journal::{self, Event, Journal, JournalError};
-use crate::vocab::{FaultId, Outcome, Phase, RunId};
+use crate::vocab::{FaultId, Outcome, Phase, RevertSpec, RunId};
 
 /// One fault `recover` dealt with.
 #[derive(Debug, Clone)]
@@ -36,6 +46,8 @@ pub struct RecoverSummary {
     pub closed_runs: Vec<RunId>,
     /// Live runs with open faults, left to their runner.
     pub live_runs: Vec<RunId>,
+    /// Runs that stopped heartbeating and were taken over, with why.
+    pub stuck_runs: Vec<(RunId, String)>,
     /// Runs whose journal could not be read or written, with the error.
     pub failed_runs: Vec<(RunId, String)>,
     /// Claims of dead runs that were deleted.
@@ -50,6 +62,7 @@ impl RecoverSummary {
         self.faults.is_empty()
             && self.closed_runs.is_empty()
             && self.live_runs.is_empty()
+            && self.stuck_runs.is_empty()
             && self.failed_runs.is_empty()
             && self.freed_claims.is_empty()
             && self.claims_error.is_none()
@@ -95,8 +108,14 @@ async fn recover_run(
         return Ok(());
     }
     let Some(j) = Journal::open_dead(&run.dir)? else {
-        if !journal::open_faults(&events).is_empty() {
-            summary.live_runs.push(run.id.clone());
+        if journal::open_faults(&events).is_empty() {
+            return Ok(());
+        }
+        let age = crate::deadman::read(&run.dir)
+            .and_then(|beat| crate::deadman::overdue(&beat, jiff::Timestamp::now()));
+        match age {
+            Some(age) => take_over(run, &crate::deadman::reason(age), summary).await?,
+            None => summary.live_runs.push(run.id.clone()),
         }
         return Ok(());
     };
@@ -106,8 +125,79 @@ async fn recover_run(
     let finished = events
         .iter()
         .any(|e| matches!(e, Event::RunFinished { .. }));
+    revert_open(&j, run, journal::open_faults(&events), summary).await?;
+    if !finished {
+        j.append_durable(&Event::RunFinished {
+            outcome: Outcome::Errored {
+                phase: last_phase(&events),
+                error: "the runner stopped before the end; faults reverted by `chaosforge recover`"
+                    .into(),
+            },
+            at: j.now(),
+        })?;
+        summary.closed_runs.push(run.id.clone());
+    }
+    Ok(())
+}
+
+/// Reverts the open faults of a live run that stopped heartbeating, fenced by its takeover
+/// record (see [`crate::deadman`]), and closes its journal.
+async fn take_over(
+    run: &journal::RunDir,
+    reason: &str,
+    summary: &mut RecoverSummary,
+) -> Result<(), JournalError> {
+    let io = |source| JournalError::Io {
+        path: run.dir.join(crate::deadman::TAKEOVER_FILE),
+        source,
+    };
+    // Another recoverer is at it right now: it is in charge.
+    let Some(fence) = crate::deadman::take_over(&run.dir, reason).map_err(io)? else {
+        return Ok(());
+    };
+    let reason = fence.takeover.reason.clone();
+    let j = Journal::open_taken_over(&run.dir, fence.file)?;
+    // Read again behind the fence: the runner may have reverted and finished meanwhile (it
+    // finds the record from now on, and acts on no fault without looking).
+    let events = journal::read(j.path())?;
+    let finished = events
+        .iter()
+        .any(|e| matches!(e, Event::RunFinished { .. }));
     let open = journal::open_faults(&events);
-    // Undo in reverse order of injection, as the runner would have.
+    if open.is_empty() && finished {
+        return Ok(());
+    }
+    let halted =
+        |e: &Event| matches!(e, Event::Halted { policy, .. } if policy == crate::deadman::POLICY);
+    if !events.iter().any(halted) {
+        j.append_durable(&Event::Halted {
+            policy: crate::deadman::POLICY.into(),
+            reason: reason.clone(),
+            at: j.now(),
+        })?;
+    }
+    revert_open(&j, run, open, summary).await?;
+    if !finished {
+        j.append_durable(&Event::RunFinished {
+            outcome: Outcome::Halted {
+                policy: crate::deadman::POLICY.into(),
+                reason: format!("recovered: {reason}"),
+            },
+            at: j.now(),
+        })?;
+    }
+    summary.stuck_runs.push((run.id.clone(), reason));
+    Ok(())
+}
+
+/// Reverts `open` (in reverse order of injection, as the runner would have), journaling each
+/// result as `recover`'s.
+async fn revert_open(
+    j: &Journal,
+    run: &journal::RunDir,
+    open: Vec<(FaultId, String, String, RevertSpec)>,
+    summary: &mut RecoverSummary,
+) -> Result<(), JournalError> {
     for (fault, name, target, spec) in open.into_iter().rev() {
         let result = spec.revert_detached().await.map_err(|e| e.to_string());
         let event = match &result {
@@ -132,24 +222,17 @@ async fn recover_run(
             result,
         });
     }
-    if !finished {
-        let phase = events
-            .iter()
-            .rev()
-            .find_map(|e| match e {
-                Event::Phase { phase, .. } => Some(*phase),
-                _ => None,
-            })
-            .unwrap_or(Phase::Validate);
-        j.append_durable(&Event::RunFinished {
-            outcome: Outcome::Errored {
-                phase,
-                error: "the runner stopped before the end; faults reverted by `chaosforge recover`"
-                    .into(),
-            },
-            at: j.now(),
-        })?;
-        summary.closed_runs.push(run.id.clone());
-    }
     Ok(())
+}
+
+/// The phase the run was in last, as its journal says.
+fn last_phase(events: &[Event]) -> Phase {
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::Phase { phase, .. } => Some(*phase),
+            _ => None,
+        })
+        .unwrap_or(Phase::Validate)
 }

@@ -388,7 +388,12 @@ impl Report {
                     note,
                     at,
                 } => {
-                    if let Some(f) = faults.iter_mut().find(|f| f.id == *fault) {
+                    // The first revert is the one that undid it: a runner whose faults
+                    // `recover` took over reverts again when it wakes, to no effect.
+                    if let Some(f) = faults
+                        .iter_mut()
+                        .find(|f| f.id == *fault && f.reverted_by.is_none())
+                    {
                         // `recover` runs in another process; its clock is not the run's.
                         f.reverted_at = (by != "recover").then_some(*at);
                         f.reverted_by = Some(by.clone());

@@ -3,6 +3,7 @@
 
 mod analysis;
 mod claims;
+mod deadman;
 mod demo;
 mod freeze;
 mod golden;

@@ -236,13 +236,17 @@ impl Run<'_> {
         }
     }
 
-    /// Whether a halt was asked for this run (its request file exists); remembers who asked.
+    /// Whether a halt was asked for this run (its request file exists), or `recover` took its
+    /// faults over (`crate::deadman`); remembers which.
     pub(super) fn halt_requested(&mut self) -> bool {
-        if self.halt.is_none()
-            && let Some(dir) = self.journal.path().parent()
-        {
-            self.halt = crate::halt::requested(dir);
+        if let Some(dir) = self.journal.path().parent() {
+            if self.halt.is_none() {
+                self.halt = crate::halt::requested(dir);
+            }
+            if self.taken.is_none() {
+                self.taken = crate::deadman::taken_over(dir);
+            }
         }
-        self.halt.is_some()
+        self.halt.is_some() || self.taken.is_some()
     }
 }
