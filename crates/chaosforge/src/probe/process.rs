@@ -304,13 +304,16 @@ mod tests {
             rustix::process::Signal::STOP,
         )
         .unwrap();
+        // The stop lands when the kernel next schedules the child: on a loaded machine that
+        // can take a while, so look for up to 5 s.
         let mut stopped = None;
-        for _ in 0..50 {
+        for _ in 0..250 {
             let s = p.sample().await;
             if !s.ok {
                 stopped = Some(s);
                 break;
             }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let s = stopped.expect("never saw the process stopped");
         assert!(s.error.as_deref().unwrap().contains("stopped"), "{s:?}");
