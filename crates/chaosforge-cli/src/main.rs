@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chaosforge::engine::{Engine, Outcome, Progress, RunResult};
-use chaosforge::journal;
 use chaosforge::plan::{self, Plan};
-use chaosforge::report::Report;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
@@ -22,6 +20,7 @@ mod policy_cmd;
 mod progress;
 mod proxy_cmd;
 mod recover_cmd;
+mod report_cmd;
 mod run_cmd;
 mod runs_cmd;
 
@@ -71,9 +70,14 @@ enum Command {
         seed: Option<u64>,
         #[command(flatten)]
         state: StateArgs,
-        /// Also write the report as JSON to this file (an array of them for several files)
+        /// Also write the report as JSON to this file (an array of them for several files);
+        /// the same as `--report json:PATH`
         #[arg(long, value_name = "PATH")]
         report_json: Option<PathBuf>,
+        /// Also write the report to PATH in FORMAT (text, json, md, html, junit); repeatable.
+        /// Several files make one document (one JUnit suite per experiment)
+        #[arg(long = "report", value_name = "FORMAT:PATH", value_parser = report_cmd::parse_target)]
+        reports: Vec<report_cmd::ReportTarget>,
         #[command(flatten)]
         metrics: metrics::MetricsArgs,
         #[command(flatten)]
@@ -141,7 +145,10 @@ enum Command {
         state: StateArgs,
         /// Output format
         #[arg(long, value_enum, default_value = "text")]
-        format: Format,
+        format: report_cmd::ReportFormat,
+        /// Write the report to this file instead of stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Serve the Toxiproxy-compatible HTTP API and fault proxies
     Proxy(proxy_cmd::ProxyArgs),
@@ -167,12 +174,6 @@ enum AuditAction {
         #[command(flatten)]
         state: StateArgs,
     },
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 fn main() -> ExitCode {
@@ -225,16 +226,27 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             seed,
             state,
             report_json,
+            mut reports,
             wait_for_targets,
             heartbeat_timeout,
             metrics: metrics_args,
             policy,
         } => {
+            // `--report-json PATH` is `--report json:PATH`, kept for the scripts that use it.
+            if let Some(path) = report_json {
+                reports.insert(
+                    0,
+                    report_cmd::ReportTarget {
+                        format: report_cmd::ReportFormat::Json,
+                        path,
+                    },
+                );
+            }
             run_cmd::run(run_cmd::RunArgs {
                 files,
                 seed,
                 state_dir: state_dir(state)?,
-                report_json,
+                reports,
                 wait_for_targets,
                 heartbeat: chaosforge::deadman::Heartbeat::with_timeout(heartbeat_timeout)
                     .map_err(|e| anyhow::anyhow!("--heartbeat-timeout: {e}"))?,
@@ -258,16 +270,12 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             interval,
         } => recover_cmd::recover(&state_dir(state)?, watch.then_some(interval)).await,
         Command::Runs { state } => runs_cmd::list(&state_dir(state)?),
-        Command::Report { run, state, format } => {
-            let path = runs_cmd::journal_path(&run, state_dir(state))?;
-            let events = journal::read(&path)?;
-            let report = Report::from_events(&events)?;
-            match format {
-                Format::Text => print!("{}", report.render_text()),
-                Format::Json => println!("{}", report.render_json()),
-            }
-            Ok(0)
-        }
+        Command::Report {
+            run,
+            state,
+            format,
+            output,
+        } => report_cmd::report(&run, state_dir(state), format, output.as_deref()),
         Command::Schema => {
             let schema = schemars_schema();
             println!("{schema}");

@@ -20,7 +20,8 @@ pub(crate) struct RunArgs {
     pub files: Vec<PathBuf>,
     pub seed: Option<u64>,
     pub state_dir: PathBuf,
-    pub report_json: Option<PathBuf>,
+    /// `--report FORMAT:PATH` (and `--report-json PATH`), written when every run is over.
+    pub reports: Vec<crate::report_cmd::ReportTarget>,
     /// `--wait-for-targets[=TIMEOUT]`, as written.
     pub wait_for_targets: Option<String>,
     /// `--heartbeat-timeout`, checked.
@@ -97,7 +98,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         results[i] = Some(r);
     }
     let mut code = 0u8;
-    let mut json = Vec::new();
+    let mut reports = Vec::new();
     for (file, r) in args.files.iter().zip(results) {
         if many {
             println!("=== {} ===", file.display());
@@ -106,7 +107,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
             Some(Ok(result)) => {
                 print!("{}", result.report.render_text());
                 eprintln!("journal: {}", result.journal.display());
-                json.push(result.report.render_json());
+                reports.push(result.report);
                 code = worst(code, result.outcome.exit_code() as u8);
             }
             Some(Err(e)) => {
@@ -116,15 +117,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
             None => code = worst(code, 2),
         }
     }
-    if let Some(path) = &args.report_json {
-        // One report as before; several as a JSON array in file order.
-        let text = if many {
-            format!("[{}]", json.join(","))
-        } else {
-            json.concat()
-        };
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
+    crate::report_cmd::write_targets(&args.reports, &reports)?;
     if let Some(m) = metrics {
         m.linger(shutdown).await;
     }

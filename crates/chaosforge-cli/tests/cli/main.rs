@@ -16,6 +16,7 @@ mod plan;
 mod policies;
 mod prometheus;
 mod recover;
+mod reports;
 mod restart;
 mod run;
 mod runs;

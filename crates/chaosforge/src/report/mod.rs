@@ -1,12 +1,26 @@
 //! `Report = f(journal)`: what happened in a run, computed from its journal alone, so a report can
-//! be rebuilt from any journal (also one a crashed runner left), and renderers for the terminal
-//! and JSON.
+//! be rebuilt from any journal (also one a crashed runner left), and its renderers.
 //!
-//! Everything iterated into output is ordered (plan order, `BTreeMap`), so the same journal always
-//! renders to the same bytes.
+//! Everything iterated into output is ordered (plan order, journal order, `BTreeMap`), so the
+//! same journal always renders to the same bytes, in every format.
+//!
+//! - this file: the model ([`Report`]) and [`Report::from_events`];
+//! - `text.rs` ([`Report::render_text`]): the terminal; `json.rs` ([`Report::render_json`]): the
+//!   model as JSON;
+//! - [`markdown`], [`html`], [`junit`]: for pull requests and wikis, for people (one
+//!   self-contained page with charts), for CI systems — each over a slice of reports, so several
+//!   runs (one `run` of several files, a game day) make one document;
+//! - [`chart`]: hand-written SVG time-series charts, generic over what is plotted (a monitor's
+//!   samples, runs over time).
+
+pub mod chart;
+pub mod html;
+mod json;
+pub mod junit;
+pub mod markdown;
+mod text;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -51,6 +65,51 @@ pub struct Report {
     /// Total run time.
     #[serde(with = "duration_text")]
     pub duration: Duration,
+    /// When each phase began and ended, in order (the windows the charts shade).
+    pub phases: Vec<PhaseSpan>,
+    /// Every journal event but the samples, in journal order, in words.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// One phase of the run, from its start to the next phase's (or the end of the run).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseSpan {
+    /// Which.
+    pub phase: Phase,
+    /// When it began, since the run's start.
+    #[serde(rename = "start_ms", with = "crate::units::millis")]
+    pub start: Duration,
+    /// When the next phase began, or the run ended.
+    #[serde(rename = "end_ms", with = "crate::units::millis")]
+    pub end: Duration,
+}
+
+/// One journal event, as the report's timeline shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineEntry {
+    /// When, since the run's start; `None` for what another process did on its own clock
+    /// (`chaosforge recover`).
+    #[serde(rename = "at_ms", with = "crate::units::opt_millis")]
+    pub at: Option<Duration>,
+    /// The journal's name of the event (`phase`, `injected`, `reverted`, …).
+    pub event: &'static str,
+    /// What happened, in words.
+    pub text: String,
+}
+
+/// One sample of a monitor, as the charts draw it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SeriesPoint {
+    /// When the probe started, since the run's start.
+    #[serde(rename = "t_ms", with = "crate::units::millis")]
+    pub t: Duration,
+    /// How long it took, up to success, failure or timeout.
+    #[serde(rename = "latency_ms", with = "crate::units::millis")]
+    pub latency: Duration,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// The phase it started in.
+    pub phase: Phase,
 }
 
 /// What an HTTP proxy target's rules did.
@@ -77,6 +136,8 @@ pub struct MonitorReport {
     pub after: WindowSummary,
     /// Each expectation in each window.
     pub expectations: Vec<ExpectationReport>,
+    /// Every sample, by start time.
+    pub series: Vec<SeriesPoint>,
 }
 
 /// Core figures of one window of samples.
@@ -311,6 +372,14 @@ pub enum ReportError {
     /// The journal does not start with `run_started`.
     #[error("the journal does not start with a run_started event")]
     NoStart,
+    /// A renderer failed to write its format.
+    #[error("rendering the {format} report: {message}")]
+    Render {
+        /// The format (`junit`).
+        format: &'static str,
+        /// What the writer said.
+        message: String,
+    },
 }
 
 impl Report {
@@ -334,7 +403,11 @@ impl Report {
         let mut http = Vec::new();
         let mut security = Vec::new();
         let mut end = Duration::ZERO;
+        let mut timeline = Vec::new();
         for e in events {
+            if let Some(entry) = timeline_entry(e, &faults) {
+                timeline.push(entry);
+            }
             match e {
                 Event::Phase { phase, at } => {
                     phase_start.entry(*phase).or_insert(*at);
@@ -542,6 +615,21 @@ impl Report {
                     during: summarize(&during),
                     after: summarize(&after),
                     expectations,
+                    series: {
+                        let mut v: Vec<SeriesPoint> = all
+                            .iter()
+                            .map(|(phase, s)| SeriesPoint {
+                                t: s.at,
+                                latency: s.latency,
+                                ok: s.ok,
+                                phase: *phase,
+                            })
+                            .collect();
+                        // The journal has samples in the order they finished; a slow one
+                        // started earlier belongs before the quick ones that overtook it.
+                        v.sort_by_key(|p| p.t);
+                        v
+                    },
                 }
             })
             .collect::<Vec<_>>();
@@ -566,163 +654,255 @@ impl Report {
             http,
             security_findings: security,
             duration: end,
+            phases: phase_spans(&phase_start, end),
+            timeline,
         })
     }
+}
 
-    /// Renders the report for a terminal (plain text, no colour codes).
-    pub fn render_text(&self) -> String {
-        let mut o = String::new();
-        let p = &self.plan;
-        let _ = writeln!(
-            o,
-            "experiment  {}  (run {}, seed {})",
-            p.name, self.run_id.0, p.seed
-        );
-        let _ = writeln!(o, "hypothesis  {}", p.title);
-        for v in &p.policies {
-            let _ = writeln!(o, "policy      {v}");
+// === impl Report: words every renderer shares ===
+
+impl Report {
+    /// The verdict in one word, as the headings of every format show it: `CONFIRMED`,
+    /// `REFUTED`, `NOT STEADY`, `HALTED`, `ERROR`, or `UNFINISHED` for a journal without an end.
+    pub fn verdict(&self) -> &'static str {
+        match &self.outcome {
+            Some(Outcome::Confirmed) => "CONFIRMED",
+            Some(Outcome::Refuted { .. }) => "REFUTED",
+            Some(Outcome::NotSteady { .. }) => "NOT STEADY",
+            Some(Outcome::Halted { .. }) => "HALTED",
+            Some(Outcome::Errored { .. }) => "ERROR",
+            None => "UNFINISHED",
         }
-        let verdict = match &self.outcome {
+    }
+
+    /// The outcome in one line.
+    pub fn headline(&self) -> String {
+        match &self.outcome {
             Some(oc) => oc.headline(),
             None => {
                 "UNFINISHED — the runner stopped before the end; run `chaosforge recover`".into()
             }
-        };
-        let _ = writeln!(o, "outcome     {verdict}");
-        for m in &self.monitors {
-            let _ = writeln!(o, "\nmonitor {} ({})", m.name, m.describe);
-            let mut rows = vec![[
-                "".to_string(),
-                "baseline".into(),
-                "during fault".into(),
-                "delta".into(),
-                "after recovery".into(),
-            ]];
-            for e in &m.expectations {
-                rows.push([
-                    e.expect.clone(),
-                    e.baseline.cell(),
-                    e.during.cell(),
-                    e.delta.clone().unwrap_or_else(|| "-".into()),
-                    e.after.cell(),
-                ]);
-            }
-            rows.push([
-                "samples (ok/total)".into(),
-                m.baseline.counts(),
-                m.during.counts(),
-                String::new(),
-                m.after.counts(),
-            ]);
-            rows.push([
-                "latency p50 / p99".into(),
-                m.baseline.latencies(),
-                m.during.latencies(),
-                String::new(),
-                m.after.latencies(),
-            ]);
-            let widths: Vec<usize> = (0..5)
-                .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-                .collect();
-            for r in &rows {
-                let mut line = String::from(" ");
-                for (c, cell) in r.iter().enumerate() {
-                    let _ = write!(line, " {cell:<w$} ", w = widths[c]);
-                }
-                let _ = writeln!(o, "{}", line.trim_end());
-            }
-            for e in &m.expectations {
-                if let Some(line) = e.analysis_line() {
-                    let _ = writeln!(o, "  {}: {line}", e.expect);
-                }
-            }
         }
-        if !self.faults.is_empty() {
-            let _ = writeln!(o, "\nfaults");
-            for f in &self.faults {
-                let at = |d: Option<Duration>| {
-                    d.map_or("-".to_string(), |d| format!("{:.2}s", d.as_secs_f64()))
-                };
-                let reverted = match (&f.reverted_by, f.reverted_at) {
-                    (Some(by), _) if by == "recover" => "by `chaosforge recover`".to_string(),
-                    (Some(_), Some(t)) => format!("at {}", at(Some(t))),
-                    _ => "NOT reverted".to_string(),
-                };
-                let _ = writeln!(
-                    o,
-                    "  {} on {}: {}; injected at {}, reverted {}{}{}",
-                    f.name,
-                    f.target,
-                    f.describe,
-                    at(f.injected_at),
-                    reverted,
-                    f.note
-                        .as_ref()
-                        .map(|n| format!(" ({n})"))
-                        .unwrap_or_default(),
-                    f.error
-                        .as_ref()
-                        .map(|e| format!("; ERROR: {e}"))
-                        .unwrap_or_default(),
-                );
-            }
+    }
+
+    /// The headline without the verdict word it starts with, for a page that shows the word
+    /// on its own.
+    pub fn headline_detail(&self) -> String {
+        let h = self.headline();
+        let prefix = format!("{} — ", self.verdict());
+        match h.strip_prefix(&prefix) {
+            Some(rest) => rest.to_string(),
+            None => h,
         }
-        // A time to recover only means something if something degraded: an expectation failed
-        // during the fault, or a metric's change was detected.
-        let degraded = self.monitors.iter().any(|m| {
+    }
+
+    /// Whether anything degraded: an expectation failed during the fault, or a metric's change
+    /// was detected. A time to recover only means something then.
+    pub(crate) fn degraded(&self) -> bool {
+        self.monitors.iter().any(|m| {
             m.expectations
                 .iter()
                 .any(|e| e.during.held == Some(false) || e.timing.detected_after.is_some())
-        });
-        if let Some(r) = &self.recovery {
-            let line = match r.ttr {
-                Some(_) if !degraded => {
-                    "time to recover  no degradation observed (nothing to recover from)".to_string()
-                }
-                Some(t) => format!(
-                    "time to recover  {} (limit {})",
-                    units::format_duration_short(t),
-                    format_duration(r.recover_within)
-                ),
-                None => format!(
-                    "time to recover  did NOT recover within {}",
-                    format_duration(r.recover_within)
-                ),
-            };
-            let _ = writeln!(o, "\n{line}");
-        }
-        if let Some(h) = &self.halted {
-            let _ = writeln!(o, "halted by   {h}");
-        }
-        for h in &self.http {
-            let _ = writeln!(o, "\nHTTP rules on {}", h.target);
-            for r in &h.rules {
-                let _ = writeln!(
-                    o,
-                    "  {:<24} matched {:>6}, faulted {:>6}",
-                    r.name, r.matched, r.faulted
-                );
-            }
-        }
-        if !self.security_findings.is_empty() {
-            let _ = writeln!(o, "\nsecurity findings");
-            for f in &self.security_findings {
-                let _ = writeln!(o, "  - {f}");
-            }
-        }
-        if !self.findings.is_empty() {
-            let _ = writeln!(o, "\nwhat to fix");
-            for f in &self.findings {
-                let _ = writeln!(o, "  - {f}");
-            }
-        }
-        o
+        })
     }
 
-    /// Renders the report as pretty JSON.
-    pub fn render_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    /// The time to recover in words, when faults were reverted.
+    pub(crate) fn recovery_text(&self) -> Option<String> {
+        let r = self.recovery.as_ref()?;
+        Some(match r.ttr {
+            Some(_) if !self.degraded() => {
+                "no degradation observed (nothing to recover from)".to_string()
+            }
+            Some(t) => format!(
+                "{} (limit {})",
+                units::format_duration_short(t),
+                format_duration(r.recover_within)
+            ),
+            None => format!(
+                "did NOT recover within {}",
+                format_duration(r.recover_within)
+            ),
+        })
     }
+}
+
+impl ExpectationReport {
+    /// The significance test in words: `significant degradation (p = 4.1e-7, Mann–Whitney
+    /// exact, n = 20/30), Cliff's δ +0.98 large, shift +9.8ms`; `None` with too few samples.
+    pub(crate) fn significance_text(&self) -> Option<String> {
+        let c = self.change.as_ref()?;
+        Some(format!(
+            "{} (p = {}, Mann–Whitney {}, n = {}/{}), Cliff's δ {:+.2} {}{}",
+            if c.degraded {
+                "significant degradation"
+            } else if c.significant {
+                "significant change, not a degradation"
+            } else {
+                "no significant change"
+            },
+            crate::analysis::format_p(c.p_value),
+            c.method,
+            c.n_baseline,
+            c.n_during,
+            c.cliffs_delta,
+            c.magnitude,
+            c.shift_text
+                .as_deref()
+                .map(|s| format!(", shift {s}"))
+                .unwrap_or_default()
+        ))
+    }
+
+    /// When the change showed and went away (CUSUM), in words; `None` if none was detected.
+    pub(crate) fn timing_text(&self) -> Option<String> {
+        let t = &self.timing;
+        let d = t.detected_after?;
+        let back = match (t.recovered_after, t.too_few_after_revert) {
+            (Some(r), _) => format!("back in control {} after the revert", format_duration(r)),
+            (None, Some((had, need))) => {
+                format!("too few samples after the revert to tell ({had}, needs {need})")
+            }
+            (None, None) => "not back in control after the revert".into(),
+        };
+        Some(format!(
+            "detected {} after the injection, {back}",
+            format_duration(d)
+        ))
+    }
+}
+
+/// The phases in the order they began, each ending where the next begins.
+fn phase_spans(starts: &BTreeMap<Phase, Duration>, end: Duration) -> Vec<PhaseSpan> {
+    let mut v: Vec<(Phase, Duration)> = starts.iter().map(|(p, t)| (*p, *t)).collect();
+    v.sort_by_key(|(p, t)| (*t, *p));
+    (0..v.len())
+        .map(|i| PhaseSpan {
+            phase: v[i].0,
+            start: v[i].1,
+            end: v.get(i + 1).map_or(end.max(v[i].1), |n| n.1),
+        })
+        .collect()
+}
+
+/// A journal event in words; `None` for samples, which the charts show instead. `faults` holds
+/// the instances announced so far, to name the fault an event refers to by id.
+fn timeline_entry(e: &Event, faults: &[FaultReport]) -> Option<TimelineEntry> {
+    let fault = |id: &FaultId| {
+        faults.iter().find(|f| f.id == *id).map_or_else(
+            || format!("fault #{}", id.0),
+            |f| format!("{} on {}", f.name, f.target),
+        )
+    };
+    let (at, event, text) = match e {
+        Event::Sample { .. } => return None,
+        Event::RunStarted {
+            pid, version, plan, ..
+        } => (
+            Some(Duration::ZERO),
+            "run_started",
+            format!(
+                "run of {} started by pid {pid} (chaosforge {version}), seed {}",
+                plan.name, plan.seed
+            ),
+        ),
+        Event::Claimed {
+            claims, waited, at, ..
+        } => (
+            Some(*at),
+            "claimed",
+            format!(
+                "claimed {} resource{}{}",
+                claims.len(),
+                if claims.len() == 1 { "" } else { "s" },
+                waited
+                    .map(|w| format!(" after waiting {}", format_duration(round_ms(w))))
+                    .unwrap_or_default()
+            ),
+        ),
+        Event::Phase { phase, at } => (
+            Some(*at),
+            "phase",
+            format!("{} phase", format!("{phase:?}").to_lowercase()),
+        ),
+        Event::Injecting {
+            name,
+            target,
+            kind,
+            at,
+            ..
+        } => (
+            Some(*at),
+            "injecting",
+            format!("injecting {name} ({kind}) on {target}"),
+        ),
+        Event::Injected { fault: id, at } => {
+            (Some(*at), "injected", format!("injected {}", fault(id)))
+        }
+        Event::InjectFailed {
+            fault: id,
+            error,
+            at,
+        } => (
+            Some(*at),
+            "inject_failed",
+            format!("injecting {} failed: {error}", fault(id)),
+        ),
+        Event::Reverted {
+            fault: id,
+            by,
+            note,
+            at,
+        } => (
+            (by != "recover").then_some(*at),
+            "reverted",
+            format!(
+                "reverted {} (by {by}){}",
+                fault(id),
+                note.as_ref().map(|n| format!(": {n}")).unwrap_or_default()
+            ),
+        ),
+        Event::RevertFailed {
+            fault: id,
+            error,
+            at,
+        } => (
+            Some(*at),
+            "revert_failed",
+            format!("reverting {} FAILED: {error}", fault(id)),
+        ),
+        Event::Halted { policy, reason, at } => {
+            (Some(*at), "halted", format!("halted by {policy}: {reason}"))
+        }
+        Event::Recovery { ttr, at, .. } => (
+            Some(*at),
+            "recovery",
+            match ttr {
+                Some(t) => format!(
+                    "the hypothesis held again {} after the last revert",
+                    units::format_duration_short(*t)
+                ),
+                None => "the hypothesis did not hold again within recover_within".into(),
+            },
+        ),
+        Event::HttpProxyReport { target, report, at } => (
+            Some(*at),
+            "http_proxy_report",
+            format!(
+                "HTTP proxy {target}: {} rule{}, {} security finding{}",
+                report.rules.len(),
+                if report.rules.len() == 1 { "" } else { "s" },
+                report.findings.len(),
+                if report.findings.len() == 1 { "" } else { "s" }
+            ),
+        ),
+        Event::RunFinished { outcome, at } => (
+            Some(*at),
+            "run_finished",
+            format!("run finished: {}", outcome.headline()),
+        ),
+    };
+    Some(TimelineEntry { at, event, text })
 }
 
 /// A command line as a user would type it: `sh -c 'redis-cli ping'` shown as the line itself.
@@ -777,53 +957,6 @@ fn judge(e: &Expectation, s: &WindowStats, baseline: Option<&WindowStats>) -> Ju
     }
 }
 
-impl ExpectationReport {
-    /// `significant change (p = 2.1e-9, …), Cliff's δ +0.98 large, shift +9.8ms; detected …`.
-    fn analysis_line(&self) -> Option<String> {
-        let mut parts = Vec::new();
-        if let Some(t) = &self.threshold {
-            parts.push(format!("threshold {t}"));
-        }
-        if let Some(c) = &self.change {
-            parts.push(format!(
-                "{} (Mann–Whitney p = {}, {}, n = {}/{}), Cliff's δ {:+.2} {}{}",
-                if c.degraded {
-                    "significant degradation"
-                } else if c.significant {
-                    "significant change, not a degradation"
-                } else {
-                    "no significant change"
-                },
-                crate::analysis::format_p(c.p_value),
-                c.method,
-                c.n_baseline,
-                c.n_during,
-                c.cliffs_delta,
-                c.magnitude,
-                c.shift_text
-                    .as_deref()
-                    .map(|s| format!(", shift {s}"))
-                    .unwrap_or_default()
-            ));
-        }
-        let t = &self.timing;
-        if let Some(d) = t.detected_after {
-            let back = match (t.recovered_after, t.too_few_after_revert) {
-                (Some(r), _) => format!("back in control {} after the revert", format_duration(r)),
-                (None, Some((had, need))) => format!(
-                    "too few samples after the revert to time the recovery ({had}, needs {need})"
-                ),
-                (None, None) => "not back in control after the revert".into(),
-            };
-            parts.push(format!(
-                "detected {} after the injection, {back}",
-                format_duration(d)
-            ));
-        }
-        (!parts.is_empty()).then(|| parts.join("; "))
-    }
-}
-
 fn format_delta(metric: &Metric, d: f64) -> String {
     let sign = if d >= 0.0 { "+" } else { "-" };
     match metric {
@@ -859,38 +992,6 @@ fn summarize(s: &WindowStats) -> WindowSummary {
     }
 }
 
-impl WindowSummary {
-    fn counts(&self) -> String {
-        if self.samples == 0 {
-            "-".into()
-        } else {
-            format!("{}/{}", self.ok, self.samples)
-        }
-    }
-
-    fn latencies(&self) -> String {
-        match (self.latency_p50, self.latency_p99) {
-            (Some(a), Some(b)) => format!(
-                "{} / {}",
-                units::format_duration_short(a),
-                units::format_duration_short(b)
-            ),
-            _ => "-".into(),
-        }
-    }
-}
-
-impl Judged {
-    fn cell(&self) -> String {
-        match self.held {
-            Some(true) => format!("{} ok", self.shown),
-            Some(false) => format!("{} FAIL", self.shown),
-            None => self.shown.clone(),
-        }
-    }
-}
-
-/// Suggestions from what the run saw, by fault kind. Plain advice, each tied to an observation.
 fn findings(
     plan: &PlanSummary,
     monitors: &[MonitorReport],

@@ -1,0 +1,141 @@
+//! `chaosforge report RUN --format FORMAT [-o FILE]` and the `run --report FORMAT:PATH` files:
+//! reports rebuilt from journals, in every format the library renders.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chaosforge::journal;
+use chaosforge::report::{self, Report};
+
+/// A report format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ReportFormat {
+    /// Plain text, as `run` prints it
+    Text,
+    /// The report model as JSON (an array of them for several runs)
+    Json,
+    /// Markdown for pull requests and wikis
+    #[value(alias = "markdown")]
+    Md,
+    /// One self-contained HTML page with charts
+    Html,
+    /// JUnit XML: a test suite per experiment, a test case per expectation
+    #[value(alias = "xml")]
+    Junit,
+}
+
+/// `--report FORMAT:PATH`: a report `run` writes when its runs are over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReportTarget {
+    pub format: ReportFormat,
+    pub path: PathBuf,
+}
+
+/// Parses `FORMAT:PATH` for clap, so a bad value fails before anything runs (exit 2).
+pub(crate) fn parse_target(s: &str) -> Result<ReportTarget, String> {
+    let Some((format, path)) = s.split_once(':') else {
+        return Err(format!(
+            "`{s}` is not FORMAT:PATH (e.g. html:report.html); formats: {}",
+            FORMATS
+        ));
+    };
+    let format = <ReportFormat as clap::ValueEnum>::from_str(format, true)
+        .map_err(|_| format!("unknown report format `{format}` in `{s}`; formats: {FORMATS}"))?;
+    if path.is_empty() {
+        return Err(format!("`{s}` has no path after the `:`"));
+    }
+    Ok(ReportTarget {
+        format,
+        path: PathBuf::from(path),
+    })
+}
+
+const FORMATS: &str = "text, json, md, html, junit";
+
+/// One document of `reports` in `format`. JSON keeps `--report-json`'s shape: one object for
+/// one run, an array in file order for several.
+pub(crate) fn render(format: ReportFormat, reports: &[Report]) -> anyhow::Result<String> {
+    Ok(match format {
+        ReportFormat::Text => match reports {
+            [one] => one.render_text(),
+            _ => reports
+                .iter()
+                .map(|r| format!("=== {} ===\n{}", r.plan.file, r.render_text()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        },
+        ReportFormat::Json => match reports {
+            [one] => one.render_json(),
+            _ => format!(
+                "[{}]",
+                reports
+                    .iter()
+                    .map(Report::render_json)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        },
+        ReportFormat::Md => report::markdown::render(reports),
+        ReportFormat::Html => report::html::render(reports),
+        ReportFormat::Junit => report::junit::render(reports)?,
+    })
+}
+
+/// Writes every `--report` file of a `run`.
+pub(crate) fn write_targets(targets: &[ReportTarget], reports: &[Report]) -> anyhow::Result<()> {
+    for t in targets {
+        let text = render(t.format, reports)?;
+        write(&t.path, &text)?;
+    }
+    Ok(())
+}
+
+/// `chaosforge report`: one run's report on stdout, or in `output`.
+pub(crate) fn report(
+    run: &str,
+    state_dir: anyhow::Result<PathBuf>,
+    format: ReportFormat,
+    output: Option<&Path>,
+) -> anyhow::Result<u8> {
+    let path = crate::runs_cmd::journal_path(run, state_dir)?;
+    let events = journal::read(&path)?;
+    let report = Report::from_events(&events).with_context(|| format!("{}", path.display()))?;
+    let mut text = render(format, std::slice::from_ref(&report))?;
+    // JSON has always ended with a newline on stdout; the other formats end with their own.
+    if format == ReportFormat::Json {
+        text.push('\n');
+    }
+    match output {
+        Some(p) => write(p, &text)?,
+        None => print!("{text}"),
+    }
+    Ok(0)
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing the report {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_targets_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            parse_target("html:out/r.html"),
+            Ok(ReportTarget {
+                format: ReportFormat::Html,
+                path: "out/r.html".into()
+            })
+        );
+        assert_eq!(
+            parse_target("markdown:a:b.md").map(|t| (t.format, t.path)),
+            Ok((ReportFormat::Md, "a:b.md".into()))
+        );
+        let e = parse_target("pdf:x.pdf").unwrap_err();
+        assert!(e.contains("unknown report format `pdf`"), "{e}");
+        assert!(parse_target("html").unwrap_err().contains("FORMAT:PATH"));
+        assert!(parse_target("junit:").unwrap_err().contains("no path"));
+    }
+}
