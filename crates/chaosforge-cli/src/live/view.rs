@@ -202,3 +202,128 @@ fn phase_name(p: Phase) -> &'static str {
 fn short(id: &str) -> &str {
     id.get(..13).unwrap_or(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chaosforge::engine::{Phase, Progress};
+    use chaosforge::journal::{FaultId, RunId};
+    use chaosforge::probe::Sample;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    use super::super::state::LiveState;
+
+    fn state() -> LiveState {
+        let text = r#"apiVersion: chaosforge/v1
+name: shop
+targets: [{ name: pay, proxy: { listen: "127.0.0.1:0", upstream: "127.0.0.1:9" } }]
+hypothesis:
+  monitors: [{ name: api, tcp: { address: "127.0.0.1:9", interval: 100ms }, expect: ["availability >= 90%", "latency.p99 < 300ms"] }]
+faults: [{ name: slow, latency: { delay: 200ms }, target: { select: { name: pay } } }]
+phases: { baseline: 1s, inject: 30s, recover_within: 5s }
+"#;
+        let doc = chaosforge::source::Document::parse("t.yaml", text).unwrap();
+        let spec = chaosforge::de::decode(&doc).unwrap();
+        LiveState::new(&chaosforge::plan::compile(&doc, &spec, Some(1)).unwrap())
+    }
+
+    fn sample(at_ms: u64, ok: bool, latency_ms: u64) -> Progress {
+        let s = Sample {
+            at: Duration::from_millis(at_ms),
+            latency: Duration::from_millis(latency_ms),
+            ok,
+            status: None,
+            error: None,
+            value: None,
+            resource: None,
+        };
+        Progress::Sample {
+            monitor: "api".into(),
+            phase: Phase::Observe,
+            ok,
+            latency: s.latency,
+            sample: s,
+        }
+    }
+
+    fn screen(s: &LiveState, now: Duration) -> String {
+        let mut t = Terminal::new(TestBackend::new(90, 20)).unwrap();
+        t.draw(|f| super::render(f, s, now)).unwrap();
+        let buf = t.backend().buffer().clone();
+        (0..buf.area.height)
+            .map(|y| {
+                (0..buf.area.width)
+                    .map(|x| buf[(x, y)].symbol().to_string())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_view_shows_phase_clock_faults_counts_sparkline_and_verdicts() {
+        let mut s = state();
+        let ms = Duration::from_millis;
+        s.update(
+            &Progress::Started {
+                run_id: RunId("01a24f9e-5ee6-7000-8000-000000000000".into()),
+                experiment: "shop".into(),
+            },
+            ms(0),
+        );
+        s.update(
+            &Progress::Phase {
+                phase: Phase::Observe,
+                planned: Some(Duration::from_secs(30)),
+            },
+            ms(2_000),
+        );
+        s.update(
+            &Progress::Injected {
+                id: FaultId(0),
+                name: "slow".into(),
+                target: "pay".into(),
+                kind: "latency".into(),
+            },
+            ms(2_000),
+        );
+        // Ten samples in the window: 8 fast, then 2 failures → 80% availability.
+        for i in 0..8 {
+            s.update(&sample(2_000 + i * 100, true, 5 + i), ms(2_000 + i * 100));
+        }
+        s.update(&sample(2_800, false, 50), ms(2_850));
+        s.update(&sample(2_900, false, 50), ms(2_950));
+        let text = screen(&s, ms(14_500));
+        assert!(text.contains("run 01a24f9e-5ee6"), "{text}");
+        assert!(
+            text.contains("phase observe  12.5s / 30.0s  (17.5s left)"),
+            "{text}"
+        );
+        assert!(text.contains("slow  latency  on pay  for 12.5s"), "{text}");
+        assert!(text.contains("api  ok 8  failed 2"), "{text}");
+        assert!(
+            text.contains("VIOLATED availability >= 90% (observed 80.0%)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("holds    latency.p99 < 300ms (observed 12ms)"),
+            "{text}"
+        );
+        // The two failures are the last two columns of the sparkline.
+        assert!(text.contains("××"), "{text}");
+
+        s.update(
+            &Progress::Reverted {
+                id: FaultId(0),
+                name: "slow".into(),
+                target: "pay".into(),
+                error: None,
+            },
+            ms(15_000),
+        );
+        let text = screen(&s, ms(15_000));
+        assert!(text.contains("none active"), "{text}");
+    }
+}
