@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 mod demo;
 mod halt_cmd;
+mod live;
 mod metrics;
 mod plan_cmd;
 mod policy_cmd;
@@ -89,6 +90,10 @@ enum Command {
         /// After this long without a heartbeat (beats every 1s), `recover` reverts the faults
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
         heartbeat_timeout: std::time::Duration,
+        /// Show the run live on the terminal (phase, faults, monitors, verdicts); `q` halts it.
+        /// Without a terminal on stdout, the usual progress lines
+        #[arg(long)]
+        live: bool,
     },
     /// Approve an experiment file's current content for runs that require an approval
     Approve {
@@ -231,6 +236,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             heartbeat_timeout,
             metrics: metrics_args,
             policy,
+            live,
         } => {
             // `--report-json PATH` is `--report json:PATH`, kept for the scripts that use it.
             if let Some(path) = report_json {
@@ -252,6 +258,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
                     .map_err(|e| anyhow::anyhow!("--heartbeat-timeout: {e}"))?,
                 metrics: metrics_args,
                 policy,
+                live,
             })
             .await
         }
@@ -453,6 +460,7 @@ pub(crate) fn signals() -> anyhow::Result<watch::Receiver<bool>> {
             _ = term.recv() => {}
             _ = hup.recv() => {}
         }
+        live::restore_if_active();
         eprintln!("forced exit: faults may still be active; run `chaosforge recover`");
         std::process::exit(130);
     });

@@ -550,6 +550,15 @@ phases: { baseline: 1s, inject: 1s, recover_within: 1s }
                 phase: Phase::Observe,
                 ok,
                 latency: Duration::from_millis(ms),
+                sample: chaosforge::probe::Sample {
+                    at: Duration::ZERO,
+                    latency: Duration::from_millis(ms),
+                    ok,
+                    status: None,
+                    error: None,
+                    value: None,
+                    resource: None,
+                },
             });
         }
         m.update(&Progress::Injected {

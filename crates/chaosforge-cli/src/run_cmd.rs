@@ -30,6 +30,8 @@ pub(crate) struct RunArgs {
     pub metrics: crate::metrics::MetricsArgs,
     /// `--approve`, `--allow-forbidden`.
     pub policy: crate::policy_cmd::PolicyArgs,
+    /// `--live`: the terminal view (`live.rs`).
+    pub live: bool,
 }
 
 /// Runs every file; the exit code.
@@ -62,6 +64,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
             }
         }
     }
+    if plans.len() > 1 && args.live {
+        anyhow::bail!("--live shows one run; give one file");
+    }
     if plans.len() > 1 && args.metrics.metrics_listen.is_some() {
         anyhow::bail!("--metrics-listen serves the metrics of one run; give one file");
     }
@@ -74,6 +79,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let nudges = crate::halt_cmd::nudges()?;
     let many = plans.len() > 1;
     let heartbeat = args.heartbeat;
+    let live = args.live;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, plan) in plans.into_iter().enumerate() {
         let rx = shutdown.clone();
@@ -87,7 +93,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         .with_halt_requests(nudges.clone())
         .with_heartbeat(heartbeat);
         tasks.spawn(async move {
-            let r = run_one(&plan, engine, rx, many, feed).await;
+            let r = run_one(&plan, engine, rx, many, feed, live).await;
             (i, r)
         });
     }
@@ -141,27 +147,65 @@ async fn run_one(
     shutdown: watch::Receiver<bool>,
     many: bool,
     feed: Option<Arc<crate::metrics::Metrics>>,
+    live: bool,
 ) -> anyhow::Result<RunResult> {
     if plan.seed_random {
         eprintln!("seed {}", crate::plan_cmd::seed_line(plan));
     }
-    let ui = crate::progress::Ui::new(!many && std::io::stderr().is_terminal());
+    let (live, shutdown) = if live {
+        crate::live::open(plan, shutdown)
+    } else {
+        (None, shutdown)
+    };
+    let warn: chaosforge::notify::WarnFn = match &live {
+        Some(l) => l.warner(),
+        None => Arc::new(|w: String| eprintln!("warning: {w}")),
+    };
+    let notifier = chaosforge::notify::Notifier::start(plan, warn).map(Arc::new);
+    let ui = crate::progress::Ui::new(!many && live.is_none() && std::io::stderr().is_terminal());
     let progress: chaosforge::engine::ProgressFn = if many {
         // Several runs share stderr: one line per event, prefixed with the experiment.
         let name = plan.name.clone();
-        Arc::new(move |p: &Progress| prefixed(&name, p))
+        let notifier = notifier.clone();
+        Arc::new(move |p: &Progress| {
+            prefixed(&name, p);
+            if let Some(n) = &notifier {
+                n.progress(p);
+            }
+        })
     } else {
         let ui = ui.clone();
         let feed = feed.clone();
+        let (live, notifier) = (live.clone(), notifier.clone());
         Arc::new(move |p: &Progress| {
-            ui.update(p);
+            match &live {
+                Some(l) => l.update(p),
+                None => ui.update(p),
+            }
             if let Some(m) = &feed {
                 m.update(p);
+            }
+            if let Some(n) = &notifier {
+                n.progress(p);
             }
         })
     };
     let engine = engine.with_progress(progress);
     let result = engine.run(plan, shutdown).await;
+    // The engine held the only other handle on the notifier, in its progress callback.
+    drop(engine);
+    if let Some(n) = notifier.and_then(Arc::into_inner) {
+        let error = result.as_ref().err().map(|e| format!("{e:#}"));
+        n.finish(match (&result, &error) {
+            (Ok(r), _) => Ok(r),
+            (Err(_), Some(e)) => Err(e.as_str()),
+            (Err(_), None) => Err("the run failed"),
+        })
+        .await;
+    }
+    if let Some(l) = &live {
+        l.finish();
+    }
     if let Ok(RunResult {
         outcome: Outcome::Halted { policy, reason },
         ..

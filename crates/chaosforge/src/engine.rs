@@ -41,6 +41,13 @@ mod claim_targets;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Progress {
+    /// The run started: its journal exists, nothing is touched yet. The first event of a run.
+    Started {
+        /// The run's id, as its journal and report name it.
+        run_id: RunId,
+        /// The experiment's name.
+        experiment: String,
+    },
     /// A phase began; `planned` is its planned length when it has one.
     Phase {
         /// Which.
@@ -91,6 +98,9 @@ pub enum Progress {
         ok: bool,
         /// How long the measurement took.
         latency: Duration,
+        /// The whole sample, as journaled (for views that judge expectations on values and
+        /// resource readings too).
+        sample: Sample,
     },
 }
 
@@ -234,6 +244,12 @@ impl Engine {
             version: env!("CARGO_PKG_VERSION").to_string(),
             plan: PlanSummary::of(plan),
         })?;
+        if let Some(f) = &self.progress {
+            f(&Progress::Started {
+                run_id: run_id.clone(),
+                experiment: plan.name.clone(),
+            });
+        }
         let run_dir = self.state_dir.join("runs").join(&run_id.0);
         let beater = crate::deadman::Beater::start(&run_dir, self.heartbeat).map_err(|source| {
             JournalError::Io {
@@ -1007,6 +1023,7 @@ impl Run<'_> {
                 phase,
                 ok: s.sample.ok,
                 latency: s.sample.latency,
+                sample: s.sample.clone(),
             });
         }
         if let Some(v) = self.samples.get_mut(s.monitor) {

@@ -60,6 +60,7 @@
 //! - [`deadman`]: a run's heartbeat, and how `recover` takes over the faults of a stuck one.
 //! - [`engine`]: the five phases.
 //! - [`recover`]: reverting what dead or stuck runs left.
+//! - [`notify`]: webhooks (`notify:`) told about a run's events, in the background.
 //! - [`report`]: reports computed from journals.
 //! - `testkit` (feature `testkit`): the fault compliance harness.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -78,6 +79,7 @@ pub mod host_target;
 pub mod hypothesis;
 pub mod journal;
 pub mod monitor;
+pub mod notify;
 pub mod plan;
 pub mod probe;
 pub mod recover;

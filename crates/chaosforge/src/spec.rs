@@ -17,6 +17,10 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod notify;
+
+pub use notify::{EnvRefSpec, NotifyEventSpec, NotifyFormatSpec, NotifySpec, SecretValueSpec};
+
 /// A chaos experiment: a hypothesis about the steady state, the faults to inject, and the targets
 /// they act on.
 ///
@@ -67,6 +71,9 @@ pub struct ExperimentSpec {
     /// Safety rules.
     #[serde(default)]
     pub policies: PoliciesSpec,
+    /// Webhooks told about the run as it goes (see [`NotifySpec`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifySpec>,
 }
 
 /// A thing a fault acts on. Exactly one of `proxy` or `process`.

@@ -18,6 +18,7 @@
 //! - `policies`: `policies:` — halt rules, the halt window, irreversible faults.
 //! - `mechanisms`: how this kernel carries out each kernel-level network fault
 //!   ([`choose_mechanisms`]).
+//! - `notify`: `notify:` — webhooks ([`NotifyPlan`]), their `{ env: VAR }` secrets read.
 //!
 //! The plain data a fault needs to run ([`KillReach`], [`ProcessSelector`], [`Readiness`],
 //! [`NetEffect`], …) lives below, in [`crate::fault::params`], and is re-exported here.
@@ -42,6 +43,7 @@ mod faults;
 mod inventory;
 mod mechanisms;
 mod monitors;
+mod notify;
 mod plausible;
 mod policies;
 mod scopes;
@@ -53,6 +55,7 @@ pub use crate::fault::params::{
 pub use faults::{FaultKind, GroupSplit, Peer, PlannedFault, TargetClass, format_bits};
 pub use mechanisms::{choose_mechanisms, mechanism_for};
 pub use monitors::{MonitorPlan, ProbePlan};
+pub use notify::{NotifyEvent, NotifyFormat, NotifyPlan, Secret};
 pub use policies::{PolicyPlan, PolicyVerdict, RunContext, TimeWindow, check_run};
 pub use scopes::{group_peers, split_group};
 pub use targets::{Target, TargetKind, check_hosts};
@@ -103,6 +106,8 @@ pub struct Plan {
     /// What is valid but probably not meant (`file:line:col: path: message`); `plan` and `run`
     /// print them, nothing refuses them.
     pub warnings: Diagnostics,
+    /// `notify:`: the webhooks told about the run.
+    pub notify: Vec<NotifyPlan>,
 }
 
 /// Phase durations.
@@ -363,6 +368,7 @@ pub fn compile(
     }
     cx.phase_lengths(spec, &phases);
     cx.watched_while_stopped(&faults, &monitors);
+    let notify = cx.notify(&spec.notify);
 
     if !cx.diags.is_empty() {
         let mut d = cx.diags;
@@ -402,6 +408,7 @@ pub fn compile(
             w.sort();
             w
         },
+        notify,
     })
 }
 
