@@ -41,6 +41,7 @@ async fn half_a_core_is_measured_as_half_a_core() {
     let _cleanup = Cleanup::mine();
     let run = Run::new();
     let fault = CpuStress {
+        alongside: None,
         target: "host".into(),
         workers: 1,
         percent: 50,
@@ -80,6 +81,7 @@ async fn cpu_stress_is_compliant() {
     let _serial = WORKERS.lock().await;
     let _cleanup = Cleanup::mine();
     let fault = CpuStress {
+        alongside: None,
         target: "host".into(),
         workers: 2,
         percent: 20,
@@ -96,6 +98,7 @@ async fn bad_parameters_are_refused_before_anything_is_journaled() {
     let run = Run::new();
     for (workers, percent) in [(0, 50), (1, 0), (1, 101)] {
         let fault = CpuStress {
+            alongside: None,
             target: "host".into(),
             workers,
             percent,
@@ -115,6 +118,7 @@ async fn a_worker_that_never_gets_ready_is_cleaned_up() {
     let run = Run::new();
     // `true` exits at once without saying `ready`: the second half of a partial injection.
     let fault = CpuStress {
+        alongside: None,
         target: "host".into(),
         workers: 1,
         percent: 10,
