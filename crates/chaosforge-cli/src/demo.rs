@@ -1,190 +1,184 @@
-//! `chaosforge demo`: a small system on loopback — a `payments` backend and a `checkout` gateway
-//! that calls it through a chaosforge proxy — and one latency experiment run against two
-//! variants of the gateway: one with a timeout and a fallback (the hypothesis holds), one without
-//! (it does not). Ports are chosen free at start; nothing outside 127.0.0.1 is touched.
+//! `chaosforge demo`: the mission's four scenarios against small systems it starts on loopback,
+//! each a bundled experiment file run against a resilient and a naive variant of the system:
+//!
+//! 1. [`checkout`]: network latency on the gateway's dependency (a TCP proxy fault);
+//! 2. [`breaker`]: the dependency unavailable (HTTP 503s), with and without a circuit breaker;
+//! 3. [`db`]: CPU stress on a database service that runs as its own process, pinned to one CPU,
+//!    with the stress workers pinned alongside it (needs root and a cgroup hierarchy; skipped
+//!    with a message elsewhere);
+//! 4. [`finish`]: what the runs say about resilience — outcomes and times to recover.
+//!
+//! Ports are chosen free at start; nothing outside 127.0.0.1 is touched.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
-use anyhow::Context;
-use bytes::Bytes;
-use chaosforge::engine::Outcome;
+use chaosforge::engine::{Outcome, RunResult};
 use chaosforge::source::Document;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
-/// The bundled experiment; `{…}` placeholders are filled with the ports chosen at start.
-pub(crate) const EXPERIMENT: &str = include_str!("../../../examples/demo-checkout.yaml");
+mod breaker;
+mod checkout;
+pub(crate) mod db;
+mod finish;
+mod serve;
 
+/// What a variant's run should show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    /// 100 ms timeout on the payments call, and a cached price when it fires.
-    Resilient,
-    /// Waits for payments however long it takes.
-    Naive,
+pub(crate) enum Expect {
+    /// The hypothesis holds.
+    Confirmed,
+    /// It does not.
+    Refuted,
 }
 
+/// One variant of a scenario's system, and the experiment aimed at it.
+pub(crate) struct Variant {
+    /// In the heading.
+    label: String,
+    /// In the summary.
+    short: &'static str,
+    /// The name diagnostics and the journal give the experiment.
+    file: String,
+    /// The experiment, with the real ports and pids in place.
+    text: String,
+    /// What it should show.
+    expect: Expect,
+}
+
+/// A scenario ready to run: its variants, and what keeps its services alive until it ends.
+pub(crate) struct Scenario {
+    variants: Vec<Variant>,
+    /// What the expected outcomes show, for the summary.
+    note: &'static str,
+}
+
+/// One run of the demo, for the summary.
+pub(crate) struct DemoRun {
+    /// 1, 2 or 3.
+    pub scenario: u8,
+    /// Which variant.
+    pub variant: &'static str,
+    /// What it should have shown.
+    pub expect: Expect,
+    /// What it did.
+    pub result: RunResult,
+}
+
+/// The scenarios `--list` prints and `--only N` picks.
+const SCENARIOS: [(u8, &str); 4] = [
+    (
+        1,
+        "network latency on the gateway's dependency (payments), with and without a timeout",
+    ),
+    (
+        2,
+        "the inventory service unavailable (HTTP 503), with and without a circuit breaker",
+    ),
+    (
+        3,
+        "CPU stress on the database process, with and without timeout + cache + bulkhead (root)",
+    ),
+    (
+        4,
+        "resilience metrics: every run's outcome and time to recover (always, at the end)",
+    ),
+];
+
+/// Runs the demo: every scenario, or only `only`; `list` prints them instead.
 pub(crate) async fn run(
     state_dir: &Path,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    only: Option<u8>,
+    list: bool,
 ) -> anyhow::Result<u8> {
-    let backend = start_backend().await?;
-    println!("demo: payments backend on {backend}");
-    let mut outcomes = Vec::new();
-    for variant in [Variant::Resilient, Variant::Naive] {
-        let proxy = free_port().await?;
-        let gateway = start_gateway(variant, proxy).await?;
-        let label = match variant {
-            Variant::Resilient => "gateway with timeout + fallback",
-            Variant::Naive => "gateway without timeout",
-        };
-        println!(
-            "\n=== demo: {label} (gateway {gateway}, payments via chaosforge proxy {proxy}) ===\n"
-        );
-        let text = EXPERIMENT
-            .replace("127.0.0.1:18081", &proxy.to_string())
-            .replace("127.0.0.1:9002", &backend.to_string())
-            .replace("127.0.0.1:18080", &gateway.to_string())
-            .replace(
-                "name: checkout-survives-slow-payments",
-                &format!("name: checkout-survives-slow-payments-{}", slug(variant)),
-            );
-        let file = format!("demo:{}.yaml", slug(variant));
-        let doc = Document::parse(&file, &text)
-            .map_err(|d| anyhow::anyhow!("bundled experiment is invalid:\n{d}"))?;
-        let spec = chaosforge::de::decode(&doc)
-            .map_err(|d| anyhow::anyhow!("bundled experiment is invalid:\n{d}"))?;
-        let plan = chaosforge::plan::compile(&doc, &spec, None)
-            .map_err(|d| anyhow::anyhow!("bundled experiment is invalid:\n{d}"))?;
-        let result = crate::run(&plan, state_dir, shutdown.clone(), None).await?;
-        print!("{}", result.report.render_text());
-        outcomes.push((label, result.outcome));
-        if *shutdown.borrow() {
-            println!("\ndemo interrupted; the rest is skipped");
-            return Ok(3);
+    if list {
+        for (n, what) in SCENARIOS {
+            println!("{n}  {what}");
         }
+        return Ok(0);
     }
-    println!("\n=== demo summary ===");
-    for (label, o) in &outcomes {
-        println!("  {label}: {}", crate::outcome_word(o));
+    if let Some(n) = only
+        && !(1..=3).contains(&n)
+    {
+        anyhow::bail!("--only {n}: the scenarios are 1, 2 and 3 (4, the summary, always runs)");
     }
-    let expected = matches!(
-        outcomes.as_slice(),
-        [(_, Outcome::Confirmed), (_, Outcome::Refuted { .. })]
-    );
-    if expected {
-        println!(
-            "as expected: the timeout and fallback keep checkout fast while payments is slow."
-        );
+    let mut runs = Vec::new();
+    let mut skipped = Vec::new();
+    for (n, what) in &SCENARIOS[..3] {
+        if only.is_some_and(|o| o != *n) {
+            continue;
+        }
+        println!("\n##### demo scenario {n}: {what}\n");
+        // The database process lives as long as this value: it is killed when it drops.
+        let mut db_service = None;
+        let scenario = match n {
+            1 => checkout::prepare().await?,
+            2 => breaker::prepare().await?,
+            _ => match db::prepare().await? {
+                db::Prepared::Ready(s, child) => {
+                    db_service = Some(child);
+                    s
+                }
+                db::Prepared::Skip(why) => {
+                    println!("demo: scenario 3 skipped: {why}");
+                    skipped.push((3, why));
+                    continue;
+                }
+            },
+        };
+        let mut mine = Vec::new();
+        for v in scenario.variants {
+            println!("\n=== demo {n}: {} ===\n", v.label);
+            let result = run_text(&v.file, &v.text, state_dir, shutdown.clone()).await?;
+            print!("{}", result.report.render_text());
+            mine.push(DemoRun {
+                scenario: *n,
+                variant: v.short,
+                expect: v.expect,
+                result,
+            });
+            if *shutdown.borrow() {
+                println!("\ndemo interrupted; the rest is skipped");
+                finish::finish(state_dir, &runs, &skipped);
+                return Ok(3);
+            }
+        }
+        if mine.iter().all(as_expected) {
+            println!("\ndemo {n}: as expected: {}.", scenario.note);
+        }
+        runs.extend(mine);
+        drop(db_service);
+    }
+    finish::finish(state_dir, &runs, &skipped);
+    if runs.iter().all(as_expected) {
         Ok(0)
     } else {
         println!(
-            "unexpected: the demo should confirm the resilient gateway and refute the naive one."
+            "unexpected: each scenario should confirm its resilient variant and refute the naive one."
         );
         Ok(1)
     }
 }
 
-fn slug(v: Variant) -> &'static str {
-    match v {
-        Variant::Resilient => "resilient",
-        Variant::Naive => "naive",
-    }
+/// Whether a run showed what its variant should.
+fn as_expected(r: &DemoRun) -> bool {
+    matches!(
+        (r.expect, &r.result.outcome),
+        (Expect::Confirmed, Outcome::Confirmed) | (Expect::Refuted, Outcome::Refuted { .. })
+    )
 }
 
-/// A free loopback port for the proxy the run will start (the gateway must know it first).
-async fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding a loopback port")?;
-    Ok(l.local_addr()?)
-}
-
-async fn start_backend() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the demo backend")?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(serve(listener, |_req| async {
-        respond(StatusCode::OK, r#"{"price":42}"#)
-    }));
-    Ok(addr)
-}
-
-async fn start_gateway(variant: Variant, payments: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the demo gateway")?;
-    let addr = listener.local_addr()?;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .context("building the gateway's HTTP client")?;
-    let url = format!("http://{payments}/price");
-    tokio::spawn(serve(listener, move |_req| {
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            let call = async { client.get(&url).send().await?.text().await };
-            match variant {
-                Variant::Resilient => {
-                    match tokio::time::timeout(Duration::from_millis(100), call).await {
-                        Ok(Ok(price)) => respond(
-                            StatusCode::OK,
-                            &format!(r#"{{"order":"ok","payments":{price}}}"#),
-                        ),
-                        // Degrade instead of failing: the last known price keeps checkout working.
-                        _ => respond(
-                            StatusCode::OK,
-                            r#"{"order":"ok","payments":{"price":42,"cached":true}}"#,
-                        ),
-                    }
-                }
-                Variant::Naive => match call.await {
-                    Ok(price) => respond(
-                        StatusCode::OK,
-                        &format!(r#"{{"order":"ok","payments":{price}}}"#),
-                    ),
-                    Err(e) => respond(StatusCode::BAD_GATEWAY, &format!(r#"{{"error":"{e}"}}"#)),
-                },
-            }
-        }
-    }));
-    Ok(addr)
-}
-
-fn respond(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    *r.status_mut() = status;
-    r
-}
-
-async fn serve<F, Fut>(listener: TcpListener, handler: F)
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
-{
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // Out of descriptors, most likely: back off instead of spinning.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let h = handler.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let h = h.clone();
-                async move { Ok::<_, Infallible>(h(req).await) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+/// Compiles a bundled experiment and runs it like `chaosforge run` would.
+async fn run_text(
+    file: &str,
+    text: &str,
+    state_dir: &Path,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<RunResult> {
+    let doc = Document::parse(file, text)
+        .map_err(|d| anyhow::anyhow!("bundled experiment is invalid:\n{d}"))?;
+    let spec = chaosforge::de::decode(&doc)
+        .map_err(|d| anyhow::anyhow!("bundled experiment is invalid:\n{d}"))?;
+    let plan = chaosforge::plan::compile(&doc, &spec, None)
+        .map_err(|d| anyhow::anyhow!("bundled experiment is invalid:\n{d}"))?;
+    crate::run(&plan, state_dir, shutdown, None).await
 }

@@ -165,10 +165,29 @@ enum Command {
         /// The worker's job, as JSON (`chaosforge::fault::stress::WorkerSpec`)
         spec: String,
     },
-    /// Start a small demo system on loopback and run a latency experiment against two variants
+    /// Start small systems on loopback and run the mission's scenarios against them
     Demo {
         #[command(flatten)]
         state: StateArgs,
+        /// Run only scenario N (1, 2 or 3); the summary (4) always ends the demo
+        #[arg(long, value_name = "N")]
+        only: Option<u8>,
+        /// List the scenarios and exit
+        #[arg(long)]
+        list: bool,
+    },
+    /// Internal: a service of the demo's systems, run as its own process
+    #[command(hide = true, name = "demo-service")]
+    DemoService {
+        /// Which service (`db`)
+        #[arg(value_parser = ["db"])]
+        service: String,
+        /// Loopback port to listen on (0: any free one; it prints `listening ADDR`)
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Run on this CPU only
+        #[arg(long)]
+        cpu: Option<usize>,
     },
 }
 
@@ -288,7 +307,10 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             println!("{schema}");
             Ok(0)
         }
-        Command::Demo { state } => demo::run(&state_dir(state)?, signals()?).await,
+        Command::Demo { state, only, list } => {
+            demo::run(&state_dir(state)?, signals()?, only, list).await
+        }
+        Command::DemoService { port, cpu, .. } => demo::db::serve_db(port, cpu).await,
         Command::Proxy(args) => proxy_cmd::run(args).await,
         Command::StressWorker { spec } => {
             let spec: chaosforge::fault::stress::WorkerSpec =

@@ -811,6 +811,16 @@ fn build_fault(
                 workers: *workers,
                 percent: *percent,
                 exe: exe()?,
+                alongside: None,
+            })
+        }
+        (FaultKind::Cpu { workers, percent }, Some(Resolved::Process(p))) => {
+            Box::new(crate::fault::stress::CpuStress {
+                target: target_s,
+                workers: *workers,
+                percent: *percent,
+                exe: exe()?,
+                alongside: Some(*p),
             })
         }
         (FaultKind::Memory { bytes }, Some(Resolved::Host(_))) => {

@@ -437,7 +437,8 @@ pub struct FaultSpec {
     /// Host: drop a random share of packets (kernel level, nftables), to/from `peers` or all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<LossSpec>,
-    /// Host: busy CPU workers, each at a share of one core.
+    /// Host: busy CPU workers, each at a share of one core; on a `process` target they are pinned
+    /// to the CPUs that process may run on, so the stress lands on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<CpuSpec>,
     /// Host: a worker that allocates and touches memory, and holds it.

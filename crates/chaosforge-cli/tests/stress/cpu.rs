@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use chaosforge::fault::Fault;
 use chaosforge::fault::stress::CpuStress;
 use chaosforge::testkit::assert_fault_compliance;
+use rustix::process::Pid;
 
 use crate::{Cleanup, Run, WORKERS, alive, exe, my_cgroups, my_workers, procs};
 
@@ -41,6 +42,7 @@ async fn half_a_core_is_measured_as_half_a_core() {
     let _cleanup = Cleanup::mine();
     let run = Run::new();
     let fault = CpuStress {
+        alongside: None,
         target: "host".into(),
         workers: 1,
         percent: 50,
@@ -80,6 +82,7 @@ async fn cpu_stress_is_compliant() {
     let _serial = WORKERS.lock().await;
     let _cleanup = Cleanup::mine();
     let fault = CpuStress {
+        alongside: None,
         target: "host".into(),
         workers: 2,
         percent: 20,
@@ -96,6 +99,7 @@ async fn bad_parameters_are_refused_before_anything_is_journaled() {
     let run = Run::new();
     for (workers, percent) in [(0, 50), (1, 0), (1, 101)] {
         let fault = CpuStress {
+            alongside: None,
             target: "host".into(),
             workers,
             percent,
@@ -115,6 +119,7 @@ async fn a_worker_that_never_gets_ready_is_cleaned_up() {
     let run = Run::new();
     // `true` exits at once without saying `ready`: the second half of a partial injection.
     let fault = CpuStress {
+        alongside: None,
         target: "host".into(),
         workers: 1,
         percent: 10,
@@ -134,4 +139,77 @@ async fn a_worker_that_never_gets_ready_is_cleaned_up() {
         my_cgroups()
     );
     assert!(my_workers().is_empty());
+}
+
+/// The CPUs a thread may run on, from `/proc/PID/task/TID/status` (`Cpus_allowed_list`).
+fn allowed_cpus(pid: i32, tid: &str) -> String {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_alongside_a_process_burn_on_its_cpus_only() {
+    let _serial = WORKERS.lock().await;
+    let _cleanup = Cleanup::mine();
+    // A victim pinned to the last CPU, as `chaosforge demo` pins its database.
+    let mut victim = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = victim.id() as i32;
+    let all = rustix::thread::sched_getaffinity(None).unwrap();
+    let last = (0..rustix::thread::CpuSet::MAX_CPU)
+        .rfind(|&c| all.is_set(c))
+        .unwrap();
+    let mut one = rustix::thread::CpuSet::new();
+    one.set(last);
+    rustix::thread::sched_setaffinity(Pid::from_raw(pid), &one).unwrap();
+
+    let run = Run::new();
+    let fault = CpuStress {
+        alongside: Some(chaosforge::fault::process::ProcessId {
+            pid,
+            start_time: chaosforge::fault::process::start_time_of(pid).unwrap(),
+        }),
+        target: "db".into(),
+        workers: 2,
+        percent: 100,
+        exe: exe(),
+    };
+    let guard = fault.inject(&run.cx(0, "alongside")).await.unwrap();
+    let workers = my_workers();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    for w in &workers {
+        // The thread that burns is the busiest one; it must be pinned to the victim's CPU.
+        let busiest = std::fs::read_dir(format!("/proc/{w}/task"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .max_by_key(|tid| {
+                let stat = std::fs::read_to_string(format!("/proc/{w}/task/{tid}/stat"))
+                    .unwrap_or_default();
+                let f: Vec<u64> = stat[stat.rfind(')').map_or(0, |i| i + 1)..]
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                // utime + stime (fields 14, 15; the state field is not a number).
+                f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+            })
+            .unwrap();
+        assert_eq!(
+            allowed_cpus(*w, &busiest),
+            last.to_string(),
+            "worker {w}'s burning thread {busiest} must run on CPU {last} only"
+        );
+    }
+    guard.revert().await.unwrap();
+    assert!(my_workers().is_empty());
+    let _ = victim.kill();
+    let _ = victim.wait();
 }

@@ -14,6 +14,7 @@ async fn recover_leaves_no_worker_cgroup_or_ballast() {
     let run = Run::new();
     let faults: Vec<Box<dyn Fault>> = vec![
         Box::new(CpuStress {
+            alongside: None,
             target: "host".into(),
             workers: 2,
             percent: 10,
@@ -78,6 +79,7 @@ async fn runner_that_gets_killed() {
     .unwrap();
     let faults: Vec<Box<dyn Fault>> = vec![
         Box::new(CpuStress {
+            alongside: None,
             target: "host".into(),
             workers: 1,
             percent: 10,

@@ -17,6 +17,7 @@ async fn a_cgroup_burning_half_a_core_reads_as_fifty_percent() {
     let _cleanup = Cleanup::mine();
     let run = Run::new();
     let fault = CpuStress {
+        alongside: None,
         target: "host".into(),
         workers: 1,
         percent: 50,

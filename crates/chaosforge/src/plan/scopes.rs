@@ -272,7 +272,7 @@ impl Cx<'_> {
                 ) | (TargetKind::Process(_), TargetClass::Process)
                     | (TargetKind::Host { .. }, TargetClass::Host)
                     | (TargetKind::HttpProxy { .. }, TargetClass::HttpProxy)
-            );
+            ) || (kind.also_on_process() && matches!(target.kind, TargetKind::Process(_)));
             self.mitm_upstream(base, kind, &t.name, &target.kind);
             if !ok {
                 wrong.push(t.name.as_str());
@@ -282,6 +282,7 @@ impl Cx<'_> {
             let need = match class {
                 TargetClass::Proxy => "proxy",
                 TargetClass::Process => "process",
+                TargetClass::Host if kind.also_on_process() => "netns, host or process",
                 TargetClass::Host => "netns or host",
                 TargetClass::HttpProxy => "http_proxy",
             };

@@ -38,6 +38,9 @@ pub struct CpuStress {
     pub percent: u32,
     /// The chaosforge binary that runs the workers (`std::env::current_exe()`).
     pub exe: PathBuf,
+    /// On a `process` target: pin every worker to the CPUs that process may run on, so the
+    /// stress competes with it rather than with whatever else the host runs. `None`: host-wide.
+    pub alongside: Option<crate::fault::process::ProcessId>,
 }
 
 /// `memory`: one worker process holding `bytes` of resident memory (every page written).
@@ -83,11 +86,21 @@ impl Fault for CpuStress {
             });
         }
         let percent = self.percent;
+        let cpus = match self.alongside {
+            None => Vec::new(),
+            Some(p) => crate::fault::procfs::check_same(p)
+                .and_then(|()| worker::affinity_of(p.pid))
+                .map_err(|message| FaultError::Target {
+                    target: self.target.clone(),
+                    message,
+                })?,
+        };
         inject_workers(cx, &self.target, self.kind(), &self.exe, |cgroup| {
             (0..self.workers)
                 .map(|_| WorkerSpec::Cpu {
                     cgroup: cgroup.to_path_buf(),
                     percent,
+                    cpus: cpus.clone(),
                 })
                 .collect()
         })
@@ -199,6 +212,21 @@ pub async fn revert_cgroup(path: &Path) -> Result<String, BoxError> {
 /// `recover`. Refuses any file whose name does not start with `.chaosforge-ballast-`.
 pub async fn revert_ballast(path: &Path) -> Result<String, BoxError> {
     disk::revert(path)
+}
+
+/// `Ok` when this process can run `cpu` and `memory` stress: it is root and a cgroup hierarchy
+/// its workers can join is mounted and writable; otherwise what is missing, in words.
+pub fn cpu_stress_possible() -> Result<(), String> {
+    if !rustix::process::geteuid().is_root() {
+        return Err("root (the workers are placed in a cgroup made for the fault)".into());
+    }
+    let h = cgroup::hierarchy()?;
+    rustix::fs::access(&h.root, rustix::fs::Access::WRITE_OK).map_err(|e| {
+        format!(
+            "a writable cgroup hierarchy ({} is not writable: {e})",
+            h.root.display()
+        )
+    })
 }
 
 /// Every cgroup chaosforge made for a stress fault that still exists, in any hierarchy (the

@@ -23,6 +23,9 @@ pub enum WorkerSpec {
         cgroup: PathBuf,
         /// Share of one core, 1..=100.
         percent: u32,
+        /// The CPUs the burning thread is pinned to (a target process's affinity); empty: any.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cpus: Vec<usize>,
     },
     /// Allocate `bytes`, write to every page so that it is resident, and hold it.
     Memory {
@@ -52,12 +55,22 @@ pub async fn run_worker(spec: WorkerSpec) -> std::io::Result<()> {
     };
     join(cgroup)?;
     match spec {
-        WorkerSpec::Cpu { percent, .. } => {
+        WorkerSpec::Cpu { percent, cpus, .. } => {
             let percent = percent.clamp(1, 100);
+            // Affinity is per thread: the burning thread pins itself before it reports ready,
+            // so no cycle is burnt anywhere else.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let burner = tokio::task::spawn_blocking(move || {
+                let pinned = pin(&cpus);
+                let failed = pinned.is_err();
+                let _ = tx.send(pinned);
+                if !failed {
+                    burn(percent);
+                }
+            });
+            rx.await.map_err(std::io::Error::other)??;
             ready()?;
-            tokio::task::spawn_blocking(move || burn(percent))
-                .await
-                .map_err(std::io::Error::other)
+            burner.await.map_err(std::io::Error::other)
         }
         WorkerSpec::Memory { bytes, .. } => {
             let len = usize::try_from(bytes).map_err(std::io::Error::other)?;
@@ -86,6 +99,32 @@ fn join(cgroup: &Path) -> std::io::Result<()> {
             format!("cannot join cgroup {}: {e}", cgroup.display()),
         )
     })
+}
+
+/// Pins the calling thread to `cpus` (nothing to do when empty).
+fn pin(cpus: &[usize]) -> std::io::Result<()> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    let mut set = rustix::thread::CpuSet::new();
+    for &c in cpus {
+        set.set(c);
+    }
+    rustix::thread::sched_setaffinity(None, &set).map_err(|e| {
+        std::io::Error::other(format!(
+            "cannot pin the stress worker to CPUs {cpus:?}: {e}"
+        ))
+    })
+}
+
+/// The CPUs process `pid` (its main thread) may run on.
+pub(crate) fn affinity_of(pid: i32) -> Result<Vec<usize>, String> {
+    let p = rustix::process::Pid::from_raw(pid).ok_or_else(|| format!("bad pid {pid}"))?;
+    let set = rustix::thread::sched_getaffinity(Some(p))
+        .map_err(|e| format!("cannot read the CPU affinity of pid {pid}: {e}"))?;
+    Ok((0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| set.is_set(c))
+        .collect())
 }
 
 fn ready() -> std::io::Result<()> {
@@ -208,6 +247,7 @@ mod tests {
         let spec = WorkerSpec::Cpu {
             cgroup: "/sys/fs/cgroup/pids/chaosforge/1-a-0".into(),
             percent: 50,
+            cpus: vec![],
         };
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(
@@ -225,6 +265,7 @@ mod tests {
         let err = run_worker(WorkerSpec::Cpu {
             cgroup: "/nonexistent/chaosforge/x".into(),
             percent: 100,
+            cpus: vec![],
         })
         .await
         .unwrap_err();

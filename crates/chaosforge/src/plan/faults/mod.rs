@@ -218,6 +218,12 @@ impl FaultKind {
         }
     }
 
+    /// Whether it also takes a `process` target besides its own class: `cpu` on a process pins
+    /// its workers to that process's CPUs.
+    pub fn also_on_process(&self) -> bool {
+        matches!(self, FaultKind::Cpu { .. })
+    }
+
     /// Why it cannot be undone, if it cannot.
     pub fn irreversible(&self) -> Option<&'static str> {
         match self {

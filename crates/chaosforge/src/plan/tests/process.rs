@@ -234,3 +234,19 @@ fn restart_needs_a_command_one_readiness_check_and_a_timeout() {
         assert!(has(&d, path, needle), "{kind}:\n{d}");
     }
 }
+
+#[test]
+fn cpu_takes_a_process_target_but_memory_does_not() {
+    // `cpu` on a process pins its workers beside it; the rest of the host family does not.
+    let p = plan(&process_fault("cpu: { workers: 2 }", ""), Some(1));
+    assert_eq!(
+        p.faults[0].kind,
+        FaultKind::Cpu {
+            workers: 2,
+            percent: 100
+        }
+    );
+    assert!(p.faults[0].kind.also_on_process());
+    let d = errors(&process_fault("memory: { size: 1MiB }", ""));
+    assert!(has(&d, "faults[0].target.select", "netns or host"), "{d}");
+}
