@@ -528,8 +528,8 @@ mod tests {
             "gd.yaml:3:8: start: `tomorrow` is not an RFC 3339 time",
             "gd.yaml:4:10: stop_on: unknown stop_on `refutd`, did you mean `refuted`",
             "gd.yaml:6:12: timeline[0].pause:",
-            "timeline[1].experiment.faults[0].latency.delay:",
-            "gd.yaml:8:5: timeline[2]: a step is exactly one of",
+            "gd.yaml:10:51: timeline[1].experiment.faults[0].latency.delay:",
+            "gd.yaml:12:5: timeline[2]: a step is exactly one of",
             "timeline[3].scenario: /nonexistent/missing.yaml: cannot read file",
         ] {
             assert!(shown.contains(want), "missing {want:?} in:\n{shown}");
