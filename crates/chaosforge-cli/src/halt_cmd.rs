@@ -1,5 +1,6 @@
-//! `chaosforge halt --all | <run-id-prefix>`: make live runs revert every fault and stop, wait
-//! (bounded) until they have, and say what each undid; and the runner's side, [`nudges`].
+//! `chaosforge halt --all | <run-id-prefix> | <gameday-id-prefix>`: make live runs (and game
+//! days, `crate::gameday_cmd`) revert every fault and stop, wait (bounded) until they have, and
+//! say what each undid; and the runner's side, [`nudges`].
 //!
 //! Why a request file plus `SIGUSR1` (`chaosforge::halt`) rather than `SIGTERM` alone: one
 //! process may run several experiments and `halt <run-id>` must stop only one of them; the
@@ -55,9 +56,23 @@ pub(crate) async fn halt(
     timeout: Duration,
 ) -> anyhow::Result<u8> {
     let started = tokio::time::Instant::now();
+    // Game days first: one that starts a scenario while `halt` looks stops it itself.
+    let games = match crate::gameday_cmd::request_halts(state_dir, all, prefix) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(2);
+        }
+    };
     let live = halt::live_runs(state_dir)?;
     let targets: Vec<LiveRun> = match prefix {
         _ if all => live,
+        Some(_) if !games.is_empty() => {
+            let theirs = crate::gameday_cmd::running_runs(state_dir, &games);
+            live.into_iter()
+                .filter(|r| theirs.contains(&r.id.0))
+                .collect()
+        }
         Some(p) => {
             let m: Vec<LiveRun> = live.into_iter().filter(|r| r.id.0.starts_with(p)).collect();
             if m.len() > 1 {
@@ -79,7 +94,7 @@ pub(crate) async fn halt(
         }
         None => anyhow::bail!("name a run id (or its start), or use --all"),
     };
-    if targets.is_empty() {
+    if targets.is_empty() && games.is_empty() {
         println!("no live run to halt");
         return Ok(0);
     }
@@ -133,6 +148,7 @@ pub(crate) async fn halt(
             println!("  outcome: {o}");
         }
     }
+    code = code.max(crate::gameday_cmd::wait_ended(&games, started, started + timeout).await);
     println!(
         "{} run{} halted; every fault reverted within {} ms of the command",
         targets.len(),

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 mod demo;
+mod gameday_cmd;
 mod halt_cmd;
 mod live;
 mod metrics;
@@ -43,9 +44,10 @@ struct StateArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check experiment files; report every problem as file:line:col: field: message (exit 2)
+    /// Check experiment (and game day) files; report every problem as file:line:col: field:
+    /// message (exit 2)
     Validate {
-        /// Experiment files (YAML or JSON)
+        /// Experiment or game day files (YAML or JSON)
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -94,6 +96,23 @@ enum Command {
         /// Without a terminal on stdout, the usual progress lines
         #[arg(long)]
         live: bool,
+    },
+    /// Run a game day: scenarios in order and in parallel groups, with roles, a start time and
+    /// pauses; one combined report (exit: the worst scenario's, 3 when halted)
+    Gameday {
+        /// The game day file (YAML or JSON)
+        file: PathBuf,
+        /// Start at once instead of waiting for the file's `start`
+        #[arg(long)]
+        now: bool,
+        /// Seed for every scenario's random choices (overrides the files')
+        #[arg(long)]
+        seed: Option<u64>,
+        #[command(flatten)]
+        state: StateArgs,
+        /// Also write the combined report as JSON to this file
+        #[arg(long, value_name = "PATH")]
+        report_json: Option<PathBuf>,
     },
     /// Approve an experiment file's current content for runs that require an approval
     Approve {
@@ -281,6 +300,22 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             })
             .await
         }
+        Command::Gameday {
+            file,
+            now,
+            seed,
+            state,
+            report_json,
+        } => {
+            gameday_cmd::run(gameday_cmd::GameDayArgs {
+                file,
+                now,
+                seed,
+                state_dir: state_dir(state)?,
+                report_json,
+            })
+            .await
+        }
         Command::Halt {
             run,
             all,
@@ -348,8 +383,12 @@ fn load(file: &Path, seed: Option<u64>) -> Option<Plan> {
 }
 
 fn validate(files: &[PathBuf]) -> u8 {
-    let mut bad = 0;
+    let mut bad = 0usize;
     for f in files {
+        if let Some(valid) = gameday_cmd::validate(f) {
+            bad += usize::from(!valid);
+            continue;
+        }
         match plan::load(f, Some(0)) {
             Ok((_, p)) => println!(
                 "{}: valid ({} target{}, {} monitor{}, {} fault{})",

@@ -48,10 +48,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let mut plans = Vec::new();
     for f in &args.files {
         let admitted = match crate::load(f, args.seed) {
-            Some(mut p) => {
-                let rc = crate::policy_cmd::context(f, &args.policy, Some(&args.state_dir))?;
-                crate::policy_cmd::admit(&mut p, &rc).map(|_| p)
-            }
+            Some(p) => admit(f, p, &args.policy, &args.state_dir)?,
             None => None,
         };
         match admitted {
@@ -84,14 +81,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     for (i, plan) in plans.into_iter().enumerate() {
         let rx = shutdown.clone();
         let feed = feed.clone();
-        // Everything but the progress display, which `run_one` picks per run.
-        let engine = Engine::new(
-            Arc::new(chaosforge_proxy::InProcessBackend),
-            &args.state_dir,
-        )
-        .with_claim_wait(wait)
-        .with_halt_requests(nudges.clone())
-        .with_heartbeat(heartbeat);
+        let engine = engine(&args.state_dir, wait, nudges.clone(), heartbeat);
         tasks.spawn(async move {
             let r = run_one(&plan, engine, rx, many, feed, live).await;
             (i, r)
@@ -130,6 +120,31 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     Ok(code)
 }
 
+/// Checks `plan`'s policies for a run starting now (`file` is what an approval is bound to);
+/// prints refusals. The plan with its deadline and verdicts set, or `None` when refused.
+pub(crate) fn admit(
+    file: &std::path::Path,
+    mut plan: Plan,
+    policy: &crate::policy_cmd::PolicyArgs,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<Option<Plan>> {
+    let rc = crate::policy_cmd::context(file, policy, Some(state_dir))?;
+    Ok(crate::policy_cmd::admit(&mut plan, &rc).map(|_| plan))
+}
+
+/// An engine for one run: everything but the progress display, which [`run_one`] picks.
+pub(crate) fn engine(
+    state_dir: &std::path::Path,
+    wait: ClaimWait,
+    nudges: watch::Receiver<u64>,
+    heartbeat: chaosforge::deadman::Heartbeat,
+) -> Engine {
+    Engine::new(Arc::new(chaosforge_proxy::InProcessBackend), state_dir)
+        .with_claim_wait(wait)
+        .with_halt_requests(nudges)
+        .with_heartbeat(heartbeat)
+}
+
 /// The worse of two exit codes by the documented order 2 > 3 > 1 > 0.
 pub(crate) fn worst(a: u8, b: u8) -> u8 {
     let rank = |c: u8| match c {
@@ -141,7 +156,9 @@ pub(crate) fn worst(a: u8, b: u8) -> u8 {
     if rank(b) > rank(a) { b } else { a }
 }
 
-async fn run_one(
+/// Runs `plan` on `engine` with its progress on stderr (one prefixed line per event when `many`
+/// runs share it), and says so when the dead-man switch took its faults over.
+pub(crate) async fn run_one(
     plan: &Plan,
     engine: Engine,
     shutdown: watch::Receiver<bool>,

@@ -125,6 +125,7 @@ pub struct Engine {
     claim_wait: ClaimWait,
     halt_nudges: Option<watch::Receiver<u64>>,
     heartbeat: crate::deadman::Heartbeat,
+    run_id: Option<RunId>,
 }
 
 /// What a run produced.
@@ -199,7 +200,16 @@ impl Engine {
             claim_wait: ClaimWait::Refuse,
             halt_nudges: None,
             heartbeat: crate::deadman::Heartbeat::default(),
+            run_id: None,
         }
+    }
+
+    /// Runs under `id` instead of a new id, so that a caller can journal the id before the run
+    /// starts (a game day links each scenario to its run this way). An id names one run: a
+    /// second run with it fails to create its journal.
+    pub fn with_run_id(mut self, id: RunId) -> Self {
+        self.run_id = Some(id);
+        self
     }
 
     /// How often runs beat and after how long without a beat `chaosforge recover` reverts their
@@ -235,7 +245,7 @@ impl Engine {
         plan: &Plan,
         shutdown: watch::Receiver<bool>,
     ) -> Result<RunResult, EngineError> {
-        let run_id = journal::new_run_id();
+        let run_id = self.run_id.clone().unwrap_or_else(journal::new_run_id);
         let journal = Journal::create(&self.state_dir, &run_id)?;
         journal.append_durable(&Event::RunStarted {
             run_id: run_id.clone(),

@@ -62,6 +62,8 @@
 //! - [`recover`]: reverting what dead or stuck runs left.
 //! - [`notify`]: webhooks (`notify:`) told about a run's events, in the background.
 //! - [`report`]: reports computed from journals.
+//! - [`gameday`]: game days — several experiments in order or in parallel, with roles, their
+//!   own journal linking each scenario's run, and one combined report.
 //! - `testkit` (feature `testkit`): the fault compliance harness.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
@@ -74,6 +76,7 @@ pub mod deadman;
 pub mod diag;
 pub mod engine;
 pub mod fault;
+pub mod gameday;
 pub mod halt;
 pub mod host_target;
 pub mod hypothesis;

@@ -170,6 +170,19 @@ impl Document {
         &self.root
     }
 
+    /// The value at `path` as a document of its own, with this file's name and text so that
+    /// every position stays where it is written: how an experiment written inline in a game
+    /// day file is decoded and compiled. Parse problems stay with `self`. `None` when `path`
+    /// does not exist.
+    pub fn subtree(&self, path: &str) -> Option<Document> {
+        Some(Document {
+            file: self.file.clone(),
+            text: self.text.clone(),
+            root: self.node_at(path)?.clone(),
+            diagnostics: Vec::new(),
+        })
+    }
+
     /// Non-fatal problems found while parsing (duplicate keys, bad merge keys, unknown tags).
     /// [`crate::de::decode`] includes them in its result.
     pub fn diagnostics(&self) -> &[Diagnostic] {

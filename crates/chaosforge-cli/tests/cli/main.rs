@@ -6,6 +6,7 @@ mod claims;
 mod deadman;
 mod demo;
 mod freeze;
+mod gameday;
 mod golden;
 mod http;
 mod kill;

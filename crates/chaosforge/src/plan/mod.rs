@@ -129,18 +129,25 @@ pub struct Phases {
 /// [`load`], then [`choose_mechanisms`] with this machine's capabilities (probed only when
 /// the plan has kernel-level network faults): what `plan` and `run` need.
 pub fn load_here(path: &Path, seed: Option<u64>) -> Result<(Document, Plan), Diagnostics> {
-    let (doc, mut plan) = load(path, seed)?;
-    let mut diags = check_hosts(&doc, &plan);
+    let (doc, plan) = load(path, seed)?;
+    let plan = here(&doc, plan)?;
+    Ok((doc, plan))
+}
+
+/// The half of [`load_here`] after [`load`]: the on-host checks and the mechanisms of a plan
+/// compiled from `doc`.
+pub fn here(doc: &Document, mut plan: Plan) -> Result<Plan, Diagnostics> {
+    let mut diags = check_hosts(doc, &plan);
     if plan
         .faults
         .iter()
         .any(|f| matches!(f.kind, FaultKind::Network { .. }))
-        && let Err(d) = choose_mechanisms(&doc, &mut plan, crate::fault::host::caps::probe())
+        && let Err(d) = choose_mechanisms(doc, &mut plan, crate::fault::host::caps::probe())
     {
         diags.extend(d);
     }
     if diags.is_empty() {
-        Ok((doc, plan))
+        Ok(plan)
     } else {
         Err(diags)
     }
@@ -152,14 +159,21 @@ pub fn load(path: &Path, seed: Option<u64>) -> Result<(Document, Plan), Diagnost
     let text = std::fs::read_to_string(path)
         .map_err(|e| Diagnostic::new(file.clone(), None, "", format!("cannot read file: {e}")))?;
     let doc = Document::parse(&file, &text)?;
-    let spec: ExperimentSpec = match crate::de::decode_partial(&doc) {
+    let plan = load_document(&doc, seed)?;
+    Ok((doc, plan))
+}
+
+/// The half of [`load`] after parsing: decodes and compiles `doc` (a file, or an experiment
+/// written inline in a game day file, [`Document::subtree`]), with the organisation's policy.
+pub fn load_document(doc: &Document, seed: Option<u64>) -> Result<Plan, Diagnostics> {
+    let spec: ExperimentSpec = match crate::de::decode_partial(doc) {
         Ok(spec) => spec,
         Err((mut diags, partial)) => {
             // Compile what the decoder made of the file anyway, so a missing field or a typo
             // does not hide the unit, expectation and cross-reference problems of the rest.
             // What compile says about a placeholder is an artifact, and dropped.
             if let Some(partial) = partial
-                && let Err(more) = compile(&doc, &partial.value, Some(0))
+                && let Err(more) = compile(doc, &partial.value, Some(0))
             {
                 let kept: Vec<Diagnostic> = {
                     let artifact = artifacts(&diags, &partial);
@@ -171,11 +185,11 @@ pub fn load(path: &Path, seed: Option<u64>) -> Result<(Document, Plan), Diagnost
             return Err(diags);
         }
     };
-    let mut plan = compile(&doc, &spec, seed)?;
+    let mut plan = compile(doc, &spec, seed)?;
     if let Some(org) = std::env::var_os("CHAOSFORGE_POLICY").filter(|v| !v.is_empty()) {
         org_policy(&mut plan, &spec, Path::new(&org))?;
     }
-    Ok((doc, plan))
+    Ok(plan)
 }
 
 /// The organisation's policy file (`$CHAOSFORGE_POLICY`: `policies:` as in an experiment), which
