@@ -61,6 +61,7 @@
 //! - [`engine`]: the five phases.
 //! - [`recover`]: reverting what dead or stuck runs left.
 //! - [`report`]: reports computed from journals.
+//! - [`history`]: the run history (SQLite) and MTTR, MTBF and the resilience score over it.
 //! - `testkit` (feature `testkit`): the fault compliance harness.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
@@ -74,6 +75,7 @@ pub mod diag;
 pub mod engine;
 pub mod fault;
 pub mod halt;
+pub mod history;
 pub mod host_target;
 pub mod hypothesis;
 pub mod journal;

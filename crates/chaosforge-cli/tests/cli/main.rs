@@ -7,6 +7,7 @@ mod deadman;
 mod demo;
 mod freeze;
 mod golden;
+mod history;
 mod http;
 mod kill;
 mod limits;
