@@ -222,7 +222,7 @@ pub(crate) async fn run(args: GameDayArgs) -> anyhow::Result<u8> {
                     .with_run_id(run_id.clone());
                     let rx = ctl.shutdown.clone();
                     tasks.spawn(async move {
-                        let r = crate::run_cmd::run_one(&plan, engine, rx, true, None).await;
+                        let r = crate::run_cmd::run_one(&plan, engine, rx, true, None, false).await;
                         (j, run_id, r)
                     });
                 }

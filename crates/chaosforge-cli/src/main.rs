@@ -16,6 +16,7 @@ mod demo;
 mod gameday_cmd;
 mod halt_cmd;
 mod live;
+mod history_cmd;
 mod metrics;
 mod plan_cmd;
 mod policy_cmd;
@@ -174,6 +175,26 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Runs over time, MTTR, MTBF and the resilience score (docs/resilience-score.md)
+    History {
+        /// Re-import every journal into the history database (repairs a corrupt one)
+        #[arg(long)]
+        rebuild: bool,
+        /// Only this experiment
+        #[arg(long, value_name = "NAME")]
+        experiment: Option<String>,
+        /// Only runs whose faults targeted this service (target label `service`)
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// Only runs started within this long (`30d`)
+        #[arg(long, value_name = "DURATION", value_parser = duration)]
+        since: Option<std::time::Duration>,
+        /// Output format
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// Serve the Toxiproxy-compatible HTTP API and fault proxies
     Proxy(proxy_cmd::ProxyArgs),
     /// Print the JSON Schema of the experiment file
@@ -217,6 +238,13 @@ enum AuditAction {
         #[command(flatten)]
         state: StateArgs,
     },
+}
+
+/// Output format of `history`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -337,6 +365,21 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             format,
             output,
         } => report_cmd::report(&run, state_dir(state), format, output.as_deref()),
+        Command::History {
+            rebuild,
+            experiment,
+            service,
+            since,
+            format,
+            state,
+        } => history_cmd::history(
+            &state_dir(state)?,
+            rebuild,
+            experiment.as_deref(),
+            service.as_deref(),
+            since,
+            matches!(format, Format::Json),
+        ),
         Command::Schema => {
             let schema = schemars_schema();
             println!("{schema}");

@@ -101,6 +101,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
         match r {
             Some(Ok(result)) => {
+                crate::history_cmd::record(&args.state_dir, &result.report);
                 print!("{}", result.report.render_text());
                 eprintln!("journal: {}", result.journal.display());
                 reports.push(result.report);

@@ -64,6 +64,7 @@
 //! - [`report`]: reports computed from journals.
 //! - [`gameday`]: game days — several experiments in order or in parallel, with roles, their
 //!   own journal linking each scenario's run, and one combined report.
+//! - [`history`]: the run history (SQLite) and MTTR, MTBF and the resilience score over it.
 //! - `testkit` (feature `testkit`): the fault compliance harness.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
@@ -78,6 +79,7 @@ pub mod engine;
 pub mod fault;
 pub mod gameday;
 pub mod halt;
+pub mod history;
 pub mod host_target;
 pub mod hypothesis;
 pub mod journal;

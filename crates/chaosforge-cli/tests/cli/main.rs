@@ -8,6 +8,7 @@ mod demo;
 mod freeze;
 mod gameday;
 mod golden;
+mod history;
 mod http;
 mod kill;
 mod limits;
