@@ -55,6 +55,7 @@
 //!   records): everything the journal records; imports nothing above `units`.
 //! - [`journal`]: the write-ahead journal; imports only `vocab`, `units` and `audit`.
 //! - [`audit`]: the machine's hash-chained audit log (`audit.jsonl`), fed by every journal.
+//! - [`ctk`]: Chaos Toolkit experiment files (so far: chaoslib's tolerances).
 //! - [`claims`]: the targets and kernel resources a run holds exclusively (a lock file each).
 //! - [`halt`]: how `chaosforge halt` asks live runs to revert everything and stop.
 //! - [`deadman`]: a run's heartbeat, and how `recover` takes over the faults of a stuck one.
@@ -72,6 +73,7 @@
 pub mod analysis;
 pub mod audit;
 pub mod claims;
+pub mod ctk;
 pub mod de;
 pub mod deadman;
 pub mod diag;
