@@ -162,10 +162,11 @@ enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
-    /// Rebuild a run's report from its journal
+    /// Rebuild a run's report from its journal (several runs make one document)
     Report {
         /// A run id, a unique prefix of one (as `runs` shows), or a journal file
-        run: String,
+        #[arg(required = true)]
+        runs: Vec<String>,
         #[command(flatten)]
         state: StateArgs,
         /// Output format
@@ -360,11 +361,11 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
         } => recover_cmd::recover(&state_dir(state)?, watch.then_some(interval)).await,
         Command::Runs { state } => runs_cmd::list(&state_dir(state)?),
         Command::Report {
-            run,
+            runs,
             state,
             format,
             output,
-        } => report_cmd::report(&run, state_dir(state), format, output.as_deref()),
+        } => report_cmd::report(&runs, state_dir(state).ok(), format, output.as_deref()),
         Command::History {
             rebuild,
             experiment,

@@ -53,8 +53,18 @@ pub(crate) fn parse_target(s: &str) -> Result<ReportTarget, String> {
 const FORMATS: &str = "text, json, md, html, junit";
 
 /// One document of `reports` in `format`. JSON keeps `--report-json`'s shape: one object for
-/// one run, an array in file order for several.
+/// one run, an array in order for several.
 pub(crate) fn render(format: ReportFormat, reports: &[Report]) -> anyhow::Result<String> {
+    render_as(format, reports, reports.len() > 1)
+}
+
+/// [`render`], with `many` choosing JSON's array (a `run` of several files writes an array even
+/// when only one of them produced a report).
+pub(crate) fn render_as(
+    format: ReportFormat,
+    reports: &[Report],
+    many: bool,
+) -> anyhow::Result<String> {
     Ok(match format {
         ReportFormat::Text => match reports {
             [one] => one.render_text(),
@@ -65,7 +75,7 @@ pub(crate) fn render(format: ReportFormat, reports: &[Report]) -> anyhow::Result
                 .join("\n"),
         },
         ReportFormat::Json => match reports {
-            [one] => one.render_json(),
+            [one] if !many => one.render_json(),
             _ => format!(
                 "[{}]",
                 reports
@@ -81,26 +91,36 @@ pub(crate) fn render(format: ReportFormat, reports: &[Report]) -> anyhow::Result
     })
 }
 
-/// Writes every `--report` file of a `run`.
-pub(crate) fn write_targets(targets: &[ReportTarget], reports: &[Report]) -> anyhow::Result<()> {
+/// Writes every `--report` file of a `run` of one file or `many`.
+pub(crate) fn write_targets(
+    targets: &[ReportTarget],
+    reports: &[Report],
+    many: bool,
+) -> anyhow::Result<()> {
     for t in targets {
-        let text = render(t.format, reports)?;
+        let text = render_as(t.format, reports, many)?;
         write(&t.path, &text)?;
     }
     Ok(())
 }
 
-/// `chaosforge report`: one run's report on stdout, or in `output`.
+/// `chaosforge report`: the report of each run, as one document, on stdout or in `output`.
 pub(crate) fn report(
-    run: &str,
-    state_dir: anyhow::Result<PathBuf>,
+    runs: &[String],
+    state_dir: Option<PathBuf>,
     format: ReportFormat,
     output: Option<&Path>,
 ) -> anyhow::Result<u8> {
-    let path = crate::runs_cmd::journal_path(run, state_dir)?;
-    let events = journal::read(&path)?;
-    let report = Report::from_events(&events).with_context(|| format!("{}", path.display()))?;
-    let mut text = render(format, std::slice::from_ref(&report))?;
+    let mut reports = Vec::new();
+    for run in runs {
+        let state = state_dir
+            .clone()
+            .context("neither --state-dir, CHAOSFORGE_STATE_DIR, XDG_STATE_HOME nor HOME is set");
+        let path = crate::runs_cmd::journal_path(run, state)?;
+        let events = journal::read(&path)?;
+        reports.push(Report::from_events(&events).with_context(|| format!("{}", path.display()))?);
+    }
+    let mut text = render(format, &reports)?;
     // JSON has always ended with a newline on stdout; the other formats end with their own.
     if format == ReportFormat::Json {
         text.push('\n');

@@ -114,7 +114,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
             None => code = worst(code, 2),
         }
     }
-    crate::report_cmd::write_targets(&args.reports, &reports)?;
+    crate::report_cmd::write_targets(&args.reports, &reports, many)?;
     if let Some(m) = metrics {
         m.linger(shutdown).await;
     }

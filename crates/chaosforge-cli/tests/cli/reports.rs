@@ -47,6 +47,47 @@ fn junit_reports_match_their_golden_files() {
     }
 }
 
+/// Several runs in one `report` make one document: a JUnit suite per run, in order.
+#[test]
+fn several_runs_make_one_junit_document() {
+    let out = chaosforge()
+        .arg("report")
+        .arg(journal("storefront-refuted"))
+        .arg(journal("storefront-halted"))
+        .args(["--format", "junit"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let xml = String::from_utf8(out.stdout).unwrap();
+    insta::assert_snapshot!("junit-two-runs", xml);
+    let dir = Dir::new();
+    let rows = junitparser(&dir.write("two.xml", &xml));
+    let suites: Vec<&[String]> = rows
+        .iter()
+        .filter(|r| r[0] == "suite")
+        .map(|r| &r[1..])
+        .collect();
+    assert_eq!(
+        suites,
+        [
+            [
+                "storefront-survives-slow-api-and-store-outage",
+                "7",
+                "3",
+                "0",
+                "0"
+            ],
+            [
+                "storefront-halts-when-the-store-is-down",
+                "8",
+                "3",
+                "1",
+                "0"
+            ]
+        ]
+    );
+}
+
 #[test]
 fn every_format_renders_the_same_bytes_twice_and_to_a_file_as_to_stdout() {
     let dir = Dir::new();

@@ -435,8 +435,8 @@ mod tests {
         assert!(!svg.contains("<script>"), "{svg}");
         assert!(svg.contains("data-series=\"a&quot;&gt;&lt;script&gt;\""));
         assert!(svg.contains("t &lt;b&gt;"));
-        // One cross (two strokes) for the failed point.
-        assert_eq!(svg.matches("l8 8").count(), 1);
+        // One cross for the failed point, one in the legend.
+        assert_eq!(svg.matches("l8 8").count(), 2);
     }
 
     #[test]
