@@ -89,6 +89,7 @@ pub(crate) async fn run(
     shutdown: tokio::sync::watch::Receiver<bool>,
     only: Option<u8>,
     list: bool,
+    html: &Path,
 ) -> anyhow::Result<u8> {
     if list {
         for (n, what) in SCENARIOS {
@@ -138,7 +139,7 @@ pub(crate) async fn run(
             });
             if *shutdown.borrow() {
                 println!("\ndemo interrupted; the rest is skipped");
-                finish::finish(state_dir, &runs, &skipped);
+                finish::finish(state_dir, &runs, &skipped, html);
                 return Ok(3);
             }
         }
@@ -148,7 +149,7 @@ pub(crate) async fn run(
         runs.extend(mine);
         drop(db_service);
     }
-    finish::finish(state_dir, &runs, &skipped);
+    finish::finish(state_dir, &runs, &skipped, html);
     if runs.iter().all(as_expected) {
         Ok(0)
     } else {

@@ -32,6 +32,7 @@ pub(crate) struct GameDayArgs {
     pub seed: Option<u64>,
     pub state_dir: PathBuf,
     pub report_json: Option<PathBuf>,
+    pub reports: Vec<crate::report_cmd::ReportTarget>,
 }
 
 /// What makes a game day stop before its next step, once seen.
@@ -301,6 +302,12 @@ pub(crate) async fn run(args: GameDayArgs) -> anyhow::Result<u8> {
         std::fs::write(path, report.render_json())
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    let runs: Vec<_> = report
+        .scenarios
+        .iter()
+        .filter_map(|s| s.report.clone())
+        .collect();
+    crate::report_cmd::write_targets(&args.reports, &runs, true)?;
     Ok(code)
 }
 

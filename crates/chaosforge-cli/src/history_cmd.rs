@@ -33,7 +33,7 @@ pub(crate) fn history(
     experiment: Option<&str>,
     service: Option<&str>,
     since: Option<std::time::Duration>,
-    json: bool,
+    format: crate::Format,
 ) -> anyhow::Result<u8> {
     if rebuild {
         let r = history::rebuild(state_dir)?;
@@ -70,9 +70,16 @@ pub(crate) fn history(
             .collect(),
         runs,
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-        return Ok(0);
+    match format {
+        crate::Format::Json => {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            return Ok(0);
+        }
+        crate::Format::Html => {
+            print!("{}", html(&summary));
+            return Ok(0);
+        }
+        crate::Format::Text => {}
     }
     println!(
         "{:<24}  {:<36}  {:<12}  TTR",
@@ -94,36 +101,144 @@ pub(crate) fn history(
         ("service", &summary.services),
     ] {
         for (name, f) in map {
-            println!(
-                "\n{kind} {name}: {} runs ({} confirmed, {} refuted, {} halted, {} without verdict)",
-                f.runs, f.confirmed, f.refuted, f.halted, f.no_verdict
-            );
-            println!(
-                "  MTTR  {} over {} recovered runs; {} did not recover in time",
-                f.mttr_ms.map_or("-".into(), |m| format!("{m:.0}ms")),
-                f.recovered,
-                f.not_recovered
-            );
-            println!(
-                "  MTBF  {}",
-                f.mtbf_ms
-                    .map_or("- (fewer than 2 refuted runs)".into(), |m| format!(
-                        "{:.1}s between refuted runs",
-                        m / 1000.0
-                    ))
-            );
-            let term = |v: Option<f64>, w: f64| {
-                v.map_or("n/a".into(), |v| {
-                    format!("{v:.3} × {:.0} = {:.1}", w * 100.0, v * w * 100.0)
-                })
-            };
-            println!(
-                "  score {} = held {} + recovery {}",
-                f.score.total.map_or("-".into(), |t| format!("{t:.1}")),
-                term(f.score.held, history::W_HELD),
-                term(f.score.recovery, history::W_RECOVERY)
-            );
+            print_figures(kind, name, f);
         }
     }
     Ok(0)
+}
+
+/// Prints one experiment's or service's figures, the score term by term.
+pub(crate) fn print_figures(kind: &str, name: &str, f: &history::Figures) {
+    println!(
+        "\n{kind} {name}: {} runs ({} confirmed, {} refuted, {} halted, {} without verdict)",
+        f.runs, f.confirmed, f.refuted, f.halted, f.no_verdict
+    );
+    println!(
+        "  MTTR  {} over {} recovered runs; {} did not recover in time",
+        f.mttr_ms.map_or("-".into(), |m| format!("{m:.0}ms")),
+        f.recovered,
+        f.not_recovered
+    );
+    println!(
+        "  MTBF  {}",
+        f.mtbf_ms
+            .map_or("- (fewer than 2 refuted runs)".into(), |m| format!(
+                "{:.1}s between refuted runs",
+                m / 1000.0
+            ))
+    );
+    let term = |v: Option<f64>, w: f64| {
+        v.map_or("n/a".into(), |v| {
+            format!("{v:.3} × {:.0} = {:.1}", w * 100.0, v * w * 100.0)
+        })
+    };
+    println!(
+        "  score {} = held {} + recovery {}",
+        f.score.total.map_or("-".into(), |t| format!("{t:.1}")),
+        term(f.score.held, history::W_HELD),
+        term(f.score.recovery, history::W_RECOVERY)
+    );
+}
+
+/// The history as one self-contained page: per experiment and per service the figures, the
+/// score term by term, and a chart of each run's time to recover over time (a refuted run is a
+/// red cross; a run that did not recover is drawn at its `recover_within`).
+fn html(summary: &Summary) -> String {
+    use chaosforge::report::chart::{Point, Series, TimeChart};
+    use chaosforge::report::html::{Markup, page};
+
+    // Minutes since the first run shown: Unix times would crowd every run at the right edge of
+    // an axis that starts at 0.
+    fn since(min: f64) -> String {
+        match min {
+            _ if min < 2.0 => format!("+{:.0}s", min * 60.0),
+            _ if min < 120.0 => format!("+{min:.0}m"),
+            _ if min < 2880.0 => format!("+{:.1}h", min / 60.0),
+            _ => format!("+{:.1}d", min / 1440.0),
+        }
+    }
+    let first = summary.runs.iter().map(|r| r.started_ms).min().unwrap_or(0);
+    let first_text = jiff::Timestamp::from_millisecond(first)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default();
+    fn ms(v: f64) -> String {
+        format!("{v:.0}ms")
+    }
+    let cell = |m: &mut Markup, v: String| {
+        m.raw("<td class=\"num\">").text(&v).raw("</td>");
+    };
+    let mut body = Markup::new();
+    body.raw("<section class=\"run\"><h1>Run history</h1><p class=\"describe\">")
+        .show(summary.runs.len())
+        .raw(" runs. Score = 100 × (0.6 · held + 0.4 · recovery); see docs/resilience-score.md.</p></section>");
+    for (kind, map) in [
+        ("experiment", &summary.experiments),
+        ("service", &summary.services),
+    ] {
+        for (name, f) in map {
+            body.raw("<section class=\"run\"><h2>")
+                .text(kind)
+                .raw(" ")
+                .text(name)
+                .raw("</h2>");
+            body.raw("<table><tr><th>runs</th><th>confirmed</th><th>refuted</th><th>halted</th>");
+            body.raw(
+                "<th>MTTR</th><th>MTBF</th><th>held</th><th>recovery</th><th>score</th></tr><tr>",
+            );
+            for v in [f.runs, f.confirmed, f.refuted, f.halted] {
+                cell(&mut body, v.to_string());
+            }
+            cell(&mut body, f.mttr_ms.map_or("-".into(), ms));
+            cell(
+                &mut body,
+                f.mtbf_ms
+                    .map_or("-".into(), |m| format!("{:.1}s", m / 1000.0)),
+            );
+            cell(
+                &mut body,
+                f.score.held.map_or("n/a".into(), |v| format!("{v:.3}")),
+            );
+            cell(
+                &mut body,
+                f.score.recovery.map_or("n/a".into(), |v| format!("{v:.3}")),
+            );
+            cell(
+                &mut body,
+                f.score.total.map_or("-".into(), |v| format!("{v:.1}")),
+            );
+            body.raw("</tr></table>");
+            let points: Vec<Point> = summary
+                .runs
+                .iter()
+                .filter(|r| r.reverted)
+                .filter(|r| match kind {
+                    "experiment" => &r.experiment == name,
+                    _ => r.services.contains(name),
+                })
+                .map(|r| Point {
+                    x: (r.started_ms - first) as f64 / 60_000.0,
+                    y: r.ttr_ms.unwrap_or(r.recover_within_ms) as f64,
+                    ok: r.outcome == "confirmed",
+                })
+                .collect();
+            if !points.is_empty() {
+                let chart = TimeChart {
+                    title: "time to recover per run".into(),
+                    x_label: format!("run start, after the first run ({first_text})"),
+                    y_label: "time to recover".into(),
+                    x_format: since,
+                    y_format: ms,
+                    bands: Vec::new(),
+                    marks: Vec::new(),
+                    series: vec![Series {
+                        name: name.clone(),
+                        points,
+                    }],
+                };
+                body.append(&chart.render());
+            }
+            body.raw("</section>");
+        }
+    }
+    page("chaosforge — run history", &body)
 }

@@ -114,6 +114,10 @@ enum Command {
         /// Also write the combined report as JSON to this file
         #[arg(long, value_name = "PATH")]
         report_json: Option<PathBuf>,
+        /// Also write the scenarios' reports to PATH in FORMAT (text, json, md, html, junit; one
+        /// document, one JUnit suite per scenario); repeatable
+        #[arg(long = "report", value_name = "FORMAT:PATH", value_parser = report_cmd::parse_target)]
+        reports: Vec<report_cmd::ReportTarget>,
     },
     /// Approve an experiment file's current content for runs that require an approval
     Approve {
@@ -216,6 +220,9 @@ enum Command {
         /// List the scenarios and exit
         #[arg(long)]
         list: bool,
+        /// Where to write the HTML report of the demo's runs
+        #[arg(long, value_name = "PATH", default_value = "demo-report.html")]
+        report: PathBuf,
     },
     /// Internal: a service of the demo's systems, run as its own process
     #[command(hide = true, name = "demo-service")]
@@ -246,6 +253,8 @@ enum AuditAction {
 enum Format {
     Text,
     Json,
+    /// One self-contained page with the charts
+    Html,
 }
 
 fn main() -> ExitCode {
@@ -335,6 +344,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             seed,
             state,
             report_json,
+            reports,
         } => {
             gameday_cmd::run(gameday_cmd::GameDayArgs {
                 file,
@@ -342,6 +352,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
                 seed,
                 state_dir: state_dir(state)?,
                 report_json,
+                reports,
             })
             .await
         }
@@ -379,16 +390,19 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             experiment.as_deref(),
             service.as_deref(),
             since,
-            matches!(format, Format::Json),
+            format,
         ),
         Command::Schema => {
             let schema = schemars_schema();
             println!("{schema}");
             Ok(0)
         }
-        Command::Demo { state, only, list } => {
-            demo::run(&state_dir(state)?, signals()?, only, list).await
-        }
+        Command::Demo {
+            state,
+            only,
+            list,
+            report,
+        } => demo::run(&state_dir(state)?, signals()?, only, list, &report).await,
         Command::DemoService { port, cpu, .. } => demo::db::serve_db(port, cpu).await,
         Command::Proxy(args) => proxy_cmd::run(args).await,
         Command::StressWorker { spec } => {

@@ -14,6 +14,10 @@ struct Demo {
     out: Output,
     stdout: String,
     reports: Vec<Value>,
+    /// `demo-report.html`, as written.
+    html: String,
+    /// `chaosforge history --format json` over the demo's state directory afterwards.
+    history: Value,
     _dir: Dir,
 }
 
@@ -25,6 +29,8 @@ fn demo() -> &'static Demo {
             .arg("demo")
             .arg("--state-dir")
             .arg(dir.state())
+            .arg("--report")
+            .arg(dir.path().join("demo-report.html"))
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -40,10 +46,19 @@ fn demo() -> &'static Demo {
                 serde_json::from_slice(&r.stdout).unwrap()
             })
             .collect();
+        let html = std::fs::read_to_string(dir.path().join("demo-report.html")).unwrap_or_default();
+        let h = chaosforge()
+            .args(["history", "--format", "json", "--state-dir"])
+            .arg(dir.state())
+            .output()
+            .unwrap();
+        let history = serde_json::from_slice(&h.stdout).unwrap_or(Value::Null);
         Demo {
             out,
             stdout,
             reports,
+            html,
+            history,
             _dir: dir,
         }
     })
@@ -241,4 +256,53 @@ fn list_names_the_four_scenarios_and_only_refuses_a_bad_number() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(dir.journals().is_empty(), "nothing ran");
+}
+
+/// Step 4 ends in the run history and one HTML report: every run of the demo is in the history
+/// database, each demo experiment's figures (MTTR, score) are printed from it, and the report
+/// charts each monitor of each run once.
+#[test]
+fn the_demo_ends_with_the_history_and_an_html_report() {
+    let d = demo();
+    let runs = d.history["runs"].as_array().expect("history runs");
+    assert_eq!(runs.len(), d.reports.len(), "{}", d.history);
+    let mut names: Vec<&str> = d
+        .reports
+        .iter()
+        .map(|r| r["plan"]["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let summary = d
+        .stdout
+        .split("run history (")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no history:\n{}", d.stdout));
+    for name in &names {
+        let n = d
+            .reports
+            .iter()
+            .filter(|r| r["plan"]["name"] == *name)
+            .count();
+        assert!(
+            summary.contains(&format!("experiment {name}: {n} runs")),
+            "{name}: {summary}"
+        );
+        let f = &d.history["experiments"][*name];
+        assert_eq!(f["runs"], n, "{name}: {f}");
+        // The figures come from the database: the score is printed term by term.
+        assert!(f["score"]["total"].is_number(), "{name}: {f}");
+    }
+    assert_eq!(
+        summary.matches("  score ").count(),
+        names.len(),
+        "{summary}"
+    );
+    let monitors: usize = d
+        .reports
+        .iter()
+        .map(|r| r["monitors"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(d.html.matches("<g class=\"series\"").count(), monitors);
+    assert!(d.stdout.contains("report: "), "{}", d.stdout);
 }

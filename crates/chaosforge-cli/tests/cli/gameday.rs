@@ -126,6 +126,8 @@ fn sequential_scenarios_run_in_order_and_parallel_ones_overlap() {
         .arg(dir.state())
         .arg("--report-json")
         .arg(&json)
+        .arg("--report")
+        .arg(format!("junit:{}", dir.path().join("gd.xml").display()))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -173,6 +175,9 @@ fn sequential_scenarios_run_in_order_and_parallel_ones_overlap() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r["scenarios"].as_array().unwrap().len(), 4);
     assert_eq!(r["outcome"]["status"], "completed");
+    // And as JUnit: a test suite per scenario.
+    let xml = std::fs::read_to_string(dir.path().join("gd.xml")).unwrap();
+    assert_eq!(xml.matches("<testsuite ").count(), 4, "{xml}");
 }
 
 #[test]

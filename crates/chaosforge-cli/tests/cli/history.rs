@@ -158,6 +158,25 @@ fn runs_are_recorded_and_mttr_mtbf_and_score_match_the_reports() {
     close(&f["score"]["total"], score);
     assert_eq!(all["services"]["dep"]["runs"], 5);
 
+    // The HTML history: one chart per experiment and per service, each with one series whose
+    // points are that set's reverted runs (a red cross for each refuted one).
+    let page = history(&dir, &["--format", "html"]);
+    assert!(page.status.success());
+    let page = String::from_utf8(page.stdout).unwrap();
+    let sets =
+        all["experiments"].as_object().unwrap().len() + all["services"].as_object().unwrap().len();
+    assert_eq!(page.matches("<g class=\"series\"").count(), sets, "{page}");
+    assert_eq!(
+        page.matches("<g class=\"series\" data-series=\"hist\">")
+            .count(),
+        1
+    );
+    assert!(
+        page.contains(&format!("{score:.1}")),
+        "the score is on the page"
+    );
+    assert!(!page.contains("<script"));
+
     // Filters.
     let other = json(&dir, &["--experiment", "other"]);
     assert_eq!(other["runs"].as_array().unwrap().len(), 1);

@@ -307,8 +307,19 @@ impl TimeChart {
                 "baseline",
             ),
         ];
+        // Only what the chart draws: a history chart has no windows and no fault marks.
+        let band = |k: BandKind| self.bands.iter().any(|b| b.kind == k);
+        let mark = |k: MarkKind| self.marks.iter().any(|x| x.kind == k);
+        let shown = |word: &str| match word {
+            "revert" => mark(MarkKind::Revert),
+            "inject" => mark(MarkKind::Inject),
+            "recovery" => band(BandKind::Recovery),
+            "fault" => band(BandKind::Fault),
+            "baseline" => band(BandKind::Baseline),
+            _ => true,
+        };
         m.raw("<g class=\"legend\">");
-        for (swatch, word) in entries {
+        for (swatch, word) in entries.into_iter().filter(|(_, w)| shown(w)) {
             // About 6.5 units a character at 12px; exactness does not matter for a gap.
             x -= word.len() as f64 * 7.0 + 26.0;
             m.raw("<g transform=\"translate(")
