@@ -250,41 +250,44 @@ pub struct RunDir {
     pub dir: PathBuf,
 }
 
+/// Creates `dir`, takes its `lock` file's exclusive lock (without waiting) and creates the new
+/// append-only `name` in it, with the directory entries made durable too: a log that vanishes
+/// with its directory after a power cut cannot be recovered from. Returns the log, the held
+/// lock and the log's path. Run journals and game day journals are made the same way.
+pub(crate) fn create_locked(dir: &Path, name: &str) -> Result<(File, File, PathBuf), JournalError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| JournalError::Io { path, source }
+    };
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let lock_path = dir.join("lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|e| io(&lock_path)(e.into()))?;
+    let path = dir.join(name);
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok((file, lock, path))
+}
+
 // === impl Journal ===
 
 impl Journal {
     /// Creates `state_dir/runs/<run_id>/journal.jsonl` and takes the run's lock.
     pub fn create(state_dir: &Path, run_id: &RunId) -> Result<Journal, JournalError> {
         let dir = state_dir.join("runs").join(&run_id.0);
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| JournalError::Io { path, source }
-        };
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-            |e| JournalError::Io {
-                path: lock_path.clone(),
-                source: e.into(),
-            },
-        )?;
-        let path = dir.join("journal.jsonl");
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        // Make the new directory entries durable too: a journal that vanishes with the
-        // directory after a power cut cannot be recovered from.
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
-        }
+        let (file, lock, path) = create_locked(&dir, "journal.jsonl")?;
         Ok(Journal {
             inner: Arc::new(Mutex::new(Inner {
                 file,

@@ -179,29 +179,7 @@ impl GameDayLog {
     /// Creates `state_dir/gamedays/<id>/gameday.jsonl` and takes the game day's lock.
     pub fn create(state_dir: &Path, id: &str) -> Result<GameDayLog, JournalError> {
         let dir = state_dir.join(DIR).join(id);
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| JournalError::Io { path, source }
-        };
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|e| io(&lock_path)(e.into()))?;
-        let path = dir.join(FILE);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
-        }
+        let (file, lock, path) = crate::journal::create_locked(&dir, FILE)?;
         Ok(GameDayLog {
             inner: Arc::new(Mutex::new((file, lock))),
             path,

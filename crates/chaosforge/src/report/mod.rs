@@ -727,6 +727,17 @@ impl Report {
     }
 }
 
+/// What a significance test found, in words (the text and HTML reports share them).
+pub(crate) fn change_verdict(c: &crate::analysis::Change) -> &'static str {
+    if c.degraded {
+        "significant degradation"
+    } else if c.significant {
+        "significant change, not a degradation"
+    } else {
+        "no significant change"
+    }
+}
+
 impl ExpectationReport {
     /// The significance test in words: `significant degradation (p = 4.1e-7, Mann–Whitney
     /// exact, n = 20/30), Cliff's δ +0.98 large, shift +9.8ms`; `None` with too few samples.
@@ -734,13 +745,7 @@ impl ExpectationReport {
         let c = self.change.as_ref()?;
         Some(format!(
             "{} (p = {}, Mann–Whitney {}, n = {}/{}), Cliff's δ {:+.2} {}{}",
-            if c.degraded {
-                "significant degradation"
-            } else if c.significant {
-                "significant change, not a degradation"
-            } else {
-                "no significant change"
-            },
+            change_verdict(c),
             crate::analysis::format_p(c.p_value),
             c.method,
             c.n_baseline,

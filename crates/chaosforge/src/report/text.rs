@@ -149,13 +149,7 @@ impl ExpectationReport {
         if let Some(c) = &self.change {
             parts.push(format!(
                 "{} (Mann–Whitney p = {}, {}, n = {}/{}), Cliff's δ {:+.2} {}{}",
-                if c.degraded {
-                    "significant degradation"
-                } else if c.significant {
-                    "significant change, not a degradation"
-                } else {
-                    "no significant change"
-                },
+                super::change_verdict(c),
                 crate::analysis::format_p(c.p_value),
                 c.method,
                 c.n_baseline,
