@@ -95,6 +95,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     let mut code = 0u8;
     let mut reports = Vec::new();
+    let mut outcome = None;
     for (file, r) in args.files.iter().zip(results) {
         if many {
             println!("=== {} ===", file.display());
@@ -106,6 +107,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
                 eprintln!("journal: {}", result.journal.display());
                 reports.push(result.report);
                 code = worst(code, result.outcome.exit_code() as u8);
+                outcome = Some(result.outcome);
             }
             Some(Err(e)) => {
                 eprintln!("error: {}: {e:#}", file.display());
@@ -114,10 +116,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
             None => code = worst(code, 2),
         }
     }
-    crate::report_cmd::write_targets(&args.reports, &reports, many)?;
+    let written = crate::report_cmd::write_targets(&args.reports, &reports, many);
+    // The outcome goes on /metrics only once the history and the reports are written: a scraper
+    // that saw it may rely on them, and the runner exits right after that scrape.
     if let Some(m) = metrics {
+        m.metrics().finish(outcome.as_ref());
         m.linger(shutdown).await;
     }
+    written?;
     Ok(code)
 }
 
@@ -237,9 +243,6 @@ pub(crate) async fn run_one(
         );
     }
     ui.finish();
-    if let Some(m) = &feed {
-        m.finish(result.as_ref().ok().map(|r| &r.outcome));
-    }
     Ok(result?)
 }
 
