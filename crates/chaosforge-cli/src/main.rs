@@ -12,6 +12,7 @@ use chaosforge::plan::{self, Plan};
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
+mod ctk_cmd;
 mod demo;
 mod gameday_cmd;
 mod halt_cmd;
@@ -97,6 +98,8 @@ enum Command {
         /// Without a terminal on stdout, the usual progress lines
         #[arg(long)]
         live: bool,
+        #[command(flatten)]
+        ctk: ctk_cmd::CtkArgs,
     },
     /// Run a game day: scenarios in order and in parallel groups, with roles, a start time and
     /// pauses; one combined report (exit: the worst scenario's, 3 when halted)
@@ -313,6 +316,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             metrics: metrics_args,
             policy,
             live,
+            ctk,
         } => {
             // `--report-json PATH` is `--report json:PATH`, kept for the scripts that use it.
             if let Some(path) = report_json {
@@ -323,6 +327,12 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
                         path,
                     },
                 );
+            }
+            if files.iter().any(|f| ctk_cmd::is_ctk_file(f)) {
+                let [file] = files.as_slice() else {
+                    anyhow::bail!("Chaos Toolkit experiments run one at a time: give one file");
+                };
+                return ctk_cmd::run(file, &ctk, &state_dir(state)?, &reports).await;
             }
             run_cmd::run(run_cmd::RunArgs {
                 files,
@@ -443,6 +453,10 @@ fn load(file: &Path, seed: Option<u64>) -> Option<Plan> {
 fn validate(files: &[PathBuf]) -> u8 {
     let mut bad = 0usize;
     for f in files {
+        if ctk_cmd::is_ctk_file(f) {
+            bad += usize::from(!ctk_cmd::validate(f));
+            continue;
+        }
         if let Some(valid) = gameday_cmd::validate(f) {
             bad += usize::from(!valid);
             continue;

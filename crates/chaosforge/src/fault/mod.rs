@@ -308,6 +308,12 @@ impl RevertSpec {
             } => host::netdeg::revert_queue_chains(netns.as_deref(), chains, families).await,
             RevertSpec::Cgroup { path } => stress::revert_cgroup(path).await,
             RevertSpec::Ballast { path } => stress::revert_ballast(path).await,
+            RevertSpec::CtkRollbacks {
+                file,
+                rollbacks,
+                configuration,
+                vars,
+            } => crate::ctk::replay_rollbacks(file, rollbacks, configuration, vars).await,
             RevertSpec::ContinueProcess { pid, start_time } => {
                 process::continue_if_same(*pid, *start_time)
             }

@@ -72,6 +72,22 @@ pub enum RevertSpec {
         /// The file.
         path: PathBuf,
     },
+    /// Play a Chaos Toolkit experiment's rollbacks (a run killed between its method's start
+    /// and its rollbacks). Only references are kept: the declared rollbacks and configuration,
+    /// and the `--var` values; secrets are read again from the experiment file and the
+    /// environment of whoever replays, so none is ever written here.
+    CtkRollbacks {
+        /// The experiment file (for its `secrets`).
+        file: PathBuf,
+        /// The rollbacks as declared.
+        rollbacks: Vec<serde_json::Value>,
+        /// The experiment's `configuration` as declared.
+        #[serde(default)]
+        configuration: serde_json::Value,
+        /// `--var` values.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        vars: std::collections::BTreeMap<String, serde_json::Value>,
+    },
     /// Send SIGCONT to a stopped process — if it is still the same process (pid and start time
     /// match), so that a recycled pid is never touched.
     ContinueProcess {
