@@ -269,7 +269,7 @@ fn var_args(args: &CtkArgs) -> anyhow::Result<chaosforge::ctk::config::Vars> {
 }
 
 /// SIGTERM, SIGINT and SIGUSR1 stop the run gracefully (rollbacks per strategy), SIGUSR2
-/// without rollbacks; as chaoslib's `exit_signals`. The first signal counts.
+/// without rollbacks; as chaoslib's `exit_signals`. Another signal stops the rollbacks.
 fn signals() -> anyhow::Result<watch::Receiver<Option<Interrupt>>> {
     use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = watch::channel(None);
@@ -286,14 +286,16 @@ fn signals() -> anyhow::Result<watch::Receiver<Option<Interrupt>>> {
         };
         eprintln!("Received {name}: interrupting the experiment");
         let _ = tx.send(Some(what));
-        // Later signals change nothing (chaoslib's handlers stay in place); keep the streams.
+        // chaoslib's handlers stay in place: a later signal interrupts the rollbacks.
         loop {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-                _ = usr1.recv() => {}
-                _ = usr2.recv() => {}
-            }
+            let (name, what) = tokio::select! {
+                _ = term.recv() => ("SIGTERM", Interrupt::Graceful),
+                _ = int.recv() => ("SIGINT", Interrupt::Graceful),
+                _ = usr1.recv() => ("SIGUSR1", Interrupt::Graceful),
+                _ = usr2.recv() => ("SIGUSR2", Interrupt::SkipRollbacks),
+            };
+            eprintln!("Received {name}: terminating now without the remaining rollbacks");
+            let _ = tx.send(Some(what));
         }
     });
     Ok(rx)

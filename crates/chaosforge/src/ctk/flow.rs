@@ -30,6 +30,9 @@ use tokio::sync::watch;
 use super::journal::{CtkJournal, HypothesisState, Run, RunStatus, Status, now_iso};
 use super::tolerance::within_tolerance;
 
+#[cfg(test)]
+mod tests;
+
 /// What a provider run gave: its output, or chaoslib's exception lines (`ActivityFailed: …`).
 pub type ProviderResult = Result<Value, Vec<String>>;
 
@@ -354,7 +357,7 @@ pub async fn run(
             .cloned()
             .unwrap_or_default();
         let done = Arc::new(Mutex::new(Vec::new()));
-        let r = interrupted(cx.rollbacks(&rollbacks, &done, &*hooks), interrupt).await;
+        let r = interrupted_anew(cx.rollbacks(&rollbacks, &done, &*hooks), interrupt).await;
         journal.rollbacks = std::mem::take(&mut *done.lock().unwrap_or_else(|e| e.into_inner()));
         if r.is_some() {
             shared.set_status(Status::Interrupted);
@@ -390,6 +393,26 @@ async fn interrupted(
         match rx.wait_for(Option::is_some).await {
             Ok(v) => *v,
             // No sender: no signal can come.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = body => None,
+        i = signal => i,
+    }
+}
+
+/// Runs `body` unless a signal *after this call* comes first: the one that stopped the method
+/// has been handled, and rollbacks are cut short only by another (chaoslib raises once per
+/// signal).
+async fn interrupted_anew(
+    body: impl Future<Output = ()>,
+    mut rx: watch::Receiver<Option<Interrupt>>,
+) -> Option<Interrupt> {
+    rx.borrow_and_update();
+    let signal = async {
+        match rx.changed().await {
+            Ok(()) => *rx.borrow(),
             Err(_) => std::future::pending().await,
         }
     };
@@ -547,13 +570,20 @@ impl Cx {
             .map(|p| self.providers.substitute(p))
             .unwrap_or(Value::Null);
         let kind = activity.get("type").and_then(Value::as_str).unwrap_or("");
-        let is_dry = match self.dry {
+        // chaoslib reads an activity's own `dry` as a raw string and compares it with its enum:
+        // it never matches, so an activity with the key runs and pauses whatever `--dry` says.
+        let dry = if activity.get("dry").is_some() {
+            None
+        } else {
+            self.dry
+        };
+        let is_dry = match dry {
             Some(Dry::Actions) => kind == "action",
             Some(Dry::Probes) => kind == "probe",
             Some(Dry::Activities) => true,
             _ => false,
         };
-        let pausing = self.dry != Some(Dry::Pause) && !is_dry;
+        let pausing = dry != Some(Dry::Pause) && !is_dry;
         if let Some(d) = pause(pauses.get("before"))
             && pausing
         {
