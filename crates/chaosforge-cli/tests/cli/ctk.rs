@@ -45,9 +45,19 @@ const RUNNERS: &[Runner] = &[Runner {
 }];
 
 /// The real Chaos Toolkit, isolated from the user's settings and not phoning home.
+///
+/// It starts through a Python one-liner that restores SIGINT's default action before exec:
+/// Python installs its Ctrl-C handler (KeyboardInterrupt) only when SIGINT is not ignored at
+/// start-up, and a test runner started in the background of a non-interactive shell inherits
+/// SIGINT ignored. A terminal's Ctrl-C is what the SIGINT case stands for.
 fn chaos_command(file: &Path, journal: &Path, args: &[String], dir: &Path) -> Command {
-    let mut c = Command::new("chaos");
+    let mut c = Command::new("python3");
     c.current_dir(dir)
+        .arg("-c")
+        .arg(
+            "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); \
+             os.execvp('chaos', ['chaos'] + sys.argv[1:])",
+        )
         .arg("--no-version-check")
         .arg("--no-log-file")
         .arg("--settings")
