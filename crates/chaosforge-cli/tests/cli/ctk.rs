@@ -376,6 +376,58 @@ fn signals_match_chaos_toolkit() {
     check_corpus(true);
 }
 
+/// Files CTK refuses before running anything (`tests/data/ctk/invalid/`): every runner exits
+/// with the expected code and writes no journal; `chaos` prints the error recorded beside the
+/// file (`chaos_error`, CTK's own wording; other runners word it their own way).
+#[test]
+fn invalid_files_are_refused_as_chaos_toolkit_does() {
+    let dir = corpus_dir().join("invalid");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.ends_with(".json") && !name.ends_with(".expected.json")
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{} invalid files", files.len());
+    let server = CtkServer::start();
+    let env = Env::new(&server);
+    let mut failures = Vec::new();
+    for file in &files {
+        let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let expected: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{stem}.expected.json"))).unwrap(),
+        )
+        .unwrap();
+        for runner in RUNNERS {
+            let journal = env
+                .dir
+                .path()
+                .join(format!("{stem}.{}.journal.json", runner.name));
+            let out = (runner.command)(file, &journal, &[], env.dir.path())
+                .env_remove("CTK_UNSET")
+                .envs(env.vars.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            let got = json!({"exit_code": out.status.code(), "journal": journal.exists()});
+            let want = json!({"exit_code": expected["exit_code"], "journal": expected["journal"]});
+            let message = expected["chaos_error"].as_str().unwrap();
+            if got != want || (runner.name == "chaos" && !text.contains(message)) {
+                failures.push(format!(
+                    "{stem} under {}: expected {want} and {message:?}, got {got}: {text}",
+                    runner.name
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// The corpus covers what issue 13 asks for: at least 15 files, JSON and YAML, each with an
 /// expectation.
 #[test]
