@@ -1,7 +1,8 @@
 //! Chaos Toolkit compatibility (issue 13): the experiment files in `tests/data/ctk/` run under
 //! every runner in [`RUNNERS`] against a loopback [`CtkServer`] and helper scripts, and each run's
 //! `journal.json` plus exit code, reduced by [`ctk_summary`], must equal the summary checked in
-//! beside the file (`<name>.expected.json`).
+//! beside the file (`<file>.expected.json`, or `<file>.<variant>.expected.json` for the same file
+//! with other flags). Files CTK refuses outright are in `tests/data/ctk/invalid/`.
 //!
 //! The expectations were generated once from the real `chaos run` (chaostoolkit 1.19,
 //! chaostoolkit-lib 1.44; `.ci/run` installs both) with `CTK_BLESS=1` and reviewed by hand, so
@@ -12,6 +13,15 @@
 //! are the extra `run` flags (strategies), `signal` names a signal sent once the method has
 //! started, `requests` is the server's record of the state-changing requests (`/state/…` and
 //! `/mark/…`, which is how the test sees which actions and rollbacks really ran).
+//!
+//! What chaos 1.19 does that a reader may not expect, all recorded in the expectations:
+//! * a hypothesis not met before the method, by a probe that ran, leaves the run `completed`,
+//!   not deviated, exit 0, and the default rollback strategy plays the rollbacks (it skips them
+//!   only for `failed` and `interrupted`; `failed` needs a probe that raised, e.g. timed out);
+//! * bool and string tolerances never match an HTTP or process output (a dict);
+//! * a two-item list against an output with a status is membership, not a range;
+//! * a probe tolerance is met whenever its activity does not raise (a non-zero exit passes);
+//! * a `{"ref"}` in `rollbacks` crashes chaos (no journal), so no file has one.
 //!
 //! `CTK_BLESS=1` rewrites the expectations from `chaos`, `CTK_ONLY=a,b.variant` runs only those
 //! expectations, `CTK_KEEP_JOURNALS=DIR` keeps every journal written.
@@ -37,8 +47,9 @@ struct Runner {
 }
 
 /// The runners every corpus file is checked under. The chaosforge runner joins when
-/// `chaosforge run ctk.json` exists (a `Runner { name: "chaosforge", command: … }` that runs
-/// `support::chaosforge()` with `run --journal-path J ARGS FILE`).
+/// `chaosforge run ctk.json` exists: a `Runner { name: "chaosforge", command: … }` whose command
+/// is `support::chaosforge()` with `CHAOSFORGE_STATE_DIR=<dir>/state` and
+/// `run --journal-path JOURNAL ARGS FILE`, run from `dir`.
 const RUNNERS: &[Runner] = &[Runner {
     name: "chaos",
     command: chaos_command,
