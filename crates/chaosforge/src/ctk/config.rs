@@ -145,6 +145,22 @@ impl Context {
         substitute(data, &self.configuration, &self.secrets)
     }
 
+    /// `pauses.before` and `pauses.after` of `pauses`, substituted and read as seconds, as
+    /// chaoslib sleeps them: `None` for no pause (missing, `0`, or not a number after
+    /// substitution, where Python's `time.sleep` would raise).
+    pub fn pauses(&self, pauses: &super::model::Pauses) -> (Option<f64>, Option<f64>) {
+        let secs = |v: &Option<Value>| {
+            let v = self.substitute(v.as_ref()?);
+            let s = match &v {
+                Value::Number(n) => n.as_f64()?,
+                Value::Bool(b) => f64::from(u8::from(*b)),
+                _ => return None,
+            };
+            (s > 0.0 && s.is_finite()).then_some(s)
+        };
+        (secs(&pauses.before), secs(&pauses.after))
+    }
+
     /// Every secret value as text (non-empty strings and other scalars), longest first: what a
     /// journal or report writer must never show.
     pub fn secret_values(&self) -> Vec<String> {

@@ -153,3 +153,21 @@ fn secrets_resolve_and_are_redacted() {
     assert_eq!(cx.redact(&out), json!({"url": "http://***:***@h/?t=***"}));
     assert!(load_secrets(&info, &Map::new(), &Env::default()).is_err());
 }
+
+#[test]
+fn pauses_resolve_through_substitution() {
+    let cx = Context {
+        configuration: obj(json!({"wait": 2})),
+        ..Context::default()
+    };
+    let pauses = crate::ctk::model::Pauses {
+        before: Some(json!("${wait}")),
+        after: Some(json!(0.5)),
+    };
+    assert_eq!(cx.pauses(&pauses), (Some(2.0), Some(0.5)));
+    let none = crate::ctk::model::Pauses {
+        before: Some(json!("${unknown}")),
+        after: Some(json!(0)),
+    };
+    assert_eq!(cx.pauses(&none), (None, None));
+}

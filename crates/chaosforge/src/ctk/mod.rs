@@ -12,6 +12,14 @@
 //! - [`tolerance::within_tolerance`] judges a probe's output, case by case as chaoslib.
 //!
 //! The run flow (hypothesis strategies, rollbacks, `journal.json`, CLI) builds on these.
+//!
+//! Known differences from chaoslib, each small and deliberate or not yet worth the cost:
+//! - mappings come back with their keys sorted (serde_json's map without `preserve_order`):
+//!   a dict of process `arguments`, a JSON body and a query follow key order, not file order;
+//! - response header names are Title-Cased, not as the server sent them;
+//! - bytes that are not UTF-8 are replaced, where chaoslib guesses an encoding;
+//! - `vault` secrets and Python providers are refused at validation;
+//! - `env_var_type: bytes` stays a string (JSON has no bytes).
 
 pub mod config;
 pub mod model;
@@ -26,5 +34,5 @@ pub use config::{
 pub use model::{
     Activity, ActivityDef, ActivityKind, Experiment, Hypothesis, Pauses, Provider, Runtime,
 };
-pub use provider::ActivityRun;
+pub use provider::{ActivityRun, Failure, RunStatus, isoformat};
 pub use validate::{Warnings, is_ctk, load, load_document, python_replacement, validate, which};

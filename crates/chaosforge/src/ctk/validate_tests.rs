@@ -236,3 +236,28 @@ fn an_env_configuration_without_variable_or_default_is_refused_at_its_entry() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn load_reads_a_yaml_file_and_reports_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("exp.yaml");
+    std::fs::write(
+        &good,
+        "title: t\ndescription: d\nmethod:\n  - type: action\n    name: a\n    provider:\n      type: process\n      path: echo\n      arguments: [hi]\n",
+    )
+    .unwrap();
+    let (doc, exp, _) = load(&good).unwrap();
+    assert!(is_ctk(&doc));
+    assert_eq!(
+        exp.method[0].raw()["provider"]["arguments"],
+        serde_json::json!(["hi"])
+    );
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "description: d\nmethod: []\n").unwrap();
+    let errs = load(&bad).unwrap_err().to_string();
+    assert!(
+        errs.contains("bad.yaml:1:1: title: experiment requires a title"),
+        "{errs}"
+    );
+}
