@@ -64,9 +64,15 @@ pub(crate) fn is_ctk_file(file: &Path) -> bool {
 /// `validate` of a CTK file: whether it is valid (diagnostics printed).
 pub(crate) fn validate(file: &Path) -> bool {
     match chaosforge::ctk::load(file) {
-        Ok((_, exp)) => {
+        Ok((_, exp, warnings)) => {
+            for w in &warnings.0 {
+                eprintln!("warning: {w}");
+            }
             let n = |v: usize| if v == 1 { "" } else { "s" };
-            let probes = exp.steady_state_hypothesis.as_ref().map_or(0, |h| h.probes.len());
+            let probes = exp
+                .steady_state_hypothesis
+                .as_ref()
+                .map_or(0, |h| h.probes.len());
             println!(
                 "{}: valid Chaos Toolkit experiment ({probes} steady-state probe{}, {} method activit{}, {} rollback{})",
                 file.display(),
@@ -94,11 +100,19 @@ pub(crate) async fn run(
 ) -> anyhow::Result<u8> {
     let chaosforge_codes = args.exit_codes == "chaosforge";
     let invalid: u8 = if chaosforge_codes { 2 } else { 1 };
-    let (_, exp) = match chaosforge::ctk::load(file) {
-        Ok(v) => v,
+    let exp = match chaosforge::ctk::load(file) {
+        Ok((_, exp, warnings)) => {
+            for w in &warnings.0 {
+                eprintln!("warning: {w}");
+            }
+            exp
+        }
         Err(d) => {
             eprint!("{d}");
-            eprintln!("error: nothing was run: {} is not a valid experiment", file.display());
+            eprintln!(
+                "error: nothing was run: {} is not a valid experiment",
+                file.display()
+            );
             return Ok(invalid);
         }
     };
@@ -206,7 +220,11 @@ pub(crate) async fn run(
     redact(&mut ctk, &cx.secret_values());
 
     let status = ctk.status.unwrap_or(Status::Completed);
-    let shown = if ctk.deviated { "deviated" } else { flow::status_word(status) };
+    let shown = if ctk.deviated {
+        "deviated"
+    } else {
+        flow::status_word(status)
+    };
     eprintln!("Experiment ended with status: {shown}");
     if ctk.deviated {
         eprintln!("The steady-state has deviated, a weakness may have been discovered");
@@ -249,7 +267,11 @@ pub(crate) async fn run(
         }
         Err(e) => eprintln!("warning: no report for this run: {e}"),
     }
-    eprintln!("journal: {} (CTK journal: {})", recorder.journal().path().display(), path.display());
+    eprintln!(
+        "journal: {} (CTK journal: {})",
+        recorder.journal().path().display(),
+        path.display()
+    );
     Ok(if chaosforge_codes {
         outcome.exit_code() as u8
     } else {
@@ -265,7 +287,8 @@ fn var_args(args: &CtkArgs) -> anyhow::Result<chaosforge::ctk::config::Vars> {
         );
     }
     let files: Vec<&Path> = args.var_file.iter().map(PathBuf::as_path).collect();
-    chaosforge::ctk::config::merge_vars(&vars, &files).map_err(|e| anyhow::anyhow!("--var-file: {e}"))
+    chaosforge::ctk::config::merge_vars(&vars, &files)
+        .map_err(|e| anyhow::anyhow!("--var-file: {e}"))
 }
 
 /// SIGTERM, SIGINT and SIGUSR1 stop the run gracefully (rollbacks per strategy), SIGUSR2
@@ -310,9 +333,24 @@ fn redact(ctk: &mut CtkJournal, secrets: &[String]) {
         .run
         .iter_mut()
         .chain(ctk.rollbacks.iter_mut())
-        .chain(ctk.steady_states.before.iter_mut().flat_map(|s| s.probes.iter_mut()))
-        .chain(ctk.steady_states.after.iter_mut().flat_map(|s| s.probes.iter_mut()))
-        .chain(ctk.steady_states.during.iter_mut().flat_map(|s| s.probes.iter_mut()));
+        .chain(
+            ctk.steady_states
+                .before
+                .iter_mut()
+                .flat_map(|s| s.probes.iter_mut()),
+        )
+        .chain(
+            ctk.steady_states
+                .after
+                .iter_mut()
+                .flat_map(|s| s.probes.iter_mut()),
+        )
+        .chain(
+            ctk.steady_states
+                .during
+                .iter_mut()
+                .flat_map(|s| s.probes.iter_mut()),
+        );
     for r in runs {
         record::redact_strings(&mut r.output, secrets);
         if let Some(e) = &mut r.exception {
@@ -340,8 +378,16 @@ struct Progress {
 
 impl Progress {
     fn line(run: &Run) {
-        let kind = run.activity.get("type").and_then(Value::as_str).unwrap_or("activity");
-        let name = run.activity.get("name").and_then(Value::as_str).unwrap_or("?");
+        let kind = run
+            .activity
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("activity");
+        let name = run
+            .activity
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
         let mut kind = kind.to_string();
         if let Some(first) = kind.get_mut(0..1) {
             first.make_ascii_uppercase();
@@ -363,10 +409,13 @@ impl Progress {
 impl Hooks for Progress {
     fn hypothesis_starts(&self, window: Window) {
         if window != Window::During {
-            eprintln!("Steady-state hypothesis ({})", match window {
-                Window::Before => "before the method",
-                _ => "after the method",
-            });
+            eprintln!(
+                "Steady-state hypothesis ({})",
+                match window {
+                    Window::Before => "before the method",
+                    _ => "after the method",
+                }
+            );
         }
         self.recorder.hypothesis_starts(window);
     }

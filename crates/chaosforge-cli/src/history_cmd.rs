@@ -1,10 +1,12 @@
-//! `chaosforge history`: the runs recorded in `<state-dir>/history.sqlite3`, MTTR, MTBF and the
-//! resilience score per experiment and per service; `--rebuild` re-imports every journal. And
+//! `chaosforge history`: the runs recorded in `<state-dir>/history.sqlite3`, MTTR, MTTD, MTBF,
+//! the trend of each expectation under the fault and the resilience score per experiment and
+//! per service; `--rebuild` re-imports every journal. And
 //! [`record`], which `run` calls for each finished run: a history error only warns.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use chaosforge::history::trend::{self, Verdict};
 use chaosforge::history::{self, Figures, History, RunRow};
 use serde::Serialize;
 
@@ -120,6 +122,11 @@ pub(crate) fn print_figures(kind: &str, name: &str, f: &history::Figures) {
         f.not_recovered
     );
     println!(
+        "  MTTD  {} over {} runs with a detected change",
+        f.mttd_ms.map_or("-".into(), |m| format!("{m:.0}ms")),
+        f.detected
+    );
+    println!(
         "  MTBF  {}",
         f.mtbf_ms
             .map_or("- (fewer than 2 refuted runs)".into(), |m| format!(
@@ -132,12 +139,57 @@ pub(crate) fn print_figures(kind: &str, name: &str, f: &history::Figures) {
             format!("{v:.3} × {:.0} = {:.1}", w * 100.0, v * w * 100.0)
         })
     };
+    // A missing term's weight goes to the others in proportion, so the printed products add
+    // up to the total only when every term is there; say the divisor otherwise.
+    let present: f64 = [
+        (f.score.held, history::W_HELD),
+        (f.score.recovery, history::W_RECOVERY),
+        (f.score.trend, history::W_TREND),
+    ]
+    .iter()
+    .filter(|(v, _)| v.is_some())
+    .map(|(_, w)| w)
+    .sum();
+    let rescaled = if present > 0.0 && present < 1.0 {
+        format!(" (÷ {present:.2}, the weight of the terms present)")
+    } else {
+        String::new()
+    };
     println!(
-        "  score {} = held {} + recovery {}",
+        "  score {} = held {} + recovery {} + trend {}{rescaled}",
         f.score.total.map_or("-".into(), |t| format!("{t:.1}")),
         term(f.score.held, history::W_HELD),
-        term(f.score.recovery, history::W_RECOVERY)
+        term(f.score.recovery, history::W_RECOVERY),
+        term(f.score.trend, history::W_TREND)
     );
+    for t in &f.trends {
+        println!("  trend {} {}: {}", t.monitor, t.expect, trend_text(t));
+    }
+}
+
+/// One trend in words: the verdict, then S, z, p and the slope behind it.
+fn trend_text(t: &history::ExpectationTrend) -> String {
+    let verdict = match t.verdict {
+        Verdict::Worsening => "worsening",
+        Verdict::Improving => "improving",
+        Verdict::NoTrend => "no trend",
+    };
+    let n = t.values.len();
+    match (&t.mann_kendall, t.slope_per_run) {
+        (Some(mk), Some(slope)) => {
+            let few = if n < trend::MIN_RUNS {
+                format!(", fewer than {} runs", trend::MIN_RUNS)
+            } else {
+                String::new()
+            };
+            format!(
+                "{verdict} over {n} runs (Mann–Kendall S = {}, z = {:.2}, p = {:.3}; \
+                 Theil–Sen slope {slope:+.4} per run{few})",
+                mk.s, mk.z, mk.p_value
+            )
+        }
+        _ => format!("{verdict} ({n} runs with a value under the fault)"),
+    }
 }
 
 /// The history as one self-contained page: per experiment and per service the figures, the
@@ -170,7 +222,7 @@ fn html(summary: &Summary) -> String {
     let mut body = Markup::new();
     body.raw("<section class=\"run\"><h1>Run history</h1><p class=\"describe\">")
         .show(summary.runs.len())
-        .raw(" runs. Score = 100 × (0.6 · held + 0.4 · recovery); see docs/resilience-score.md.</p></section>");
+        .raw(" runs. Score = 100 × (0.45 · held + 0.30 · recovery + 0.25 · trend); see docs/resilience-score.md.</p></section>");
     for (kind, map) in [
         ("experiment", &summary.experiments),
         ("service", &summary.services),
@@ -183,12 +235,13 @@ fn html(summary: &Summary) -> String {
                 .raw("</h2>");
             body.raw("<table><tr><th>runs</th><th>confirmed</th><th>refuted</th><th>halted</th>");
             body.raw(
-                "<th>MTTR</th><th>MTBF</th><th>held</th><th>recovery</th><th>score</th></tr><tr>",
+                "<th>MTTR</th><th>MTTD</th><th>MTBF</th><th>held</th><th>recovery</th><th>trend</th><th>score</th></tr><tr>",
             );
             for v in [f.runs, f.confirmed, f.refuted, f.halted] {
                 cell(&mut body, v.to_string());
             }
             cell(&mut body, f.mttr_ms.map_or("-".into(), ms));
+            cell(&mut body, f.mttd_ms.map_or("-".into(), ms));
             cell(
                 &mut body,
                 f.mtbf_ms
@@ -204,9 +257,33 @@ fn html(summary: &Summary) -> String {
             );
             cell(
                 &mut body,
+                f.score.trend.map_or("n/a".into(), |v| format!("{v:.3}")),
+            );
+            cell(
+                &mut body,
                 f.score.total.map_or("-".into(), |v| format!("{v:.1}")),
             );
             body.raw("</tr></table>");
+            if !f.trends.is_empty() {
+                body.raw("<table class=\"trends\"><tr><th>monitor</th><th>expectation</th><th>trend under the fault</th></tr>");
+                for t in &f.trends {
+                    let class = match t.verdict {
+                        Verdict::Worsening => "worsening",
+                        Verdict::Improving => "improving",
+                        Verdict::NoTrend => "no-trend",
+                    };
+                    body.raw("<tr class=\"")
+                        .text(class)
+                        .raw("\"><td>")
+                        .text(&t.monitor)
+                        .raw("</td><td>")
+                        .text(&t.expect)
+                        .raw("</td><td>")
+                        .text(&trend_text(t))
+                        .raw("</td></tr>");
+                }
+                body.raw("</table>");
+            }
             let points: Vec<Point> = summary
                 .runs
                 .iter()

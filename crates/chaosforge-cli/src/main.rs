@@ -99,7 +99,7 @@ enum Command {
         #[arg(long)]
         live: bool,
         #[command(flatten)]
-        ctk: ctk_cmd::CtkArgs,
+        ctk: Box<ctk_cmd::CtkArgs>,
     },
     /// Run a game day: scenarios in order and in parallel groups, with roles, a start time and
     /// pauses; one combined report (exit: the worst scenario's, 3 when halted)
@@ -169,9 +169,9 @@ enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
-    /// Rebuild a run's report from its journal (several runs make one document)
+    /// Rebuild a run's or a game day's report from its journals (several make one document)
     Report {
-        /// A run id, a unique prefix of one (as `runs` shows), or a journal file
+        /// A run id, a unique prefix of one (as `runs` shows), a journal file, or a game day id
         #[arg(required = true)]
         runs: Vec<String>,
         #[command(flatten)]

@@ -1,9 +1,11 @@
-//! `chaosforge report RUN --format FORMAT [-o FILE]` and the `run --report FORMAT:PATH` files:
-//! reports rebuilt from journals, in every format the library renders.
+//! `chaosforge report RUN|GAMEDAY --format FORMAT [-o FILE]` and the `run --report FORMAT:PATH`
+//! files: reports rebuilt from journals, in every format the library renders.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use chaosforge::gameday::log as gdlog;
+use chaosforge::gameday::report::GameDayReport;
 use chaosforge::journal;
 use chaosforge::report::{self, Report};
 
@@ -104,7 +106,10 @@ pub(crate) fn write_targets(
     Ok(())
 }
 
-/// `chaosforge report`: the report of each run, as one document, on stdout or in `output`.
+/// `chaosforge report`: the report of each run, as one document, on stdout or in `output`. A
+/// game day id (or a prefix of one no run id shares) stands for its scenarios' runs; given
+/// alone, its text and JSON are the game day's combined report, as `gameday` prints and
+/// writes it with `--report-json`.
 pub(crate) fn report(
     runs: &[String],
     state_dir: Option<PathBuf>,
@@ -112,15 +117,30 @@ pub(crate) fn report(
     output: Option<&Path>,
 ) -> anyhow::Result<u8> {
     let mut reports = Vec::new();
+    let mut gamedays = Vec::new();
     for run in runs {
         let state = state_dir
             .clone()
             .context("neither --state-dir, CHAOSFORGE_STATE_DIR, XDG_STATE_HOME nor HOME is set");
+        if let Some(dir) = state.as_ref().ok().and_then(|s| gameday_dir(s, run)) {
+            let state = state?;
+            let gd = GameDayReport::load(&state, &dir)
+                .with_context(|| format!("the game day in {}", dir.display()))?;
+            reports.extend(gd.scenarios.iter().filter_map(|s| s.report.clone()));
+            gamedays.push(gd);
+            continue;
+        }
         let path = crate::runs_cmd::journal_path(run, state)?;
         let events = journal::read(&path)?;
         reports.push(Report::from_events(&events).with_context(|| format!("{}", path.display()))?);
     }
-    let mut text = render(format, &reports)?;
+    let mut text = match (gamedays.as_slice(), runs.len(), format) {
+        ([gd], 1, ReportFormat::Text) => gd.render_text(),
+        ([gd], 1, ReportFormat::Json) => gd.render_json(),
+        // As `gameday --report` writes them: its runs' reports as one document.
+        ([_], 1, _) => render_as(format, &reports, true)?,
+        _ => render(format, &reports)?,
+    };
     // JSON has always ended with a newline on stdout; the other formats end with their own.
     if format == ReportFormat::Json {
         text.push('\n');
@@ -130,6 +150,28 @@ pub(crate) fn report(
         None => print!("{text}"),
     }
     Ok(0)
+}
+
+/// The directory of the game day `id` names: its full id, or a prefix of exactly one game day
+/// id that no run id starts with (both are UUIDv7s, so a short prefix can name either).
+fn gameday_dir(state_dir: &Path, id: &str) -> Option<PathBuf> {
+    if id.is_empty() || Path::new(id).is_file() {
+        return None;
+    }
+    let dirs = gdlog::all(state_dir).ok()?;
+    let name = |d: &PathBuf| d.file_name().map(|n| n.to_string_lossy().into_owned());
+    if let Some(d) = dirs.iter().find(|d| name(d).as_deref() == Some(id)) {
+        return Some(d.clone());
+    }
+    let found: Vec<&PathBuf> = dirs
+        .iter()
+        .filter(|d| name(d).is_some_and(|n| n.starts_with(id)))
+        .collect();
+    let runs = journal::runs(state_dir).unwrap_or_default();
+    match found.as_slice() {
+        [one] if !runs.iter().any(|r| r.id.0.starts_with(id)) => Some((*one).clone()),
+        _ => None,
+    }
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! The run history: every finished run recorded in an embedded SQLite database,
 //! `<state-dir>/history.sqlite3`, and the resilience figures computed over it (MTTR, MTBF, a
+//! mean time to detect, the trend of each expectation's value under the fault ([`trend`]), a
 //! resilience score; see docs/resilience-score.md).
 //!
 //! Everything stored is computed from a run's [`Report`], itself a pure function of the
@@ -19,6 +20,8 @@ use serde::Serialize;
 
 use crate::report::Report;
 use crate::vocab::Outcome;
+
+pub mod trend;
 
 /// The database's file name in the state directory.
 pub const FILE: &str = "history.sqlite3";
@@ -108,8 +111,27 @@ pub struct RunRow {
     pub ttr_ms: Option<i64>,
     /// The limit, ms.
     pub recover_within_ms: i64,
+    /// Time to detect, ms: from the injection to the earliest change any expectation's CUSUM
+    /// detected; `None` when none was.
+    pub ttd_ms: Option<i64>,
     /// Services the run's faults targeted.
     pub services: Vec<String>,
+    /// Each expectation's value under the fault, in the report's order. Not in the JSON: the
+    /// trends show these series per experiment and service.
+    #[serde(skip)]
+    pub expectations: Vec<Measured>,
+}
+
+/// One expectation's value under the fault in one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Measured {
+    /// The monitor.
+    pub monitor: String,
+    /// The expectation as written (`latency.p99 < 300ms`).
+    pub expect: String,
+    /// The value during the fault, canonical unit (fraction, seconds, per second); `None`
+    /// without data.
+    pub during: Option<f64>,
 }
 
 // === impl History ===
@@ -285,7 +307,9 @@ impl History {
                 "SELECT run_id, experiment, file, file_hash, seed, started_ms, ended_ms, outcome,
                         degraded, reverted, ttr_ms, recover_within_ms,
                         (SELECT group_concat(service, char(10)) FROM services s
-                         WHERE s.run_id = runs.run_id)
+                         WHERE s.run_id = runs.run_id),
+                        (SELECT MIN(detected_ms) FROM expectations e
+                         WHERE e.run_id = runs.run_id)
                  FROM runs
                  WHERE (?1 IS NULL OR experiment = ?1) AND (?2 IS NULL OR started_ms >= ?2)
                    AND (?3 IS NULL OR run_id IN (SELECT run_id FROM services WHERE service = ?3))
@@ -315,11 +339,46 @@ impl History {
                     reverted: r.get(9)?,
                     ttr_ms: r.get(10)?,
                     recover_within_ms: r.get(11)?,
+                    ttd_ms: r.get(13)?,
                     services,
+                    expectations: Vec::new(),
                 })
             })
             .map_err(|e| self.error(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+        let mut runs: Vec<RunRow> = rows.collect::<Result<_, _>>().map_err(|e| self.error(e))?;
+        let mut by_run: std::collections::HashMap<String, Vec<Measured>> =
+            std::collections::HashMap::new();
+        // rowid order is insertion order: the report's order of monitors and expectations.
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT e.run_id, e.monitor, e.expect, e.during FROM expectations e
+                 JOIN runs USING (run_id)
+                 WHERE (?1 IS NULL OR experiment = ?1) AND (?2 IS NULL OR started_ms >= ?2)
+                   AND (?3 IS NULL OR run_id IN (SELECT run_id FROM services WHERE service = ?3))
+                 ORDER BY e.rowid",
+            )
+            .map_err(|e| self.error(e))?;
+        let measured = stmt
+            .query_map(params![experiment, since_ms, service], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Measured {
+                        monitor: r.get(1)?,
+                        expect: r.get(2)?,
+                        during: r.get(3)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.error(e))?;
+        for m in measured {
+            let (run, m) = m.map_err(|e| self.error(e))?;
+            by_run.entry(run).or_default().push(m);
+        }
+        for r in &mut runs {
+            r.expectations = by_run.remove(&r.run_id).unwrap_or_default();
+        }
+        Ok(runs)
     }
 }
 
@@ -370,7 +429,24 @@ impl RunRow {
             reverted: report.recovery.is_some(),
             ttr_ms: report.recovery.as_ref().and_then(|r| r.ttr).map(ms),
             recover_within_ms: ms(p.phases.recover_within),
+            ttd_ms: report
+                .monitors
+                .iter()
+                .flat_map(|m| &m.expectations)
+                .filter_map(|e| e.timing.detected_after.map(ms))
+                .min(),
             services,
+            expectations: report
+                .monitors
+                .iter()
+                .flat_map(|m| {
+                    m.expectations.iter().map(|e| Measured {
+                        monitor: m.name.clone(),
+                        expect: e.expect.clone(),
+                        during: e.during.value,
+                    })
+                })
+                .collect(),
         }
     }
 }
@@ -477,10 +553,33 @@ pub struct Figures {
     pub recovered: usize,
     /// Runs whose faults were reverted but that did not recover within `recover_within`.
     pub not_recovered: usize,
+    /// Mean time to detect (ms) over the runs in which a change was detected.
+    pub mttd_ms: Option<f64>,
+    /// Runs in which a change was detected.
+    pub detected: usize,
     /// Mean gap (ms) between the start times of consecutive refuted runs; needs two.
     pub mtbf_ms: Option<f64>,
+    /// Per expectation, the trend of its value under the fault over the runs.
+    pub trends: Vec<ExpectationTrend>,
     /// The score's terms.
     pub score: Score,
+}
+
+/// The trend of one expectation's value under the fault, over the runs that measured it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExpectationTrend {
+    /// The monitor.
+    pub monitor: String,
+    /// The expectation as written.
+    pub expect: String,
+    /// The values under the fault, oldest run first (runs without a value are left out).
+    pub values: Vec<f64>,
+    /// Mann–Kendall over `values`; `None` with fewer than two.
+    pub mann_kendall: Option<trend::MannKendall>,
+    /// Theil–Sen slope, change per run, in the value's unit.
+    pub slope_per_run: Option<f64>,
+    /// Worsening, improving or no trend, by the expectation's direction.
+    pub verdict: trend::Verdict,
 }
 
 /// The resilience score, 0–100, term by term (docs/resilience-score.md).
@@ -491,14 +590,21 @@ pub struct Score {
     pub held: Option<f64>,
     /// Mean over reverted runs of `1 - ttr / recover_within` (0 when not recovered).
     pub recovery: Option<f64>,
-    /// `100 × (0.6·held + 0.4·recovery)`, a missing term's weight given to the other.
+    /// Share of the expectations with at least [`trend::MIN_RUNS`] values under the fault
+    /// whose trend is not worsening.
+    pub trend: Option<f64>,
+    /// `100 × (0.45·held + 0.30·recovery + 0.25·trend)`, the weights of missing terms shared
+    /// among the others in proportion.
     pub total: Option<f64>,
 }
 
 /// Weight of the hypothesis term in the score.
-pub const W_HELD: f64 = 0.6;
+pub const W_HELD: f64 = 0.45;
 /// Weight of the recovery term.
-pub const W_RECOVERY: f64 = 0.4;
+pub const W_RECOVERY: f64 = 0.30;
+/// Weight of the trend term. Held and recovery keep their earlier 3:2 ratio, so a score
+/// without enough runs for a trend is the one chaosforge gave before the trend term.
+pub const W_TREND: f64 = 0.25;
 
 /// Computes the figures of `runs` (oldest first).
 pub fn figures(runs: &[&RunRow]) -> Figures {
@@ -508,6 +614,11 @@ pub fn figures(runs: &[&RunRow]) -> Figures {
         .iter()
         .filter(|r| r.reverted && r.degraded)
         .filter_map(|r| r.ttr_ms)
+        .map(|t| t as f64)
+        .collect();
+    let ttds: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.ttd_ms)
         .map(|t| t as f64)
         .collect();
     let not_recovered = runs
@@ -540,11 +651,36 @@ pub fn figures(runs: &[&RunRow]) -> Figures {
         })
         .collect();
     let recovery = (!rec.is_empty()).then(|| rec.iter().sum::<f64>() / rec.len() as f64);
-    let total = match (held, recovery) {
-        (Some(h), Some(r)) => Some(100.0 * (W_HELD * h + W_RECOVERY * r)),
-        (Some(x), None) | (None, Some(x)) => Some(100.0 * x),
-        (None, None) => None,
-    };
+    let trends = trends(runs);
+    let judged: Vec<&ExpectationTrend> = trends
+        .iter()
+        .filter(|t| t.values.len() >= trend::MIN_RUNS)
+        .collect();
+    let trend_term = (!judged.is_empty()).then(|| {
+        judged
+            .iter()
+            .filter(|t| t.verdict != trend::Verdict::Worsening)
+            .count() as f64
+            / judged.len() as f64
+    });
+    let terms = [
+        (held, W_HELD),
+        (recovery, W_RECOVERY),
+        (trend_term, W_TREND),
+    ];
+    let weight: f64 = terms
+        .iter()
+        .filter(|(v, _)| v.is_some())
+        .map(|(_, w)| w)
+        .sum();
+    let total = (weight > 0.0).then(|| {
+        100.0
+            * terms
+                .iter()
+                .filter_map(|(v, w)| Some(v.as_ref()? * w))
+                .sum::<f64>()
+            / weight
+    });
     Figures {
         runs: runs.len(),
         confirmed,
@@ -554,13 +690,52 @@ pub fn figures(runs: &[&RunRow]) -> Figures {
         mttr_ms: (!ttrs.is_empty()).then(|| ttrs.iter().sum::<f64>() / ttrs.len() as f64),
         recovered: ttrs.len(),
         not_recovered,
+        mttd_ms: (!ttds.is_empty()).then(|| ttds.iter().sum::<f64>() / ttds.len() as f64),
+        detected: ttds.len(),
         mtbf_ms,
+        trends,
         score: Score {
             held,
             recovery,
+            trend: trend_term,
             total,
         },
     }
+}
+
+/// The trend of every expectation measured in `runs` (oldest first), by monitor and
+/// expectation text.
+fn trends(runs: &[&RunRow]) -> Vec<ExpectationTrend> {
+    let mut series: std::collections::BTreeMap<(&str, &str), Vec<f64>> = Default::default();
+    for r in runs {
+        for m in &r.expectations {
+            let values = series.entry((&m.monitor, &m.expect)).or_default();
+            values.extend(m.during.filter(|v| v.is_finite()));
+        }
+    }
+    series
+        .into_iter()
+        .map(|((monitor, expect), values)| {
+            let mann_kendall = trend::mann_kendall(&values);
+            // An expectation this build cannot parse (written by another version) has no
+            // known direction, so no verdict.
+            let worse = crate::hypothesis::Expectation::parse(expect)
+                .ok()
+                .map(|e| crate::analysis::worse(&e));
+            let verdict = match (&mann_kendall, worse) {
+                (Some(mk), Some(w)) => trend::verdict(mk, w),
+                _ => trend::Verdict::NoTrend,
+            };
+            ExpectationTrend {
+                monitor: monitor.to_string(),
+                expect: expect.to_string(),
+                slope_per_run: trend::theil_sen(&values),
+                values,
+                mann_kendall,
+                verdict,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@
 //! - [`report`]: reports computed from journals.
 //! - [`gameday`]: game days — several experiments in order or in parallel, with roles, their
 //!   own journal linking each scenario's run, and one combined report.
-//! - [`history`]: the run history (SQLite) and MTTR, MTBF and the resilience score over it.
+//! - [`history`]: the run history (SQLite) and MTTR, MTTD, MTBF, trends and the resilience score over it.
 //! - `testkit` (feature `testkit`): the fault compliance harness.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]

@@ -307,3 +307,66 @@ fn a_bad_game_day_file_names_every_problem_and_runs_nothing() {
     }
     assert!(!dir.state().join("runs").exists() && !dir.state().join("gamedays").exists());
 }
+
+/// `chaosforge report <gameday-id>` rebuilds the combined report from the journals alone: the
+/// same text `gameday` printed, the same JSON it wrote with `--report-json`, and (other formats)
+/// the same document as `gameday --report`; a unique prefix of the id is enough.
+#[test]
+fn report_rebuilds_a_game_days_combined_report() {
+    let (up, _stop) = http_server();
+    let dir = Dir::new();
+    dir.write("a.yaml", &experiment("exp-a", up, "300ms", "").0);
+    let gd = dir.write(
+        "gd.yaml",
+        "name: day\nroles: { owner: alice }\ntimeline:\n  - scenario: a.yaml\n",
+    );
+    let (json, html) = (dir.path().join("gd.json"), dir.path().join("gd.html"));
+    let out = chaosforge()
+        .arg("gameday")
+        .arg(&gd)
+        .arg("--state-dir")
+        .arg(dir.state())
+        .arg("--report-json")
+        .arg(&json)
+        .arg("--report")
+        .arg(format!("html:{}", html.display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dirs = log::all(&dir.state()).unwrap();
+    let id = dirs[0].file_name().unwrap().to_str().unwrap().to_string();
+    let report = |id: &str, format: &str| {
+        let out = chaosforge()
+            .args(["report", id, "--format", format, "--state-dir"])
+            .arg(dir.state())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = report(&id, "text");
+    assert!(text.contains("day") && text.contains("exp-a"), "{text}");
+    assert!(stdout.ends_with(&text), "{stdout}\n---\n{text}");
+    let written = std::fs::read_to_string(&json).unwrap();
+    assert_eq!(report(&id, "json").trim_end(), written.trim_end());
+    assert_eq!(
+        report(&id[..13], "html"),
+        std::fs::read_to_string(&html).unwrap()
+    );
+    // A game day's run is still reported by its own id.
+    let r: serde_json::Value = serde_json::from_str(&written).unwrap();
+    let run = r["scenarios"][0]["run_id"].as_str().unwrap();
+    let one: serde_json::Value = serde_json::from_str(&report(run, "json")).unwrap();
+    assert_eq!(one["plan"]["name"], "exp-a");
+}

@@ -22,7 +22,9 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::Value;
 use tokio::sync::watch;
@@ -77,11 +79,17 @@ impl HypothesisStrategy {
     }
 
     fn before(self) -> bool {
-        matches!(self, Self::Default | Self::BeforeMethodOnly | Self::Continuously)
+        matches!(
+            self,
+            Self::Default | Self::BeforeMethodOnly | Self::Continuously
+        )
     }
 
     fn after(self) -> bool {
-        matches!(self, Self::Default | Self::AfterMethodOnly | Self::Continuously)
+        matches!(
+            self,
+            Self::Default | Self::AfterMethodOnly | Self::Continuously
+        )
     }
 
     fn during(self) -> bool {
@@ -300,7 +308,10 @@ pub async fn run(
             let fail_fast = opts.fail_fast;
             let hooks = hooks.clone();
             tokio::spawn(async move {
-                continuous(&cx, &probes, &shared, frequency, fail_fast, &*hooks, stop_rx).await;
+                continuous(
+                    &cx, &probes, &shared, frequency, fail_fast, &*hooks, stop_rx,
+                )
+                .await;
             })
         });
         hooks.method_starts();
@@ -309,10 +320,8 @@ pub async fn run(
         if let Some(t) = during {
             let _ = t.await;
         }
-        if !matches!(
-            shared.status(),
-            Some(Status::Interrupted | Status::Aborted)
-        ) && with_ssh
+        if !matches!(shared.status(), Some(Status::Interrupted | Status::Aborted))
+            && with_ssh
             && opts.hypothesis.after()
         {
             let state = cx.hypothesis(&probes, Window::After, &*hooks).await;
@@ -489,7 +498,12 @@ fn activity_cache(experiment: &Value) -> Arc<std::collections::HashMap<String, V
 
 impl Cx {
     /// chaoslib's `run_steady_state_hypothesis`.
-    async fn hypothesis(&self, probes: &[Value], window: Window, hooks: &dyn Hooks) -> HypothesisState {
+    async fn hypothesis(
+        &self,
+        probes: &[Value],
+        window: Window,
+        hooks: &dyn Hooks,
+    ) -> HypothesisState {
         hooks.hypothesis_starts(window);
         let mut state = HypothesisState {
             steady_state_met: None,

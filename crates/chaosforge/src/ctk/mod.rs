@@ -1,24 +1,48 @@
 //! Chaos Toolkit experiment files, run as chaostoolkit 1.19 / chaostoolkit-lib 1.44 would.
 //!
-//! So far: [`tolerance`], chaoslib's `within_tolerance` case by case (pure, at the
-//! `hypothesis` level). The model, providers, run flow and CTK journal are issue 13's next steps.
+//! Where to start:
+//! - [`load`] reads, decodes and validates a file ([`is_ctk`] tells a CTK file from ours);
+//!   every problem comes back at once, at file:line:col, with chaoslib's wording.
+//! - [`Experiment`] is the typed view; every activity keeps its `raw` JSON for the CTK journal.
+//! - [`Context::new`] resolves configuration and secrets (`env` entries, [`Vars`] from
+//!   [`parse_var`]/[`merge_vars`]); [`Context::substitute`] applies `${name}`;
+//!   [`Context::redact`] hides secrets from what is written out.
+//! - [`provider::run`] runs one activity and returns an [`ActivityRun`], a CTK journal `run`
+//!   entry.
+//! - [`tolerance::within_tolerance`] judges a probe's output, case by case as chaoslib.
+//!
+//! - [`flow::run`] is chaoslib's run: the hypothesis strategies, the method with its background
+//!   activities, rollbacks per strategy, signals; it returns the [`journal::CtkJournal`]
+//!   (`journal.json`, key for key).
+//! - [`record`] writes the same run into our own journal (the rollbacks write-ahead, so that
+//!   `chaosforge recover` plays them for a killed run, [`replay_rollbacks`]), which gives CTK
+//!   runs our reports and history.
+//!
+//! Known differences from chaoslib, each small and deliberate or not yet worth the cost:
+//! - mappings come back with their keys sorted (serde_json's map without `preserve_order`):
+//!   a dict of process `arguments`, a JSON body and a query follow key order, not file order;
+//! - response header names are Title-Cased, not as the server sent them;
+//! - bytes that are not UTF-8 are replaced, where chaoslib guesses an encoding;
+//! - `vault` secrets and Python providers are refused at validation;
+//! - `env_var_type: bytes` stays a string (JSON has no bytes).
 
+pub mod config;
+mod exec;
 pub mod flow;
 pub mod journal;
+pub mod model;
+pub mod provider;
 pub mod record;
 pub mod tolerance;
+mod validate;
 
-/// Plays a CTK run's rollbacks from the record alone (`chaosforge recover`).
-///
-/// # Errors
-///
-/// The configuration or secrets cannot be resolved here, or a rollback failed.
-pub async fn replay_rollbacks(
-    file: &std::path::Path,
-    rollbacks: &[serde_json::Value],
-    configuration: &serde_json::Value,
-    vars: &std::collections::BTreeMap<String, serde_json::Value>,
-) -> Result<String, crate::fault::BoxError> {
-    let _ = (file, rollbacks, configuration, vars);
-    Err("CTK rollback replay is not wired to the providers yet".into())
-}
+pub use config::{
+    ConfigError, Context, Env, VarError, Vars, load_configuration, load_secrets, merge_vars,
+    parse_var, substitute,
+};
+pub use exec::{Providers, replay_rollbacks};
+pub use model::{
+    Activity, ActivityDef, ActivityKind, Experiment, Hypothesis, Pauses, Provider, Runtime,
+};
+pub use provider::{ActivityRun, Failure, RunStatus, isoformat};
+pub use validate::{Warnings, is_ctk, load, load_document, python_replacement, validate, which};

@@ -19,8 +19,8 @@ use super::flow::{Hooks, Window};
 use super::journal::{CtkJournal, Run, RunStatus, Status};
 use crate::journal::{Event, Journal};
 use crate::vocab::{
-    FaultId, FaultSummary, MonitorSummary, Outcome, Phase, PhasesSummary, PlanSummary,
-    RevertSpec, Sample,
+    FaultId, FaultSummary, MonitorSummary, Outcome, Phase, PhasesSummary, PlanSummary, RevertSpec,
+    Sample,
 };
 
 /// The one fault id of a CTK run: its rollbacks.
@@ -91,7 +91,11 @@ fn monitor_name(probe: &Value, i: usize) -> String {
 
 fn describe(activity: &Value) -> String {
     let p = activity.get("provider");
-    let s = |k: &str| p.and_then(|p| p.get(k)).and_then(Value::as_str).unwrap_or("");
+    let s = |k: &str| {
+        p.and_then(|p| p.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
     match s("type") {
         "http" => format!(
             "CTK http probe: {} {}",
@@ -276,7 +280,10 @@ pub fn outcome(ctk: &CtkJournal) -> Outcome {
                     .map(|p| {
                         format!(
                             "probe `{}` {}",
-                            p.activity.get("name").and_then(Value::as_str).unwrap_or("?"),
+                            p.activity
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or("?"),
                             if p.status == Some(RunStatus::Failed) {
                                 "failed"
                             } else {

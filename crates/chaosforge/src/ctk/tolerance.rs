@@ -113,7 +113,7 @@ fn regex_tolerance(map: &serde_json::Map<String, Value>, value: &Value) -> Resul
             ));
         }
     };
-    let rx = regex::Regex::new(pattern).map_err(|e| Raised(format!("re.error: {e}")))?;
+    let rx = py_regex(pattern).map_err(|e| Raised(format!("re.error: {e}")))?;
     match value {
         Value::String(s) => Ok(rx.is_match(s)),
         other => Err(Raised(format!(
@@ -441,5 +441,130 @@ mod tests {
         });
         assert_eq!(met, Ok(true));
         assert_eq!(seen, Some(json!(7)));
+    }
+}
+
+/// Compiles a Python `re` pattern with the `regex` crate. The syntax tolerances use is the
+/// same but for what Python reads differently: `\Z` for the end of the text (`\z` here), `$`
+/// matching before a final newline too, and a `{` that does not open a repetition
+/// (`${name}`), which Python reads as a literal brace.
+pub fn py_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut in_class = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\\' => {
+                match chars.get(i + 1) {
+                    Some('Z') if !in_class => out.push_str("\\z"),
+                    Some(n) => {
+                        out.push('\\');
+                        out.push(*n);
+                    }
+                    None => out.push('\\'),
+                }
+                i += 2;
+                continue;
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+                // `[]…]` and `[^]…]`: a `]` first is a literal.
+                if chars.get(i + 1) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                if chars.get(i + 1) == Some(&']') {
+                    out.push_str("\\]");
+                    i += 1;
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            '{' if !in_class && !is_repetition(&chars[i..]) => out.push_str("\\{"),
+            '}' if !in_class => out.push_str("\\}"),
+            // Python's `$` also matches just before a newline that ends the text (a process's
+            // stdout always has one); only a yes/no is asked of the match, so consuming that
+            // newline changes nothing.
+            '$' if !in_class => out.push_str("(?:\\n?\\z)"),
+            _ => out.push(c),
+        }
+        if c == '{' && !in_class && is_repetition(&chars[i..]) {
+            // Copy the repetition whole, so its `}` is not escaped.
+            let close = chars[i..].iter().position(|&c| c == '}').unwrap_or(0);
+            // Python's `{,n}` is `regex`'s `{0,n}`.
+            if chars.get(i + 1) == Some(&',') {
+                out.push('0');
+            }
+            out.extend(&chars[i + 1..=i + close]);
+            i += close + 1;
+            continue;
+        }
+        i += 1;
+    }
+    regex::Regex::new(&out)
+}
+
+/// Whether `rest` (starting at a `{`) is a repetition to Python: `{m}`, `{m,}`, `{m,n}`, `{,n}`.
+fn is_repetition(rest: &[char]) -> bool {
+    let Some(close) = rest.iter().position(|&c| c == '}') else {
+        return false;
+    };
+    let body: String = rest[1..close].iter().collect();
+    let (lo, hi) = match body.split_once(',') {
+        Some((lo, hi)) => (lo, Some(hi)),
+        None => (body.as_str(), None),
+    };
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    match hi {
+        None => !lo.is_empty() && digits(lo),
+        Some(hi) => digits(lo) && digits(hi) && !(lo.is_empty() && hi.is_empty()),
+    }
+}
+
+#[cfg(test)]
+mod py_regex_tests {
+    #[test]
+    fn python_end_of_text_is_understood() {
+        let rx = super::py_regex(r"\Aa\nb\n\Z").unwrap();
+        assert!(rx.is_match("a\nb\n"));
+        assert!(!rx.is_match("a\nb\nc"));
+        // An escaped backslash before Z is a backslash and a Z.
+        assert!(super::py_regex(r"\\Z").unwrap().is_match("\\Z"));
+        // `$` matches before the newline that ends the text, and at the end.
+        assert!(
+            super::py_regex(r"^ready \d+$")
+                .unwrap()
+                .is_match("ready 42\n")
+        );
+        assert!(
+            super::py_regex(r"^ready \d+$")
+                .unwrap()
+                .is_match("ready 42")
+        );
+        assert!(
+            !super::py_regex(r"^ready \d+$")
+                .unwrap()
+                .is_match("ready 42\n\n")
+        );
+        assert!(super::py_regex(r"[$]").unwrap().is_match("$"));
+    }
+
+    #[test]
+    fn a_brace_that_is_no_repetition_is_a_literal_as_in_python() {
+        // Compiles as in Python (validation sees the pattern before substitution); `$` is still
+        // the end anchor, so, as in Python, it matches nothing with text after it.
+        let rx = super::py_regex(r#""status": "${word}""#).unwrap();
+        assert!(!rx.is_match(r#""status": "${word}""#));
+        assert!(super::py_regex("a{2}").unwrap().is_match("aa"));
+        assert!(!super::py_regex("^a{2}$").unwrap().is_match("a"));
+        assert!(super::py_regex("^a{1,}$").unwrap().is_match("aaa"));
+        assert!(super::py_regex("^a{,2}$").unwrap().is_match("aa"));
+        assert!(super::py_regex("[{}]").unwrap().is_match("}"));
+        assert!(super::py_regex("x{y}").unwrap().is_match("x{y}"));
     }
 }

@@ -57,7 +57,15 @@ async fn go_with(
     rx: watch::Receiver<Option<Interrupt>>,
 ) -> (CtkJournal, Vec<String>) {
     let script = Arc::new(Script::default());
-    let j = run(&exp, exp.clone(), script.clone(), opts, Arc::new(NoHooks), rx).await;
+    let j = run(
+        &exp,
+        exp.clone(),
+        script.clone(),
+        opts,
+        Arc::new(NoHooks),
+        rx,
+    )
+    .await;
     let log = script.log.lock().unwrap().clone();
     (j, log)
 }
@@ -103,7 +111,11 @@ async fn a_gate_that_misses_skips_the_method_yet_completes() {
     assert!(!j.deviated);
     assert!(j.run.is_empty());
     assert!(j.steady_states.after.is_none());
-    assert_eq!(log, ["up", "fix"], "default strategy plays rollbacks of a completed run");
+    assert_eq!(
+        log,
+        ["up", "fix"],
+        "default strategy plays rollbacks of a completed run"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +197,10 @@ async fn fail_fast_stops_the_method_at_the_next_activity() {
     assert_eq!(j.status, Some(Status::Failed));
     assert_eq!(j.steady_states.during.len(), 1, "stops at the first miss");
     assert!(!log.contains(&"never".to_string()));
-    assert!(!log.contains(&"fix".to_string()), "failed: default skips rollbacks");
+    assert!(
+        !log.contains(&"fix".to_string()),
+        "failed: default skips rollbacks"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,7 +220,11 @@ async fn a_continuous_hypothesis_keeps_running_without_fail_fast() {
     .await;
     assert_eq!(j.status, Some(Status::Completed));
     assert!(j.steady_states.before.is_some() && j.steady_states.after.is_some());
-    assert!(j.steady_states.during.len() >= 2, "{}", j.steady_states.during.len());
+    assert!(
+        j.steady_states.during.len() >= 2,
+        "{}",
+        j.steady_states.during.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,7 +259,11 @@ async fn a_signal_interrupts_and_sigusr2_skips_even_always() {
         assert_eq!(names(&j.run), ["slow"]);
         assert_eq!(j.run[0].status, None, "cut short: no status, as chaoslib");
         assert!(j.steady_states.after.is_none());
-        assert_eq!(log.contains(&"fix".to_string()), played, "{signal:?} {strategy:?}");
+        assert_eq!(
+            log.contains(&"fix".to_string()),
+            played,
+            "{signal:?} {strategy:?}"
+        );
     }
 }
 
@@ -254,7 +277,11 @@ async fn background_activities_start_in_order_and_are_waited_for() {
     ]);
     let (j, log) = go(exp, Options::default()).await;
     assert_eq!(names(&j.run), ["bg", "fg"], "journal order is start order");
-    assert_eq!(log[1..3], ["fg".to_string(), "bg".to_string()], "fg finished first");
+    assert_eq!(
+        log[1..3],
+        ["fg".to_string(), "bg".to_string()],
+        "fg finished first"
+    );
     assert_eq!(j.run[0].status, Some(RunStatus::Succeeded));
     assert_eq!(log.last().map(String::as_str), Some("fix"));
 }
@@ -272,7 +299,10 @@ async fn refs_resolve_and_a_ref_probe_without_its_own_tolerance_misses() {
     let (j, log) = go(exp, Options::default()).await;
     let before = j.steady_states.before.as_ref().unwrap();
     assert_eq!(before.probes.len(), 2);
-    assert_eq!(before.probes[1].activity["name"], "up", "the resolved activity");
+    assert_eq!(
+        before.probes[1].activity["name"], "up",
+        "the resolved activity"
+    );
     assert_eq!(before.probes[1].tolerance_met, Some(false));
     assert_eq!(before.steady_state_met, Some(false));
     assert_eq!(log, ["up", "up"]);
@@ -310,6 +340,10 @@ fn rollback_strategies_decide_as_chaoslib() {
         (Deviated, Some(Status::Failed), false, false),
     ];
     for (s, status, deviated, plays) in cases {
-        assert_eq!(s.plays(status, deviated), plays, "{s:?} {status:?} {deviated}");
+        assert_eq!(
+            s.plays(status, deviated),
+            plays,
+            "{s:?} {status:?} {deviated}"
+        );
     }
 }
