@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Dir, crate_dir, serve_loopback, signal, wait_for};
+use crate::support::{Dir, chaosforge, crate_dir, serve_loopback, signal, wait_for};
 
 /// One tool that runs a CTK experiment file and writes a CTK `journal.json`.
 struct Runner {
@@ -727,4 +727,171 @@ fn handle(mut c: TcpStream, shared: &Mutex<Shared>) {
     );
     let _ = c.write_all(head.as_bytes());
     let _ = c.write_all(body.as_bytes());
+}
+
+// === what chaosforge adds to a CTK run ===
+
+/// `chaosforge run` of a corpus file in `env`, with `args`; the output.
+fn chaosforge_run(env: &Env, file: &str, args: &[&str]) -> std::process::Output {
+    let journal = env.dir.path().join("journal.json");
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    chaosforge_command(&corpus_dir().join(file), &journal, &args, env.dir.path())
+        .envs(env.vars.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Everything a CTK run wrote: both journals and the reports.
+fn everything_written(dir: &Path) -> String {
+    let mut text = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
+            let p = e.path();
+            if p.is_dir() {
+                if p.file_name() != Some(std::ffi::OsStr::new("bin")) {
+                    stack.push(p);
+                }
+            } else if let Ok(t) = std::fs::read_to_string(&p) {
+                text.push_str(&t);
+            }
+        }
+    }
+    text
+}
+
+#[test]
+fn a_ctk_runs_secrets_stay_out_of_every_journal_and_report() {
+    chaosforge::testkit::assert_isolated();
+    let server = CtkServer::start();
+    let env = Env::new(&server);
+    let report = env.dir.path().join("report.html");
+    let json = env.dir.path().join("report.json");
+    let out = chaosforge_run(
+        &env,
+        "secrets.yaml",
+        &[
+            "--report",
+            &format!("html:{}", report.display()),
+            "--report",
+            &format!("json:{}", json.display()),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The server echoed the Authorization header back into the probe's output, and the
+    // tolerance compared it with the secret: the run really used it.
+    let ctk: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.dir.path().join("journal.json")).unwrap(),
+    )
+    .unwrap();
+    let probe = &ctk["steady_states"]["before"]["probes"][0];
+    assert_eq!(probe["tolerance_met"], true);
+    assert_eq!(
+        probe["output"]["body"]["headers"]["authorization"],
+        "Bearer ***"
+    );
+    let written = everything_written(env.dir.path());
+    assert!(written.contains("Bearer ***"));
+    assert!(!written.contains("s3cr3t"), "a secret was written out");
+    assert!(
+        std::fs::read_to_string(&report)
+            .unwrap()
+            .contains("secret-header")
+    );
+}
+
+#[test]
+fn chaosforge_exit_codes_tell_deviated_not_steady_and_interrupted_apart() {
+    chaosforge::testkit::assert_isolated();
+    let server = CtkServer::start();
+    let env = Env::new(&server);
+    for (file, ctk, ours) in [
+        ("minimal.json", 0, 0),
+        ("deviated.json", 1, 1),
+        ("steady-state-fails.json", 0, 2),
+    ] {
+        let out = chaosforge_run(&env, file, &[]);
+        assert_eq!(out.status.code(), Some(ctk), "{file} ctk codes");
+        let out = chaosforge_run(&env, file, &["--exit-codes", "chaosforge"]);
+        assert_eq!(out.status.code(), Some(ours), "{file} chaosforge codes");
+        // The state directory has the run, with a report `chaosforge report` can rebuild.
+    }
+    let out = chaosforge()
+        .args(["history", "--format", "json", "--state-dir"])
+        .arg(env.dir.path().join("state"))
+        .output()
+        .unwrap();
+    let history: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        history["runs"].as_array().map(Vec::len),
+        Some(6),
+        "{history}"
+    );
+}
+
+#[test]
+fn recover_plays_the_rollbacks_of_a_killed_ctk_run_once() {
+    chaosforge::testkit::assert_isolated();
+    let server = CtkServer::start();
+    let env = Env::new(&server);
+    let journal = env.dir.path().join("journal.json");
+    let mut child = chaosforge_command(
+        &corpus_dir().join("signal.json"),
+        &journal,
+        &[],
+        env.dir.path(),
+    )
+    .envs(env.vars.iter().map(|(k, v)| (k, v)))
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || server
+            .requests()
+            .iter()
+            .any(|r| r == "POST /mark/method-started")),
+        "the method never started"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!server.requests().iter().any(|r| r.contains("rollback-ran")));
+    let recover = |env: &Env| {
+        chaosforge()
+            .arg("recover")
+            .arg("--state-dir")
+            .arg(env.dir.path().join("state"))
+            .envs(env.vars.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    };
+    let out = recover(&env);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("rollback-ran"), "{text}");
+    let ran = |s: &CtkServer| {
+        s.requests()
+            .iter()
+            .filter(|r| *r == "POST /mark/rollback-ran")
+            .count()
+    };
+    assert_eq!(ran(&server), 1, "{:?}", server.requests());
+    // A second recover finds nothing left to do.
+    let out = recover(&env);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(ran(&server), 1, "played twice: {:?}", server.requests());
+    assert!(
+        !server
+            .requests()
+            .iter()
+            .any(|r| r.contains("never-reached"))
+    );
 }

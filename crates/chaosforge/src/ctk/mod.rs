@@ -19,8 +19,6 @@
 //!   runs our reports and history.
 //!
 //! Known differences from chaoslib, each small and deliberate or not yet worth the cost:
-//! - mappings come back with their keys sorted (serde_json's map without `preserve_order`):
-//!   a dict of process `arguments`, a JSON body and a query follow key order, not file order;
 //! - response header names are Title-Cased, not as the server sent them;
 //! - bytes that are not UTF-8 are replaced, where chaoslib guesses an encoding;
 //! - `vault` secrets and Python providers are refused at validation;

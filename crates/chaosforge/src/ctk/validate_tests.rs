@@ -34,10 +34,15 @@ fn a_valid_file_loads_with_refs_resolved() {
 fn detects_ctk_by_title_and_method_without_api_version() {
     let ctk = Document::parse("a.yaml", "title: t\nmethod: []\n").unwrap();
     let ours = Document::parse("b.yaml", "apiVersion: x\ntitle: t\nmethod: []\n").unwrap();
-    let neither = Document::parse("c.yaml", "title: t\n").unwrap();
+    let neither = Document::parse("c.yaml", "foo: 1\n").unwrap();
+    // A CTK file missing its method is still one, to be told in CTK's terms what it lacks.
+    let no_method = Document::parse("d.yaml", "title: t\ndescription: d\n").unwrap();
+    let ours_by_name = Document::parse("e.yaml", "name: n\ntitle: t\nmethod: []\n").unwrap();
     assert!(is_ctk(&ctk));
     assert!(!is_ctk(&ours));
     assert!(!is_ctk(&neither));
+    assert!(is_ctk(&no_method));
+    assert!(!is_ctk(&ours_by_name));
 }
 
 #[test]

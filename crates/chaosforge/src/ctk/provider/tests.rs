@@ -123,7 +123,7 @@ async fn http_get_sends_arguments_as_query_and_decodes_a_json_body() {
     let got = rx.recv().await.unwrap();
     assert_eq!(
         got.request_line(),
-        "GET /p?x=1&l=1&l=True&n=3&q=a+b HTTP/1.1"
+        "GET /p?x=1&q=a+b&n=3&l=1&l=True HTTP/1.1"
     );
 }
 
@@ -272,8 +272,8 @@ async fn process_dict_arguments_flatten_to_key_value_pairs() {
         &cx(json!({})),
     )
     .await;
-    // Mapping keys come in sorted order here (serde_json's map), where Python keeps file order.
-    assert_eq!(r.output["stdout"], "--skip -n x\n");
+    // In the file's order, as Python's dict: `echo -n x --skip` (so no newline).
+    assert_eq!(r.output["stdout"], "x --skip");
 }
 
 #[tokio::test]
