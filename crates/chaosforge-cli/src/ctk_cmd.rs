@@ -451,3 +451,65 @@ impl Hooks for Progress {
         self.recorder.activity_done(run);
     }
 }
+
+/// `convert`: the nearest chaosforge experiment to a CTK file, on stdout or at `output`; what
+/// was not carried over on stderr. Exit 0 when the result validates, 1 when it needs editing
+/// first (it is written all the same), 2 when the file is not a CTK experiment.
+pub(crate) fn convert(file: &Path, output: Option<&Path>) -> anyhow::Result<u8> {
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
+    let doc = match Document::parse(&name, &text) {
+        Ok(d) => d,
+        Err(d) => {
+            eprint!("{d}");
+            return Ok(2);
+        }
+    };
+    if !chaosforge::ctk::is_ctk(&doc) {
+        eprintln!(
+            "error: {name} is not a Chaos Toolkit experiment (no title, method or steady-state-hypothesis)"
+        );
+        return Ok(2);
+    }
+    let raw: Value = match chaosforge::de::decode(&doc) {
+        Ok(v) => v,
+        Err(d) => {
+            eprint!("{d}");
+            return Ok(2);
+        }
+    };
+    // `${…}` from the configuration where it resolves here; left as written otherwise.
+    let cx = chaosforge::ctk::Experiment::from_value(&raw)
+        .ok()
+        .and_then(|e| chaosforge::ctk::Context::new(&e, &chaosforge::ctk::Vars::default()).ok());
+    let resolve = |v: &Value| cx.as_ref().map_or_else(|| v.clone(), |cx| cx.substitute(v));
+    let converted = chaosforge::ctk::convert::convert(&raw, &name, &resolve);
+    if converted.not_carried.is_empty() {
+        eprintln!("everything was carried over");
+    } else {
+        eprintln!("not carried over ({}):", converted.not_carried.len());
+        for n in &converted.not_carried {
+            eprintln!("  - {n}");
+        }
+    }
+    let shown = output.map_or_else(|| "<converted>".to_string(), |p| p.display().to_string());
+    match output {
+        Some(p) => {
+            std::fs::write(p, &converted.yaml).with_context(|| format!("writing {shown}"))?
+        }
+        None => print!("{}", converted.yaml),
+    }
+    let check = Document::parse(&shown, &converted.yaml)
+        .and_then(|d| chaosforge::plan::load_document(&d, Some(0)).map(|_| ()));
+    Ok(match check {
+        Ok(()) => {
+            eprintln!("{shown}: valid; run it with `chaosforge run {shown}`");
+            0
+        }
+        Err(d) => {
+            eprint!("{d}");
+            eprintln!("{shown}: edit it before running (the problems above)");
+            1
+        }
+    })
+}

@@ -101,6 +101,15 @@ enum Command {
         #[command(flatten)]
         ctk: Box<ctk_cmd::CtkArgs>,
     },
+    /// Convert a Chaos Toolkit experiment into the nearest chaosforge experiment, listing what
+    /// could not be carried over (exit 1 when the result needs editing before it runs)
+    Convert {
+        /// The Chaos Toolkit experiment (JSON or YAML)
+        file: PathBuf,
+        /// Write the experiment here instead of stdout
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
     /// Run a game day: scenarios in order and in parallel groups, with roles, a start time and
     /// pauses; one combined report (exit: the worst scenario's, 3 when halted)
     Gameday {
@@ -348,6 +357,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             })
             .await
         }
+        Command::Convert { file, output } => ctk_cmd::convert(&file, output.as_deref()),
         Command::Gameday {
             file,
             now,

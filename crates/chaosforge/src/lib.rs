@@ -55,7 +55,8 @@
 //!   records): everything the journal records; imports nothing above `units`.
 //! - [`journal`]: the write-ahead journal; imports only `vocab`, `units` and `audit`.
 //! - [`audit`]: the machine's hash-chained audit log (`audit.jsonl`), fed by every journal.
-//! - [`ctk`]: Chaos Toolkit experiment files (so far: chaoslib's tolerances).
+//! - [`ctk`]: Chaos Toolkit experiment files, run as chaostoolkit 1.19 does (flow, providers,
+//!   tolerances, `journal.json`), with rollbacks journaled write-ahead; `convert`.
 //! - [`claims`]: the targets and kernel resources a run holds exclusively (a lock file each).
 //! - [`halt`]: how `chaosforge halt` asks live runs to revert everything and stop.
 //! - [`deadman`]: a run's heartbeat, and how `recover` takes over the faults of a stuck one.

@@ -895,3 +895,54 @@ fn recover_plays_the_rollbacks_of_a_killed_ctk_run_once() {
             .any(|r| r.contains("never-reached"))
     );
 }
+
+#[test]
+fn convert_maps_toxiproxy_actions_onto_proxy_faults_and_lists_the_rest() {
+    let dir = Dir::new();
+    let out_file = dir.path().join("converted.yaml");
+    let out = chaosforge()
+        .arg("convert")
+        .arg(corpus_dir().join("convert/toxiproxy.json"))
+        .arg("-o")
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("not carried over (2)"), "{stderr}");
+    assert!(
+        stderr.contains("method[1] `slow-payments`: its pauses"),
+        "{stderr}"
+    );
+    let yaml = std::fs::read_to_string(&out_file).unwrap();
+    for want in [
+        "listen: \"127.0.0.1:18081\"",
+        "delay: 400ms",
+        "jitter: 20ms",
+        "success: \"200\"",
+    ] {
+        assert!(yaml.contains(want), "{want} in\n{yaml}");
+    }
+    // What it wrote is a chaosforge experiment `validate` accepts.
+    let v = chaosforge()
+        .arg("validate")
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert!(String::from_utf8_lossy(&v.stdout).contains("1 fault"));
+    // An http action has no chaosforge equivalent: listed, and the result needs editing when
+    // nothing else is left to inject.
+    let out = chaosforge()
+        .arg("convert")
+        .arg(corpus_dir().join("deviated.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not a chaosforge fault"), "{stderr}");
+}

@@ -18,6 +18,8 @@
 //!   `chaosforge recover` plays them for a killed run, [`replay_rollbacks`]), which gives CTK
 //!   runs our reports and history.
 //!
+//! - [`convert::convert`] writes the nearest chaosforge experiment (`chaosforge convert`).
+//!
 //! Known differences from chaoslib, each small and deliberate or not yet worth the cost:
 //! - response header names are Title-Cased, not as the server sent them;
 //! - bytes that are not UTF-8 are replaced, where chaoslib guesses an encoding;
@@ -25,6 +27,7 @@
 //! - `env_var_type: bytes` stays a string (JSON has no bytes).
 
 pub mod config;
+pub mod convert;
 mod exec;
 pub mod flow;
 pub mod journal;
