@@ -280,6 +280,10 @@ impl Env {
                     .any(|r| r == "POST /mark/method-started")
             });
             assert!(started, "{}: the method never started", runner.name);
+            // The server records the request before it answers: give the runner time to take
+            // the answer, so that the signal lands in the action's 20 s pause after, as the
+            // expectation says, not in the request.
+            std::thread::sleep(Duration::from_millis(500));
             signal(&child, sig);
         }
         let code = wait_bounded(&mut child, runner.name);
@@ -822,6 +826,15 @@ fn chaosforge_exit_codes_tell_deviated_not_steady_and_interrupted_apart() {
         assert_eq!(out.status.code(), Some(ours), "{file} chaosforge codes");
         // The state directory has the run, with a report `chaosforge report` can rebuild.
     }
+    // CTK's default strategy skips the rollbacks of a failed run: followed, and said.
+    let out = chaosforge_run(&env, "http-timeout-probe.json", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("rollbacks were not played")
+            && stderr.contains("--rollback-strategy always"),
+        "{stderr}"
+    );
     let out = chaosforge()
         .args(["history", "--format", "json", "--state-dir"])
         .arg(env.dir.path().join("state"))
@@ -830,7 +843,7 @@ fn chaosforge_exit_codes_tell_deviated_not_steady_and_interrupted_apart() {
     let history: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         history["runs"].as_array().map(Vec::len),
-        Some(6),
+        Some(7),
         "{history}"
     );
 }
