@@ -46,15 +46,8 @@ pub async fn run(p: &HttpProvider, has_tolerance: bool, cx: &Context) -> Result<
     let verify = p.verify_tls.as_ref().is_none_or(py_truthy);
     let retries = p.max_retries.as_ref().and_then(Value::as_u64).unwrap_or(0);
 
-    let mut builder = Client::builder().danger_accept_invalid_certs(!verify);
     let (connect, read) = timeouts(timeout.as_ref());
-    if let Some(c) = connect {
-        builder = builder.connect_timeout(c);
-    }
-    if let Some(r) = read {
-        builder = builder.read_timeout(r);
-    }
-    let client = builder.build().map_err(|e| Failure {
+    let client = client(verify, connect, read).map_err(|e| Failure {
         class: "requests.exceptions.RequestException",
         message: e.to_string(),
     })?;
@@ -179,6 +172,40 @@ pub async fn run(p: &HttpProvider, has_tolerance: bool, cx: &Context) -> Result<
 }
 
 /// `timeout` as requests reads it: a number for both, or `[connect, read]` (`null` = none).
+/// A client for these settings, built once per run and settings: building one loads the TLS
+/// roots, which costs more than a loopback request. Connections are not kept between calls, as
+/// `requests.request` opens its own session each time (and a server that closes a connection
+/// must see the next call open a new one).
+fn client(
+    verify: bool,
+    connect: Option<Duration>,
+    read: Option<Duration>,
+) -> Result<Client, reqwest::Error> {
+    type Key = (bool, Option<Duration>, Option<Duration>);
+    static CLIENTS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<Key, Client>>> =
+        std::sync::OnceLock::new();
+    let key = (verify, connect, read);
+    let clients = CLIENTS.get_or_init(Default::default);
+    if let Some(c) = clients.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(c.clone());
+    }
+    let mut builder = Client::builder()
+        .danger_accept_invalid_certs(!verify)
+        .pool_max_idle_per_host(0);
+    if let Some(c) = connect {
+        builder = builder.connect_timeout(c);
+    }
+    if let Some(r) = read {
+        builder = builder.read_timeout(r);
+    }
+    let c = builder.build()?;
+    clients
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, c.clone());
+    Ok(c)
+}
+
 fn timeouts(t: Option<&Value>) -> (Option<Duration>, Option<Duration>) {
     let secs = |v: &Value| {
         v.as_f64()
