@@ -1,5 +1,7 @@
 //! How long validating a large experiment takes, stage by stage: parse, parse + decode,
-//! parse + decode + compile. Measurements only, nothing is asserted about them.
+//! parse + decode + compile, and `plan::load_document` (what `chaosforge validate` runs after
+//! parsing), for 100- and 1,000-fault files, so that growth shows whether it stays linear.
+//! Measurements only, nothing is asserted about them.
 //!
 //! `cargo bench -p chaosforge-cli --bench validate` (add `-- --quick` for a fast estimate).
 
@@ -12,16 +14,17 @@ use chaosforge::spec::ExperimentSpec;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const TARGETS: usize = 20;
-const FAULTS: usize = 100;
+/// Fault counts benchmarked: the mission's 100, and 10× that to show the growth is linear.
+const SIZES: [usize; 2] = [100, 1_000];
 
-/// An experiment with `TARGETS` labelled proxy targets, 3 monitors and `FAULTS` faults of every
+/// An experiment with `TARGETS` labelled proxy targets, 3 monitors and `faults` faults of every
 /// proxy kind, with a mix of selectors and scopes, as a user would write it (block style with
 /// flow mappings).
-fn experiment() -> String {
+fn experiment(faults: usize) -> String {
     let zones = ["a", "b", "c", "d"];
     let roles = ["web", "api", "db", "cache", "queue"];
     let mut s = String::from(
-        "apiVersion: chaosforge/v1\nname: bench-100-faults\ndescription: a large file for benchmarks\nseed: 42\ntargets:\n",
+        "apiVersion: chaosforge/v1\nname: bench-faults\ndescription: a large file for benchmarks\nseed: 42\ntargets:\n",
     );
     for i in 0..TARGETS {
         let _ = write!(
@@ -67,7 +70,7 @@ faults:
         "{ select: { name: svc-7 } }",
         "{ select: { zone: b, role: api }, scope: all }",
     ];
-    for i in 0..FAULTS {
+    for i in 0..faults {
         let _ = write!(
             s,
             "  - name: fault-{i}\n    {}\n    target: {}\n",
@@ -107,28 +110,40 @@ fn compile(doc: &Document, spec: &ExperimentSpec) -> plan::Plan {
 }
 
 fn bench_validate(c: &mut Criterion) {
-    let text = experiment();
-    // Set-up check, not a measurement: benchmarking an invalid file would time the error path.
-    let p = compile(&parse(&text), &decode(&parse(&text)));
-    assert_eq!(
-        (p.targets.len(), p.monitors.len(), p.faults.len()),
-        (TARGETS, 3, FAULTS)
-    );
+    for faults in SIZES {
+        let text = experiment(faults);
+        // Set-up check, not a measurement: benchmarking an invalid file would time the error path.
+        let p = compile(&parse(&text), &decode(&parse(&text)));
+        assert_eq!(
+            (p.targets.len(), p.monitors.len(), p.faults.len()),
+            (TARGETS, 3, faults)
+        );
 
-    let mut g = c.benchmark_group(format!("validate_{FAULTS}_faults"));
-    g.throughput(Throughput::Bytes(text.len() as u64));
-    g.bench_function("parse", |b| b.iter(|| parse(black_box(&text))));
-    g.bench_function("parse_decode", |b| {
-        b.iter(|| decode(&parse(black_box(&text))))
-    });
-    g.bench_function("parse_decode_compile", |b| {
-        b.iter(|| {
-            let doc = parse(black_box(&text));
-            let spec = decode(&doc);
-            compile(&doc, &spec)
-        })
-    });
-    g.finish();
+        let mut g = c.benchmark_group(format!("validate_{faults}_faults"));
+        g.throughput(Throughput::Bytes(text.len() as u64));
+        g.bench_function("parse", |b| b.iter(|| parse(black_box(&text))));
+        g.bench_function("parse_decode", |b| {
+            b.iter(|| decode(&parse(black_box(&text))))
+        });
+        g.bench_function("parse_decode_compile", |b| {
+            b.iter(|| {
+                let doc = parse(black_box(&text));
+                let spec = decode(&doc);
+                compile(&doc, &spec)
+            })
+        });
+        // What `chaosforge validate` does once the file is read (the organisation policy aside).
+        g.bench_function("load_document", |b| {
+            b.iter(|| {
+                let doc = parse(black_box(&text));
+                match plan::load_document(&doc, Some(0)) {
+                    Ok(p) => p,
+                    Err(e) => panic!("the bench experiment is invalid:\n{e}"),
+                }
+            })
+        });
+        g.finish();
+    }
 }
 
 criterion_group!(benches, bench_validate);

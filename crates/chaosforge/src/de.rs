@@ -102,8 +102,8 @@ pub fn decode_partial<T: DeserializeOwned>(
         cx.retry.set(false);
         cx.omitted_fields.borrow_mut().clear();
         cx.substituted.borrow_mut().clear();
-        let root = De::new(doc.root(), String::new(), &cx);
-        match cx.settle(root.node, &root.path, T::deserialize(root.clone_ref())) {
+        let root = De::new(doc.root(), "", &cx);
+        match cx.settle(root.node, root.path, T::deserialize(root)) {
             Ok(value) => {
                 if cx.diags.borrow().is_empty() {
                     return Ok(value);
@@ -239,10 +239,12 @@ struct Mark {
     omitted: usize,
 }
 
-/// A deserializer for one node.
+/// A deserializer for one node. The path is borrowed from the caller, which keeps it for
+/// reporting after serde consumed the deserializer: one path string per node, never a copy.
+#[derive(Clone, Copy)]
 struct De<'a, 'd> {
     node: &'a Node,
-    path: String,
+    path: &'a str,
     cx: &'a Cx<'d>,
 }
 
@@ -308,11 +310,12 @@ impl Cx<'_> {
     }
 
     fn mode(&self, node: &Node) -> Mode {
-        self.poison
-            .borrow()
-            .get(&node_id(node))
-            .copied()
-            .unwrap_or(Mode::Fresh)
+        // Asked for every node; a valid file's first run has nothing poisoned, so skip hashing.
+        let poison = self.poison.borrow();
+        if poison.is_empty() {
+            return Mode::Fresh;
+        }
+        poison.get(&node_id(node)).copied().unwrap_or(Mode::Fresh)
     }
 
     fn mark(&self) -> Mark {
@@ -393,7 +396,7 @@ impl Cx<'_> {
         path: String,
     ) -> Result<S::Value, Error> {
         let before = self.mark();
-        let result = seed.deserialize(De::new(node, path.clone(), self));
+        let result = seed.deserialize(De::new(node, &path, self));
         self.settle_from(node, &path, result, before)
     }
 }
@@ -480,12 +483,8 @@ macro_rules! integers {
 }
 
 impl<'a, 'd> De<'a, 'd> {
-    fn new(node: &'a Node, path: String, cx: &'a Cx<'d>) -> Self {
+    fn new(node: &'a Node, path: &'a str, cx: &'a Cx<'d>) -> Self {
         De { node, path, cx }
-    }
-
-    fn clone_ref(&self) -> Self {
-        De::new(self.node, self.path.clone(), self.cx)
     }
 
     /// Reports "expected …, found …" here, then carries on with a placeholder.
@@ -496,7 +495,7 @@ impl<'a, 'd> De<'a, 'd> {
         with: impl FnOnce(Placeholder, V) -> Result<V::Value, Error>,
     ) -> Result<V::Value, Error> {
         let message = format!("expected {expected}, found {}", self.node.describe());
-        self.cx.report_at(self.node, &self.path, message);
+        self.cx.report_at(self.node, self.path, message);
         self.placeholder(visitor, with)
     }
 
@@ -506,7 +505,7 @@ impl<'a, 'd> De<'a, 'd> {
         with: impl FnOnce(Placeholder, V) -> Result<V::Value, Error>,
     ) -> Result<V::Value, Error> {
         self.cx.replaced.set(self.cx.replaced.get() + 1);
-        self.cx.substituted.borrow_mut().push(self.path.clone());
+        self.cx.substituted.borrow_mut().push(self.path.to_owned());
         with(Placeholder, visitor).map_err(|_| self.cx.fail(self.node))
     }
 
@@ -619,7 +618,7 @@ impl<'a, 'd> De<'a, 'd> {
             Value::Seq(items) => visitor.visit_seq(SeqAcc {
                 items: items.iter(),
                 index: 0,
-                path: &self.path,
+                path: self.path,
                 cx: self.cx,
             }),
             _ => self.mismatch(visitor, "a sequence".into(), |p, v| p.deserialize_seq(v)),
@@ -638,7 +637,7 @@ impl<'a, 'd> De<'a, 'd> {
                 fields,
                 value: None,
                 filled: 0,
-                path: &self.path,
+                path: self.path,
                 cx: self.cx,
             }),
             _ => match fields {
@@ -671,12 +670,11 @@ impl<'a, 'd> De<'a, 'd> {
         let name = name_node.raw.as_str();
         if !variants.contains(&name) {
             // Checked here rather than by serde so decoding can carry on with a placeholder.
-            let path = self.path.clone();
             self.cx
-                .report_at(name_node, &path, unknown("value", name, variants));
+                .report_at(name_node, self.path, unknown("value", name, variants));
             return self.placeholder(visitor, |p, v| p.deserialize_enum("", variants, v));
         }
-        let mut path = self.path.clone();
+        let mut path = self.path.to_owned();
         if value.is_some() {
             push_key(&mut path, name);
         }
@@ -955,11 +953,8 @@ impl<'de> VariantAccess<'de> for EnumAcc<'_, '_> {
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Error> {
         let node = self.value_node()?;
         let before = self.cx.mark();
-        let result = de::Deserializer::deserialize_tuple(
-            De::new(node, self.path.clone(), self.cx),
-            len,
-            visitor,
-        );
+        let result =
+            de::Deserializer::deserialize_tuple(De::new(node, &self.path, self.cx), len, visitor);
         self.cx.settle_from(node, &self.path, result, before)
     }
 
@@ -970,7 +965,7 @@ impl<'de> VariantAccess<'de> for EnumAcc<'_, '_> {
     ) -> Result<V::Value, Error> {
         let node = self.value_node()?;
         let before = self.cx.mark();
-        let de = De::new(node, self.path.clone(), self.cx);
+        let de = De::new(node, &self.path, self.cx);
         let result = de::Deserializer::deserialize_struct(de, "", fields, visitor);
         self.cx.settle_from(node, &self.path, result, before)
     }

@@ -346,7 +346,7 @@ impl Cx<'_> {
             {
                 continue;
             }
-            let population: Vec<String> = self_population.clone();
+            let population = self_population;
             let names: Vec<String> = selected.iter().map(|(_, t)| t.name.clone()).collect();
             let mut chosen = scope.choose(&names, seed, &f.name);
             let mut kind = kind;
