@@ -8,7 +8,9 @@
 //!
 //! While a run is alive it holds an exclusive `flock` on `runs/<run-id>/lock`; `recover` skips
 //! runs whose lock is held, so it never reverts the faults of a run that is still in charge of
-//! them.
+//! them. The one holder that is not in charge is a child the runner was starting as it died
+//! (the lock is shared from the fork until the exec): when the runner is gone, the lock is
+//! waited for instead ([`Journal::open_dead`]).
 //!
 //! Every journal also feeds the state directory's audit log ([`crate::audit`]): the run's start,
 //! claims, injections, reverts, halts and end each add one hash-chained line there, whoever
