@@ -8,7 +8,9 @@
 //!
 //! While a run is alive it holds an exclusive `flock` on `runs/<run-id>/lock`; `recover` skips
 //! runs whose lock is held, so it never reverts the faults of a run that is still in charge of
-//! them.
+//! them. The one holder that is not in charge is a child the runner was starting as it died
+//! (the lock is shared from the fork until the exec): when the runner is gone, the lock is
+//! waited for instead ([`Journal::open_dead`]).
 //!
 //! Every journal also feeds the state directory's audit log ([`crate::audit`]): the run's start,
 //! claims, injections, reverts, halts and end each add one hash-chained line there, whoever
@@ -281,6 +283,12 @@ pub(crate) fn create_locked(dir: &Path, name: &str) -> Result<(File, File, PathB
     Ok((file, lock, path))
 }
 
+/// How often, and how many times, `open_dead` tries again for the lock of a run whose runner is
+/// gone (5 s in all: a child takes that long from its fork to its exec only on a machine that
+/// is very loaded indeed).
+const HANDOVER_POLL: Duration = Duration::from_millis(10);
+const HANDOVER_POLLS: u32 = 500;
+
 // === impl Journal ===
 
 impl Journal {
@@ -301,6 +309,9 @@ impl Journal {
 
     /// Opens an existing journal for appending (used by `recover`), taking the run's lock.
     /// Returns `Ok(None)` when the run is still alive (its lock is held by another process).
+    /// When the lock is held but the journal's runner is gone, the holder is a child the runner
+    /// was starting as it died, between its fork and its exec: this waits (up to 5 s, blocking)
+    /// for that child to let go rather than mistake the dead run for a live one.
     pub fn open_dead(dir: &Path) -> Result<Option<Journal>, JournalError> {
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new()
@@ -312,7 +323,26 @@ impl Journal {
                 path: lock_path.clone(),
                 source,
             })?;
-        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        let try_lock =
+            || rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        let mut locked = try_lock();
+        // A flock belongs to the open file, which a child shares from its fork until its exec
+        // closes it: a runner killed while it was starting a child (tc, nft, a stress worker)
+        // leaves its lock held for the moment that child takes to reach its exec, and for that
+        // moment the dead run would look alive and keep every fault it left. So when the journal
+        // says its runner is gone, the lock is waited for (briefly: a child that never execs
+        // does not exist here; past that it is a live holder after all, such as another
+        // `recover`).
+        if locked == Err(rustix::io::Errno::WOULDBLOCK) && runner_gone(dir) {
+            for _ in 0..HANDOVER_POLLS {
+                std::thread::sleep(HANDOVER_POLL);
+                locked = try_lock();
+                if locked != Err(rustix::io::Errno::WOULDBLOCK) {
+                    break;
+                }
+            }
+        }
+        match locked {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
             Err(e) => {
@@ -507,6 +537,29 @@ impl Audit {
         if let Err(e) = crate::audit::append(&self.state_dir, &rec) {
             tracing::warn!("{e}");
         }
+    }
+}
+
+/// Whether the runner that wrote the journal in `dir` is gone: its pid (from `RunStarted`) no
+/// longer runs, is a zombie, or now belongs to another process (the start time its claims
+/// recorded differs). `false` when the journal does not say who the runner was.
+fn runner_gone(dir: &Path) -> bool {
+    let Ok(events) = read(&dir.join("journal.jsonl")) else {
+        return false;
+    };
+    let Some(pid) = events.iter().find_map(|e| match e {
+        Event::RunStarted { pid, .. } => Some(*pid),
+        _ => None,
+    }) else {
+        return false;
+    };
+    let started = events.iter().find_map(|e| match e {
+        Event::Claimed { holder, .. } if holder.pid == pid => holder.start_time,
+        _ => None,
+    });
+    match crate::claims::state_of(pid) {
+        None | Some('Z') => true,
+        Some(_) => started.is_some_and(|t| crate::claims::start_time_of(pid) != Some(t)),
     }
 }
 

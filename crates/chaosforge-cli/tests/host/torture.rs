@@ -47,17 +47,120 @@ impl Drop for Victim {
     }
 }
 
-fn stress_workers() -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains("__stress-worker"))
-                .unwrap_or(false)
-                && chaosforge::fault::process::state_of(*pid) != Some('Z')
+/// The runners this test started. Stress workers, stress cgroups and freeze cgroups carry the
+/// pid of the runner that made them (`chaosforge/<pid>-…`, `chaosforge-freeze-<pid>-…`), and
+/// only those count: other tests on the same machine run chaosforge too, and their live workers
+/// and cgroups are neither this test's residue nor this test's to clean up.
+#[derive(Default)]
+struct Runners(Vec<u32>);
+
+/// Clears what a failed trial left behind, on drop while panicking: a failed assertion must not
+/// leave stress workers burning, cgroups behind or a victim frozen, or every later run of this
+/// test fails at trial 0 on the previous run's residue. (Network residue lives in this test's
+/// namespaces and dies with them; the victims are killed by their own guards.)
+struct CleanupOnFailure(Runners);
+
+impl Runners {
+    fn made(&self, cgroup: &std::path::Path) -> bool {
+        let name = cgroup.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        let name = name.strip_prefix("chaosforge-freeze-").unwrap_or(&name);
+        self.0
+            .iter()
+            .any(|pid| name.starts_with(&format!("{pid}-")))
+    }
+
+    /// This test's stress cgroups that still exist.
+    fn stress_cgroups(&self) -> Vec<std::path::PathBuf> {
+        let mut all = chaosforge::fault::stress::chaosforge_cgroups();
+        all.retain(|c| self.made(c));
+        all
+    }
+
+    /// This test's freeze cgroups that still exist.
+    fn freeze_cgroups(&self) -> Vec<std::path::PathBuf> {
+        let mut all = chaosforge::fault::freeze::freeze_cgroups();
+        all.retain(|c| self.made(c));
+        all
+    }
+
+    /// Live (not zombie) stress workers of this test's runners: a worker's command line holds
+    /// its cgroup's path.
+    fn stress_workers(&self) -> usize {
+        let marks: Vec<String> = self.0.iter().map(|p| format!("/chaosforge/{p}-")).collect();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.contains("__stress-worker") && marks.iter().any(|m| c.contains(m))
+                    })
+                    .unwrap_or(false)
+                    && chaosforge::fault::process::state_of(*pid) != Some('Z')
+            })
+            .count()
+    }
+}
+
+impl Drop for CleanupOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let freezes = self.0.freeze_cgroups();
+        let stresses = self.0.stress_cgroups();
+        for cg in &freezes {
+            // Thaw first: a frozen process does not die of SIGKILL until it is thawed.
+            let _ = std::fs::write(cg.join("freezer.state"), "THAWED");
+            let _ = std::fs::write(cg.join("cgroup.freeze"), "0");
+        }
+        for cg in stresses.iter().chain(&freezes) {
+            let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // A freeze cgroup holds a victim, which its own guard kills: move it back to
+                // the hierarchy's root (where freeze cgroups are made) instead.
+                let moved = freezes.contains(cg)
+                    && cg.parent().is_some_and(|root| {
+                        std::fs::write(root.join("cgroup.procs"), pid.to_string()).is_ok()
+                    });
+                if !moved {
+                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                }
+            }
+        }
+        // SIGKILLed workers leave their cgroup busy until they are reaped (by init: their
+        // runner is gone), which takes a moment.
+        for cg in stresses.iter().chain(&freezes) {
+            for _ in 0..50 {
+                if std::fs::remove_dir(cg).is_ok() || !cg.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Some(parent) = cg.parent().filter(|p| p.ends_with("chaosforge")) {
+                // Busy while another run's cgroup is in it: that is fine.
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
+}
+
+/// Every journal in the state directory, newest last, for a failure message: the events show
+/// exactly what the killed runner and `recover` did.
+fn journals(state: &std::path::Path) -> String {
+    let Ok(runs) = chaosforge::journal::runs(state) else {
+        return String::new();
+    };
+    runs.iter()
+        .rev()
+        .take(1)
+        .map(|r| {
+            let text = std::fs::read_to_string(r.dir.join("journal.jsonl")).unwrap_or_default();
+            format!("journal of run {} ({}):\n{text}", r.id.0, r.dir.display())
         })
-        .count()
+        .collect()
 }
 
 fn ballast(dir: &std::path::Path) -> usize {
@@ -114,6 +217,9 @@ fn killed_runs_leave_zero_residue_after_recover() {
     let victim2 = Victim(Command::new("sleep").arg("600").spawn().unwrap());
     let pid2 = victim2.0.id() as i32;
     let limits2 = std::fs::read_to_string(format!("/proc/{pid2}/limits")).unwrap();
+    // After the victims, so that it drops before them: a frozen victim must be thawed before
+    // its guard kills and waits for it.
+    let mut ours = CleanupOnFailure(Runners::default());
     let exp =
         fs.0.path()
             .join("..")
@@ -175,9 +281,10 @@ phases: {{ baseline: 100ms, inject: 1s, recover_within: 2s }}
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        ours.0.0.push(runner.id());
         std::thread::sleep(kill_after);
         let faulted = chaosforge::fault::process::state_of(pid) == Some('T')
-            || stress_workers() > 0
+            || ours.0.stress_workers() > 0
             || !network_residue(&h).is_empty();
         killed_with_faults += usize::from(faulted);
         let _ = runner.kill();
@@ -189,13 +296,14 @@ phases: {{ baseline: 100ms, inject: 1s, recover_within: 2s }}
             .unwrap();
         assert!(
             out.status.success(),
-            "trial {trial}: recover failed: {}",
-            String::from_utf8_lossy(&out.stdout)
+            "trial {trial}: recover failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            journals(state.path())
         );
         // Zero residue, whatever moment the runner died at.
         let network = network_residue(&h);
         let workers = (0..50).find(|_| {
-            let n = stress_workers();
+            let n = ours.0.stress_workers();
             if n > 0 {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -207,7 +315,7 @@ phases: {{ baseline: 100ms, inject: 1s, recover_within: 2s }}
             "trial {trial}: victim2's limits are restored"
         );
         assert_eq!(
-            chaosforge::fault::freeze::freeze_cgroups(),
+            ours.0.freeze_cgroups(),
             Vec::<std::path::PathBuf>::new(),
             "trial {trial}: freeze cgroups left"
         );
@@ -215,13 +323,16 @@ phases: {{ baseline: 100ms, inject: 1s, recover_within: 2s }}
             network.len(),
             chaosforge::fault::process::state_of(pid) == Some('T'),
             workers.is_none(),
-            chaosforge::fault::stress::chaosforge_cgroups().len(),
+            ours.0.stress_cgroups().len(),
             ballast(fs.0.path()),
         );
         assert_eq!(
             residue,
             (0, false, false, 0, 0),
-            "trial {trial} (killed after {kill_after:?}): residue (nft tables/iptables chains/NFQUEUE rules/qdiscs/ifbs, victim stopped, workers alive, cgroups, ballast files): {network:?}"
+            "trial {trial} (killed after {kill_after:?}): residue (nft tables/iptables chains/NFQUEUE rules/qdiscs/ifbs, victim stopped, workers alive, cgroups, ballast files): {network:?} {:?}\nrecover said:\n{}\n{}",
+            ours.0.stress_cgroups(),
+            String::from_utf8_lossy(&out.stdout),
+            journals(state.path())
         );
     }
     eprintln!(

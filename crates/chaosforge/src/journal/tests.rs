@@ -472,6 +472,70 @@ fn open_dead_waits_for_the_runs_lock() {
     assert!(Journal::open_dead(&dir).unwrap().is_some());
 }
 
+/// A runner SIGKILLed while starting a child leaves its lock held by that child until the
+/// child's exec closes it. Here a second open of the lock file stands in for the child (flock
+/// locks of two open files conflict as across processes). With the runner gone, `open_dead`
+/// must wait for it and treat the run as dead; before, it saw a held lock, called the run live,
+/// and `recover` left every fault it had injected.
+#[test]
+fn open_dead_waits_out_a_dead_runners_child() {
+    let (_state, dir, path) = journal_with(&[]);
+    // A pid above the kernel's maximum (2^22): no process has it, so the runner is gone.
+    let mut started = every_event(&RunId("run-1".into()))
+        .into_iter()
+        .find(|e| matches!(e, Event::RunStarted { .. }))
+        .unwrap();
+    if let Event::RunStarted { pid, .. } = &mut started {
+        *pid = 1 << 30;
+    }
+    append_raw(
+        &path,
+        &[serde_json::to_vec(&started).unwrap(), b"\n".to_vec()].concat(),
+    );
+    append_raw(
+        &path,
+        &[
+            serde_json::to_vec(&injecting(0, "a", "t")).unwrap(),
+            b"\n".to_vec(),
+        ]
+        .concat(),
+    );
+    // The runner's own lock died with it (`journal_with` dropped the journal); its child's
+    // copy still holds it.
+    let child = File::options().write(true).open(dir.join("lock")).unwrap();
+    rustix::fs::flock(&child, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    // The "child" reaches its exec a moment later.
+    let exec = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        drop(child);
+    });
+    let dead = Journal::open_dead(&dir).unwrap();
+    exec.join().unwrap();
+    assert!(
+        dead.is_some(),
+        "a dead runner's run was taken for a live one"
+    );
+    assert_eq!(open_faults(&read(&path).unwrap()).len(), 1);
+}
+
+/// A live runner's held lock still means a live run, at once.
+#[test]
+fn open_dead_leaves_a_live_runner_alone() {
+    let state = tempfile::tempdir().unwrap();
+    let id = RunId("live".into());
+    let j = Journal::create(state.path(), &id).unwrap();
+    let mut started = every_event(&id)
+        .into_iter()
+        .find(|e| matches!(e, Event::RunStarted { .. }))
+        .unwrap();
+    if let Event::RunStarted { pid, .. } = &mut started {
+        *pid = std::process::id();
+    }
+    j.append_durable(&started).unwrap();
+    let dir = j.path().parent().unwrap().to_path_buf();
+    assert!(Journal::open_dead(&dir).unwrap().is_none());
+}
+
 #[test]
 fn open_dead_without_a_journal_is_an_error() {
     let state = tempfile::tempdir().unwrap();

@@ -205,7 +205,20 @@ impl Revert for KillCgroup {
 /// Idempotent (a missing cgroup is already reverted); used by `recover`. Refuses any path that
 /// is not `/sys/fs/cgroup/…/chaosforge/<name>`.
 pub async fn revert_cgroup(path: &Path) -> Result<String, BoxError> {
-    cgroup::remove(path).await
+    // A runner killed just after starting a worker leaves one that has not joined the cgroup
+    // yet, so `cgroup.procs` does not list it. It would exit by itself on finding the cgroup
+    // gone, but only once it gets that far, which on a loaded machine is a while after the
+    // revert said the fault was undone: kill it now, found by the cgroup on its command line.
+    let strays = if cgroup::is_ours(path) {
+        worker::kill_unjoined(path)
+    } else {
+        0
+    };
+    let note = cgroup::remove(path).await?;
+    Ok(match strays {
+        0 => note,
+        n => format!("{note}; killed {n} stress workers that had not joined it yet"),
+    })
 }
 
 /// Deletes a disk-fill ballast file. Idempotent (a missing file is already reverted); used by

@@ -228,6 +228,32 @@ async fn spawn_one(exe: &Path, spec: &WorkerSpec, children: &mut Vec<Child>) -> 
     Ok(())
 }
 
+/// Sends SIGKILL to every stress worker whose spec names `cgroup`, joined or not (those not yet
+/// joined are not in its `cgroup.procs`). Returns how many there were.
+pub(crate) fn kill_unjoined(cgroup: &Path) -> usize {
+    // The spec is on the command line as JSON; its `cgroup` field, spelt as serde spells it.
+    let Ok(quoted) = serde_json::to_string(cgroup) else {
+        return 0;
+    };
+    let mark = format!("\"cgroup\":{quoted}");
+    let mut killed = 0;
+    for pid in crate::fault::procfs::all_pids() {
+        let Some(cmdline) = crate::fault::procfs::cmdline_of(pid) else {
+            continue;
+        };
+        if !cmdline.contains("__stress-worker") || !cmdline.contains(&mark) {
+            continue;
+        }
+        if let Some(p) = rustix::process::Pid::from_raw(pid) {
+            // ESRCH: it exited meanwhile, which is what we want.
+            if rustix::process::kill_process(p, rustix::process::Signal::KILL).is_ok() {
+                killed += 1;
+            }
+        }
+    }
+    killed
+}
+
 async fn exit_note(child: Option<&mut Child>) -> String {
     let Some(child) = child else {
         return String::new();
@@ -258,6 +284,39 @@ mod tests {
         let mem: WorkerSpec =
             serde_json::from_str(r#"{"work":"memory","cgroup":"/x","bytes":1024}"#).unwrap();
         assert!(matches!(mem, WorkerSpec::Memory { bytes: 1024, .. }));
+    }
+
+    /// A worker the runner started just before it died has not joined its cgroup, so only its
+    /// command line says whose it is; a revert must find it there.
+    #[tokio::test]
+    async fn a_worker_not_yet_in_its_cgroup_is_found_by_its_command_line() {
+        let cgroup = PathBuf::from(format!(
+            "/sys/fs/cgroup/pids/chaosforge/{}-unjoined-test-0",
+            std::process::id()
+        ));
+        let spec = serde_json::to_string(&WorkerSpec::Cpu {
+            cgroup: cgroup.clone(),
+            percent: 1,
+            cpus: vec![],
+        })
+        .unwrap();
+        // `sh -c 'read x' __stress-worker <spec>`: a stand-in with a worker's command line that
+        // waits on its stdin, does no work and has not joined anything (spawn returns after the
+        // exec, so the command line is already there).
+        let mut stand_in = std::process::Command::new("sh")
+            .args(["-c", "read x", "__stress-worker", &spec])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let other = cgroup.with_file_name("someone-else-0");
+        assert_eq!(
+            kill_unjoined(&other),
+            0,
+            "another cgroup's worker was killed"
+        );
+        assert_eq!(kill_unjoined(&cgroup), 1);
+        let status = stand_in.wait().unwrap();
+        assert!(!status.success(), "the stand-in was killed: {status}");
     }
 
     #[tokio::test]
