@@ -108,23 +108,8 @@ impl Drop for ClaimGuard {
 
 // === functions ===
 
-/// The start time of `pid` in clock ticks since boot (`/proc/PID/stat` field 22), if it lives.
-pub fn start_time_of(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count after the last `)`.
-    let rest = &text[text.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// The state letter of `pid` (`R`, `S`, `T`, `Z`, …), if it exists.
-pub fn state_of(pid: u32) -> Option<char> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    text[text.rfind(')')? + 1..]
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
-}
+// The runner-identity helpers live with the journal, which needs them to tell a dead run.
+pub use crate::journal::{start_time_of, state_of};
 
 /// The holder record for a run of this process, with our start time.
 pub fn holder_here(run_id: crate::vocab::RunId, experiment: &str) -> ClaimHolder {

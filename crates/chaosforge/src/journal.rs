@@ -557,10 +557,28 @@ fn runner_gone(dir: &Path) -> bool {
         Event::Claimed { holder, .. } if holder.pid == pid => holder.start_time,
         _ => None,
     });
-    match crate::claims::state_of(pid) {
+    match state_of(pid) {
         None | Some('Z') => true,
-        Some(_) => started.is_some_and(|t| crate::claims::start_time_of(pid) != Some(t)),
+        Some(_) => started.is_some_and(|t| start_time_of(pid) != Some(t)),
     }
+}
+
+/// The start time of `pid` in clock ticks since boot (`/proc/PID/stat` field 22), if it lives.
+pub fn start_time_of(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last `)`.
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The state letter of `pid` (`R`, `S`, `T`, `Z`, …), if it exists.
+pub fn state_of(pid: u32) -> Option<char> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    text[text.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
 }
 
 /// Cuts a torn last line (a runner killed mid-write) so that what is appended next starts on a
