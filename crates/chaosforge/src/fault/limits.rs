@@ -112,7 +112,7 @@ impl Fault for LimitFault {
             }
             LimitResource::Nproc => {
                 let uid = exempt_from_nproc(pid).map_err(target_err)?;
-                tasks_of_user(uid) + self.headroom
+                steady_tasks_of_user(uid).await + self.headroom
             }
         };
         // Never raise it: a process already at its limit stays there.
@@ -352,6 +352,21 @@ fn parse_status(status: &str) -> Option<(u32, u64)> {
     let uid = field("Uid:")?.split_whitespace().next()?.parse().ok()?;
     let cap_eff = u64::from_str_radix(field("CapEff:")?, 16).ok()?;
     Some((uid, cap_eff))
+}
+
+/// The tasks `uid` runs without its short-lived ones: the fewest of a few counts over ~20 ms.
+///
+/// A process that forks in a loop (a shell, a pre-fork server respawning) has a child alive for
+/// part of each turn; a limit taken while one lives is one too high, and since the kernel lets a
+/// fork through when the count *including the new task* does not exceed the limit, every fork
+/// would then still succeed. Counting at the quiet moment makes the next fork the one refused.
+async fn steady_tasks_of_user(uid: u32) -> u64 {
+    let mut fewest = tasks_of_user(uid);
+    for _ in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        fewest = fewest.min(tasks_of_user(uid));
+    }
+    fewest
 }
 
 /// The tasks (threads) `uid` runs now, as the kernel counts them for `RLIMIT_NPROC`.
