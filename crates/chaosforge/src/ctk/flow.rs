@@ -30,7 +30,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::journal::{CtkJournal, HypothesisState, Run, RunStatus, Status, now_iso};
-use super::tolerance::within_tolerance;
+use super::tolerance::{py_truthy, within_tolerance};
 
 #[cfg(test)]
 mod tests;
@@ -563,7 +563,7 @@ impl Cx {
             let r = tokio::task::block_in_place(|| {
                 tokio::runtime::Handle::current().block_on(providers.run(&activity))
             });
-            matches!(r, Ok(v) if truthy(&v))
+            matches!(r, Ok(v) if py_truthy(&v))
         };
         // Where Python would raise, chaoslib's hypothesis fails the probe: not met.
         within_tolerance(tolerance, output, &mut probe).unwrap_or(false)
@@ -727,16 +727,4 @@ fn place(shared: &Shared, i: usize, run: Run) {
 fn pause(v: Option<&Value>) -> Option<Duration> {
     let s = v?.as_f64()?;
     (s > 0.0 && s.is_finite()).then(|| Duration::from_secs_f64(s))
-}
-
-/// Python's truthiness of a JSON value.
-pub fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
 }
