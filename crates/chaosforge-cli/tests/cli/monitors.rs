@@ -115,3 +115,69 @@ phases: { baseline: 1s, inject: 1s, recover_within: 1s }
         "a timed-out command was left running: {leftover:?}"
     );
 }
+
+/// A slow command started while the baseline settles is still running when the pause lands, so
+/// it reads `stopped`. The baseline verdict the run acted on never saw it, and the report must
+/// agree: such a sample belongs to no window.
+#[test]
+fn a_baseline_sample_still_running_at_injection_belongs_to_no_window() {
+    let victim = Victim::start();
+    let dir = Dir::new();
+    let pid = victim.pid();
+    let exp = dir.write(
+        "straddle.yaml",
+        &format!(
+            r#"apiVersion: chaosforge/v1
+name: a-sample-straddles-the-injection
+seed: 3
+targets:
+  - name: victim
+    process: {{ pid: {pid} }}
+    labels: {{ service: victim }}
+hypothesis:
+  monitors:
+    - name: stopped-flag
+      command:
+        # Reads the state 250 ms after the sample starts: samples started while the baseline
+        # settles read it after the pause.
+        run: "sleep 0.25; grep -q '^State:.*stopped' /proc/{pid}/status && echo stopped=1 || echo stopped=0"
+        interval: 50ms
+        timeout: 2s
+        value: {{ regex: "stopped=(\\d)" }}
+      expect: ["value.max < 0.5"]
+faults:
+  - name: freeze
+    pause: {{}}
+    target: {{ select: {{ service: victim }} }}
+phases: {{ baseline: 800ms, inject: 1s, recover_within: 5s }}
+"#
+        ),
+    );
+    let stdout = run_exit(&exp, &dir, 1);
+    assert!(stdout.contains("REFUTED"), "{stdout}");
+    let r = report(&dir);
+    let value = &r.monitors[0].expectations[0];
+    assert_eq!(value.baseline.value, Some(0.0), "{value:?}");
+    assert_eq!(value.baseline.held, Some(true), "{value:?}");
+    assert_eq!(value.during.value, Some(1.0), "{value:?}");
+    // Such samples exist (else this test proves nothing): journaled in the inject phase,
+    // started before it.
+    let journal = std::fs::read_to_string(&dir.journals()[0]).unwrap();
+    let events: Vec<serde_json::Value> = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let inject_at = events
+        .iter()
+        .find(|e| e["event"] == "phase" && e["phase"] == "inject")
+        .map(|e| e["at_ms"].clone())
+        .expect("an inject phase");
+    let straddling = events
+        .iter()
+        .filter(|e| e["event"] == "sample" && e["phase"] == "inject")
+        .count();
+    assert!(
+        straddling > 0,
+        "no sample straddled the injection at {inject_at}: {journal}"
+    );
+}
