@@ -50,17 +50,6 @@ pub(crate) struct CtkArgs {
     pub exit_codes: String,
 }
 
-/// Whether `file` is a Chaos Toolkit experiment (`None`: unreadable, let the usual path say so).
-pub(crate) fn is_ctk_file(file: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(file) else {
-        return false;
-    };
-    match Document::parse(&file.display().to_string(), &text) {
-        Ok(doc) => chaosforge::ctk::is_ctk(&doc),
-        Err(_) => false,
-    }
-}
-
 /// `validate` of a CTK file: whether it is valid (diagnostics printed).
 pub(crate) fn validate(file: &Path) -> bool {
     match chaosforge::ctk::load(file) {

@@ -311,15 +311,9 @@ pub(crate) async fn run(args: GameDayArgs) -> anyhow::Result<u8> {
     Ok(code)
 }
 
-/// For `validate`: `None` when `file` is not a game day file (it has no `timeline`), else
-/// whether it is valid, its problems and its scenarios' printed.
-pub(crate) fn validate(file: &Path) -> Option<bool> {
-    let text = std::fs::read_to_string(file).ok()?;
-    let doc = chaosforge::source::Document::parse(&file.display().to_string(), &text).ok()?;
-    if !gameday::is_gameday(&doc) {
-        return None;
-    }
-    match gameday::load_document(&doc, file.parent().unwrap_or(Path::new("")), Some(0), false) {
+/// `validate` of a game day file (`doc`, parsed): whether it is valid (diagnostics printed).
+pub(crate) fn validate(file: &Path, doc: &chaosforge::source::Document) -> bool {
+    match gameday::load_document(doc, file.parent().unwrap_or(Path::new("")), Some(0), false) {
         Ok(gd) => {
             println!(
                 "{}: valid game day ({} step{}, {} scenario{})",
@@ -329,11 +323,11 @@ pub(crate) fn validate(file: &Path) -> Option<bool> {
                 gd.scenarios().count(),
                 crate::plural(gd.scenarios().count())
             );
-            Some(true)
+            true
         }
         Err(d) => {
             eprint!("{d}");
-            Some(false)
+            false
         }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use chaosforge::engine::{Engine, Outcome, Progress, RunResult};
 use chaosforge::plan::{self, Plan};
+use chaosforge::source::Document;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
@@ -337,7 +338,13 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
                     },
                 );
             }
-            if files.iter().any(|f| ctk_cmd::is_ctk_file(f)) {
+            // Each file is read and parsed once, here: whether it is a Chaos Toolkit file is
+            // seen from the same tree the run compiles.
+            let docs: Vec<_> = files.iter().map(|f| Document::read(f)).collect();
+            if docs
+                .iter()
+                .any(|d| d.as_ref().is_ok_and(chaosforge::ctk::is_ctk))
+            {
                 let [file] = files.as_slice() else {
                     anyhow::bail!("Chaos Toolkit experiments run one at a time: give one file");
                 };
@@ -345,6 +352,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             }
             run_cmd::run(run_cmd::RunArgs {
                 files,
+                docs,
                 seed,
                 state_dir: state_dir(state)?,
                 reports,
@@ -440,8 +448,21 @@ fn schemars_schema() -> String {
 
 /// Loads and compiles a file, printing every diagnostic; `None` when it is invalid.
 fn load(file: &Path, seed: Option<u64>) -> Option<Plan> {
-    match plan::load_here(file, seed) {
-        Ok((_, plan)) => {
+    load_parsed(file, Document::read(file), seed)
+}
+
+/// [`load`] of a file already read and parsed (`doc`).
+fn load_parsed(
+    file: &Path,
+    doc: Result<Document, chaosforge::diag::Diagnostics>,
+    seed: Option<u64>,
+) -> Option<Plan> {
+    let compiled = doc.and_then(|doc| {
+        let plan = plan::load_document(&doc, seed)?;
+        plan::here(&doc, plan)
+    });
+    match compiled {
+        Ok(plan) => {
             for w in plan.warnings.iter() {
                 eprintln!("warning: {w}");
             }
@@ -463,16 +484,25 @@ fn load(file: &Path, seed: Option<u64>) -> Option<Plan> {
 fn validate(files: &[PathBuf]) -> u8 {
     let mut bad = 0usize;
     for f in files {
-        if ctk_cmd::is_ctk_file(f) {
+        // Read and parsed once; what kind of file it is is seen from the tree.
+        let doc = match Document::read(f) {
+            Ok(doc) => doc,
+            Err(d) => {
+                bad += 1;
+                eprint!("{d}");
+                continue;
+            }
+        };
+        if chaosforge::ctk::is_ctk(&doc) {
             bad += usize::from(!ctk_cmd::validate(f));
             continue;
         }
-        if let Some(valid) = gameday_cmd::validate(f) {
-            bad += usize::from(!valid);
+        if chaosforge::gameday::is_gameday(&doc) {
+            bad += usize::from(!gameday_cmd::validate(f, &doc));
             continue;
         }
-        match plan::load(f, Some(0)) {
-            Ok((_, p)) => println!(
+        match plan::load_document(&doc, Some(0)) {
+            Ok(p) => println!(
                 "{}: valid ({} target{}, {} monitor{}, {} fault{})",
                 f.display(),
                 p.targets.len(),

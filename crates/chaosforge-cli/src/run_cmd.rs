@@ -18,6 +18,8 @@ use tokio::sync::watch;
 /// What `run` was asked.
 pub(crate) struct RunArgs {
     pub files: Vec<PathBuf>,
+    /// Each file, read and parsed (`main` looked at them to tell Chaos Toolkit files apart).
+    pub docs: Vec<Result<chaosforge::source::Document, chaosforge::diag::Diagnostics>>,
     pub seed: Option<u64>,
     pub state_dir: PathBuf,
     /// `--report FORMAT:PATH` (and `--report-json PATH`), written when every run is over.
@@ -35,7 +37,7 @@ pub(crate) struct RunArgs {
 }
 
 /// Runs every file; the exit code.
-pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(mut args: RunArgs) -> anyhow::Result<u8> {
     let wait = match args.wait_for_targets.as_deref() {
         None => ClaimWait::Refuse,
         Some("forever") => ClaimWait::Wait(None),
@@ -46,8 +48,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
     };
     let mut plans = Vec::new();
-    for f in &args.files {
-        let admitted = match crate::load(f, args.seed) {
+    let files = args.files.clone();
+    for (f, doc) in files.iter().zip(std::mem::take(&mut args.docs)) {
+        let admitted = match crate::load_parsed(f, doc, args.seed) {
             Some(p) => admit(f, p, &args.policy, &args.state_dir)?,
             None => None,
         };

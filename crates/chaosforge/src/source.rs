@@ -163,6 +163,24 @@ impl Document {
         }
     }
 
+    /// Reads `path` and parses it, named in diagnostics as `path` is displayed.
+    ///
+    /// # Errors
+    ///
+    /// An unreadable file, or what [`Document::parse`] finds.
+    pub fn read(path: &std::path::Path) -> Result<Document, Diagnostics> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics(vec![Diagnostic::new(
+                file.clone(),
+                None,
+                "",
+                format!("cannot read file: {e}"),
+            )])
+        })?;
+        Document::parse(&file, &text)
+    }
+
     /// The file name as given to [`Document::parse`].
     pub fn file(&self) -> &str {
         &self.file

@@ -155,10 +155,7 @@ pub fn here(doc: &Document, mut plan: Plan) -> Result<Plan, Diagnostics> {
 
 /// Reads, parses, decodes and compiles an experiment file. `seed` overrides the file's seed.
 pub fn load(path: &Path, seed: Option<u64>) -> Result<(Document, Plan), Diagnostics> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Diagnostic::new(file.clone(), None, "", format!("cannot read file: {e}")))?;
-    let doc = Document::parse(&file, &text)?;
+    let doc = Document::read(path)?;
     let plan = load_document(&doc, seed)?;
     Ok((doc, plan))
 }

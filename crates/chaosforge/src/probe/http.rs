@@ -120,12 +120,7 @@ impl HttpProbe {
         if cfg.timeout.is_zero() {
             return Err(ProbeError::ZeroTimeout);
         }
-        let client = Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("chaosforge-probe/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(ProbeError::Client)?;
+        let client = super::client_for(&url).map_err(ProbeError::Client)?;
         Ok(HttpProbe {
             name: name.into(),
             client,

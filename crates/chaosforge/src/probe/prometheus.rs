@@ -140,12 +140,7 @@ impl PrometheusProbe {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let client = Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("chaosforge-probe/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(ProbeError::Client)?;
+        let client = super::client_for(&endpoint).map_err(ProbeError::Client)?;
         Ok(PrometheusProbe {
             name: name.into(),
             client,
