@@ -454,6 +454,15 @@ impl Engine {
                         }
                     }
                 }
+                TargetKind::Container(sel) => {
+                    match crate::host_target::resolve_container(sel).await {
+                        Ok(h) => Resolved::Host(h),
+                        Err(e) => {
+                            return errored(Phase::Validate, format!("target `{}`: {e}", t.name))
+                                .into();
+                        }
+                    }
+                }
                 TargetKind::Process(sel) => match process::resolve(sel) {
                     Ok(p) => Resolved::Process(p),
                     Err(e) => {
@@ -924,6 +933,16 @@ fn build_fault(
                 probability: *probability,
                 action: action.clone(),
             },
+        }),
+        (
+            FaultKind::Container { action },
+            Some(Resolved::Host(crate::host_target::HostTarget {
+                container: Some(c), ..
+            })),
+        ) => Box::new(crate::fault::container::ContainerFault {
+            target: target_s,
+            container: c.clone(),
+            action: action.clone(),
         }),
         // The plan checked kinds against targets; reaching this is a bug, but a run must still
         // end cleanly.
