@@ -552,6 +552,160 @@ fn cpu_and_memory_limits_are_lowered_and_restored_exactly() {
 }
 
 #[test]
+fn a_cpu_limit_on_an_unlimited_container_is_a_quota_and_is_lifted_again() {
+    let e = Engine::start();
+    let free = e.httpd("free", &[]);
+    let quota = |c: &Ctr| {
+        e.inspect(
+            c,
+            "{{.HostConfig.NanoCpus}} {{.HostConfig.CpuQuota}} {{.HostConfig.CpuPeriod}}",
+        )
+    };
+    assert_eq!(quota(&free), "0 0 0");
+    let up = EchoServer::start();
+    let dir = Dir::new();
+    let sock = e.sock();
+    let exp = dir.write(
+        "quota.yaml",
+        &experiment(
+            &format!(
+                "  - name: free\n    container: {{ name: free, socket: {} }}",
+                sock.display()
+            ),
+            &echo_monitor(&up),
+            "  - name: squeeze\n    resource-limit: { cpus: 0.25 }\n    target: { select: { name: free } }",
+            "2s",
+        ),
+    );
+    let mut child = spawn_run(&exp, &dir);
+    assert!(
+        wait_for(Duration::from_secs(15), || quota(&free) == "0 25000 100000"),
+        "a quarter of a 100ms period: {}",
+        quota(&free)
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // The engine reads a quota of 0 as "unchanged", so "no quota" is given back as -1, which is
+    // what the kernel means by no quota too.
+    assert_eq!(quota(&free), "0 -1 100000");
+    if let Ok(q) = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/cpu/docker/{}/cpu.cfs_quota_us",
+        free.id
+    )) {
+        assert_eq!(q.trim(), "-1", "the kernel has no quota on it again");
+    }
+}
+
+#[test]
+fn stop_kill_and_restart_act_through_the_engine() {
+    let e = Engine::start();
+    let stopped = e.httpd("stopme", &[]);
+    let killed = e.httpd("killme", &[]);
+    let restarted = e.httpd("restartme", &[]);
+    let started_at = e.inspect(&restarted, "{{.State.StartedAt}}");
+    let up = EchoServer::start();
+    let dir = Dir::new();
+    let sock = e.sock();
+    let s = sock.display();
+    let mut text = experiment(
+        &format!(
+            "  - name: stopme\n    container: {{ name: stopme, socket: {s} }}\n  - name: killme\n    container: {{ name: killme, socket: {s} }}\n  - name: restartme\n    container: {{ name: restartme, socket: {s} }}"
+        ),
+        &echo_monitor(&up),
+        "  - name: stop\n    stop: { timeout: 1s }\n    target: { select: { name: stopme } }\n  - name: kill\n    kill: { signal: SIGKILL }\n    target: { select: { name: killme } }\n  - name: restart\n    restart: { timeout: 20s }\n    target: { select: { name: restartme } }",
+        "1s",
+    );
+    // Without the policy the irreversible two are refused before anything runs.
+    let refused = dir.write("refused.yaml", &text);
+    let out = crate::support::run(&refused, &dir);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`stop` is irreversible"), "{err}");
+    assert!(err.contains("`kill` is irreversible"), "{err}");
+    assert_eq!(e.inspect(&stopped, "{{.State.Running}}"), "true");
+    text.push_str("policies: { allow_irreversible: true }\n");
+    let exp = dir.write("srk.yaml", &text);
+    let out = crate::support::run(&exp, &dir);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(e.inspect(&stopped, "{{.State.Running}}"), "false");
+    // busybox httpd as pid 1 ignores SIGTERM, so the grace period ran out and it was killed.
+    assert_eq!(
+        e.inspect(&killed, "{{.State.Running}} {{.State.ExitCode}}"),
+        "false 137"
+    );
+    assert_eq!(e.inspect(&restarted, "{{.State.Running}}"), "true");
+    assert_ne!(
+        e.inspect(&restarted, "{{.State.StartedAt}}"),
+        started_at,
+        "started anew"
+    );
+    let journal = std::fs::read_to_string(
+        dir.journals()
+            .into_iter()
+            .find(|j| std::fs::read_to_string(j).unwrap().contains("restarted"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(journal.contains("running again after"), "{journal}");
+    assert!(journal.contains("\"via\":\"irreversible\""), "{journal}");
+}
+
+#[test]
+fn kernel_latency_inside_a_container_slows_its_connections() {
+    let e = Engine::start();
+    let web = e.httpd("slow", &[]);
+    let _v = wire_to_me(&web, "cfc6", "10.251.6.1", "10.251.6.2");
+    let addr: SocketAddr = "10.251.6.2:8080".parse().unwrap();
+    let connect_ms = || {
+        chaosforge::testkit::assert_isolated();
+        let mut v: Vec<f64> = (0..5)
+            .filter_map(|_| {
+                let t = tokio::time::Instant::now();
+                TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
+                Some(t.elapsed().as_secs_f64() * 1000.0)
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::INFINITY)
+    };
+    assert!(wait_for(Duration::from_secs(5), || connect_ms() < 50.0));
+    let before = connect_ms();
+    let up = EchoServer::start();
+    let dir = Dir::new();
+    let sock = e.sock();
+    let exp = dir.write(
+        "latency.yaml",
+        &experiment(
+            &format!(
+                "  - name: slow\n    container: {{ name: slow, socket: {} }}",
+                sock.display()
+            ),
+            &echo_monitor(&up),
+            "  - name: lag\n    latency: { delay: 150ms }\n    target: { select: { name: slow } }",
+            "4s",
+        ),
+    );
+    let mut child = spawn_run(&exp, &dir);
+    assert!(
+        wait_for(Duration::from_secs(15), || connect_ms() >= 140.0),
+        "connects take the delay while the fault holds"
+    );
+    let during = connect_ms();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let after = connect_ms();
+    eprintln!("connect p50: before {before:.1}ms, during {during:.1}ms, after {after:.1}ms");
+    assert!(
+        after < 50.0,
+        "the delay is gone after the revert: {after}ms"
+    );
+}
+
+#[test]
 fn recover_unpauses_a_container_left_paused_by_a_killed_runner() {
     let e = Engine::start();
     let web = e.httpd("rec", &[]);
