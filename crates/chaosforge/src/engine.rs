@@ -670,6 +670,23 @@ impl Engine {
                 revert_errors.push(e.to_string());
             }
         }
+        // The `ip netns` names this run gave containers' namespaces: dropped once the journal has
+        // nothing open (else `recover` needs them to reach the namespaces).
+        if revert_errors.is_empty()
+            && run.taken.is_none()
+            && crate::journal::read(run.journal.path())
+                .is_ok_and(|events| crate::journal::open_faults(&events).is_empty())
+        {
+            for r in resolved.values() {
+                if let Resolved::Host(crate::host_target::HostTarget {
+                    container: Some(c), ..
+                }) = r
+                    && let Err(e) = crate::fault::container::release_netns(c).await
+                {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
         let reverted_at = run.journal.now();
         let mut ttr = None;
         if next_id > 0 && !run.interrupted {

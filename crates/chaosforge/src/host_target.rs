@@ -107,9 +107,16 @@ fn pick(
 pub async fn resolve_container(
     sel: &crate::fault::params::ContainerSelector,
 ) -> Result<HostTarget, String> {
-    let c = crate::fault::container::find(sel).await?;
-    let netns = crate::fault::container::attach_netns(&c).await?;
-    let mut h = resolve(Some(&netns), sel.interface.as_deref()).await?;
+    let mut c = crate::fault::container::find(sel).await?;
+    let netns = crate::fault::container::attach_netns(&mut c).await?;
+    let mut h = match resolve(Some(&netns), sel.interface.as_deref()).await {
+        Ok(h) => h,
+        Err(e) => {
+            // Nothing was injected with the name yet.
+            let _ = crate::fault::container::release_netns(&c).await;
+            return Err(e);
+        }
+    };
     h.container = Some(c);
     Ok(h)
 }

@@ -501,6 +501,14 @@ fn a_partition_between_two_containers_is_measured_from_one_of_them() {
         e.connects_from(&b, "10.251.2.1"),
         "b reaches a again after the revert"
     );
+    // With nothing left open, the run dropped the netns names it gave the containers.
+    for c in [&a, &b] {
+        let name = netns_name(&c.id);
+        assert!(
+            !Path::new("/run/netns").join(&name).exists(),
+            "{name} is released after a clean run"
+        );
+    }
 }
 
 #[test]
@@ -757,6 +765,73 @@ fn recover_unpauses_a_container_left_paused_by_a_killed_runner() {
     // A second recover has nothing left to do.
     let again = recover(&dir);
     assert!(again.status.success());
+}
+
+#[test]
+fn recover_lifts_a_partition_inside_a_container_after_a_killed_runner() {
+    let e = Engine::start();
+    let web = e.httpd("iso", &[]);
+    let _v = wire_to_me(&web, "cfc7", "10.251.7.1", "10.251.7.2");
+    let url = "10.251.7.2:8080";
+    assert!(wait_for(Duration::from_secs(5), || http_ok(
+        url,
+        Duration::from_millis(500)
+    )));
+    let up = EchoServer::start();
+    let dir = Dir::new();
+    let sock = e.sock();
+    let exp = dir.write(
+        "iso.yaml",
+        &experiment(
+            &format!(
+                "  - name: iso\n    container: {{ name: iso, socket: {} }}",
+                sock.display()
+            ),
+            &echo_monitor(&up),
+            "  - name: cut\n    partition: {}\n    target: { select: { name: iso } }",
+            "60s",
+        ),
+    );
+    let tables = || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &netns_name(&web.id),
+                "nft",
+                "list",
+                "tables",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let mut child = spawn_run(&exp, &dir);
+    assert!(wait_for(Duration::from_secs(15), || tables().contains("chaosforge_")));
+    signal(&child, rustix::process::Signal::KILL);
+    child.wait().unwrap();
+    assert!(
+        !http_ok(url, Duration::from_millis(500)),
+        "the partition outlives its runner"
+    );
+    // The journal names the namespace by its `ip netns` name, which the dead run left in place.
+    let out = recover(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !tables().contains("chaosforge_"),
+        "recover deleted the table"
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || http_ok(
+            url,
+            Duration::from_millis(500)
+        )),
+        "the container answers again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

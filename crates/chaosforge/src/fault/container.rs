@@ -47,6 +47,9 @@ pub struct ContainerTarget {
     pub pid: i64,
     /// Whether it runs (a paused container runs).
     pub running: bool,
+    /// The `ip netns` name this run gave its namespace ([`attach_netns`]), if it made one;
+    /// [`release_netns`] removes it once nothing of the run needs it.
+    pub attached: Option<String>,
 }
 
 /// A fault on a container through the Engine API.
@@ -150,6 +153,7 @@ async fn inspect(docker: &Docker, socket: &str, key: &str) -> Result<ContainerTa
             .to_string(),
         pid: state.pid.unwrap_or(0),
         running: state.running.unwrap_or(false),
+        attached: None,
     })
 }
 
@@ -160,9 +164,10 @@ pub fn netns_name(id: &str) -> String {
 }
 
 /// Gives the running container's network namespace its `ip netns` name (see the module doc)
-/// and returns the name. A name already there is kept when it is the same namespace, and
-/// replaced when it is not (the container restarted into a new one).
-pub async fn attach_netns(c: &ContainerTarget) -> Result<String, String> {
+/// and returns the name, recording it in `c.attached` when this call made it. A name already
+/// there is kept when it is the same namespace, and replaced when it is not (the container
+/// restarted into a new one).
+pub async fn attach_netns(c: &mut ContainerTarget) -> Result<String, String> {
     if !c.running || c.pid <= 0 {
         return Err(format!(
             "container `{}` is not running, so it has no network namespace",
@@ -187,7 +192,18 @@ pub async fn attach_netns(c: &ContainerTarget) -> Result<String, String> {
         Err(_) => {}
     }
     ip(&["netns", "attach", &name, &c.pid.to_string()]).await?;
+    c.attached = Some(name.clone());
     Ok(name)
+}
+
+/// Removes the `ip netns` name [`attach_netns`] made for `c`: only the name (a bind mount), never
+/// the namespace, which is the container's. Call it only when nothing open in any journal names
+/// it: `recover` would take a missing name for a namespace that is gone.
+pub async fn release_netns(c: &ContainerTarget) -> Result<(), String> {
+    match &c.attached {
+        Some(name) if name.starts_with(NETNS_PREFIX) => ip(&["netns", "delete", name]).await,
+        _ => Ok(()),
+    }
 }
 
 async fn ip(args: &[&str]) -> Result<(), String> {
