@@ -429,7 +429,7 @@ fn pause_stops_the_http_server_answering_and_the_revert_brings_it_back() {
     );
     let mut child = spawn_run(&exp, &dir);
     assert!(
-        wait_for(Duration::from_secs(15), || e.paused(&web)),
+        wait_for(Duration::from_secs(30), || e.paused(&web)),
         "the engine reports the container paused"
     );
     // Paused: the kernel holds every task of the container, so the request gets no answer.
@@ -486,7 +486,7 @@ fn a_partition_between_two_containers_is_measured_from_one_of_them() {
         ),
     );
     let mut child = spawn_run(&exp, &dir);
-    let table = wait_for(Duration::from_secs(15), || {
+    let table = wait_for(Duration::from_secs(30), || {
         Command::new("ip")
             .args(["netns", "exec", &netns_name(&a.id), "nft", "list", "tables"])
             .output()
@@ -534,7 +534,7 @@ fn cpu_and_memory_limits_are_lowered_and_restored_exactly() {
     );
     let mut child = spawn_run(&exp, &dir);
     assert!(
-        wait_for(Duration::from_secs(15), || limits(&web)
+        wait_for(Duration::from_secs(30), || limits(&web)
             == "500000000 33554432"),
         "lowered, read back through the API: {}",
         limits(&web)
@@ -587,7 +587,7 @@ fn a_cpu_limit_on_an_unlimited_container_is_a_quota_and_is_lifted_again() {
     );
     let mut child = spawn_run(&exp, &dir);
     assert!(
-        wait_for(Duration::from_secs(15), || quota(&free) == "0 25000 100000"),
+        wait_for(Duration::from_secs(30), || quota(&free) == "0 25000 100000"),
         "a quarter of a 100ms period: {}",
         quota(&free)
     );
@@ -700,7 +700,7 @@ fn kernel_latency_inside_a_container_slows_its_connections() {
     );
     let mut child = spawn_run(&exp, &dir);
     assert!(
-        wait_for(Duration::from_secs(15), || connect_ms() >= 140.0),
+        wait_for(Duration::from_secs(30), || connect_ms() >= 140.0),
         "connects take the delay while the fault holds"
     );
     let during = connect_ms();
@@ -739,7 +739,7 @@ fn recover_unpauses_a_container_left_paused_by_a_killed_runner() {
         ),
     );
     let mut child = spawn_run(&exp, &dir);
-    assert!(wait_for(Duration::from_secs(15), || e.paused(&web)));
+    assert!(wait_for(Duration::from_secs(30), || e.paused(&web)));
     signal(&child, rustix::process::Signal::KILL);
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -807,7 +807,7 @@ fn recover_lifts_a_partition_inside_a_container_after_a_killed_runner() {
             .unwrap_or_default()
     };
     let mut child = spawn_run(&exp, &dir);
-    assert!(wait_for(Duration::from_secs(15), || tables().contains("chaosforge_")));
+    assert!(wait_for(Duration::from_secs(30), || tables().contains("chaosforge_")));
     signal(&child, rustix::process::Signal::KILL);
     child.wait().unwrap();
     assert!(
