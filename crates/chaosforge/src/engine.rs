@@ -186,6 +186,8 @@ struct Run<'p> {
     /// of its faults by `recover`, once found.
     beater: crate::deadman::Beater,
     taken: Option<crate::deadman::Takeover>,
+    /// The `container` targets found, whose namespaces may have been given `ip netns` names.
+    containers: Vec<crate::fault::container::ContainerTarget>,
 }
 
 // === impl Engine ===
@@ -286,10 +288,24 @@ impl Engine {
             halt: None,
             beater,
             taken: None,
+            containers: Vec::new(),
         };
         let mut proxies: Vec<Arc<dyn ProxyControl>> = Vec::new();
         let mut monitors: Vec<MonitorHandle> = Vec::new();
         let decided = self.phases(&mut run, tx, &mut proxies, &mut monitors).await;
+        // The `ip netns` names this run gave containers' namespaces, on every path: dropped
+        // once the journal has nothing open (else `recover` needs them to reach the namespaces).
+        if run.taken.is_none()
+            && !run.containers.is_empty()
+            && crate::journal::read(run.journal.path())
+                .is_ok_and(|events| crate::journal::open_faults(&events).is_empty())
+        {
+            for c in &run.containers {
+                if let Err(e) = crate::fault::container::release_netns(c).await {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
         for m in monitors {
             m.stop().await;
         }
@@ -456,7 +472,10 @@ impl Engine {
                 }
                 TargetKind::Container(sel) => {
                     match crate::host_target::resolve_container(sel).await {
-                        Ok(h) => Resolved::Host(h),
+                        Ok(h) => {
+                            run.containers.extend(h.container.clone());
+                            Resolved::Host(h)
+                        }
                         Err(e) => {
                             return errored(Phase::Validate, format!("target `{}`: {e}", t.name))
                                 .into();
@@ -668,23 +687,6 @@ impl Engine {
             });
             if let Err(e) = r {
                 revert_errors.push(e.to_string());
-            }
-        }
-        // The `ip netns` names this run gave containers' namespaces: dropped once the journal has
-        // nothing open (else `recover` needs them to reach the namespaces).
-        if revert_errors.is_empty()
-            && run.taken.is_none()
-            && crate::journal::read(run.journal.path())
-                .is_ok_and(|events| crate::journal::open_faults(&events).is_empty())
-        {
-            for r in resolved.values() {
-                if let Resolved::Host(crate::host_target::HostTarget {
-                    container: Some(c), ..
-                }) = r
-                    && let Err(e) = crate::fault::container::release_netns(c).await
-                {
-                    tracing::warn!("{e}");
-                }
             }
         }
         let reverted_at = run.journal.now();

@@ -661,6 +661,11 @@ fn stop_kill_and_restart_act_through_the_engine() {
     .unwrap();
     assert!(journal.contains("running again after"), "{journal}");
     assert!(journal.contains("\"via\":\"irreversible\""), "{journal}");
+    // Nothing open: the netns names the run gave them are gone, stopped containers' too.
+    for c in [&stopped, &killed, &restarted] {
+        let name = netns_name(&c.id);
+        assert!(!Path::new("/run/netns").join(&name).exists(), "{name}");
+    }
 }
 
 #[test]
