@@ -41,8 +41,42 @@ pub(crate) fn print_targets(p: &Plan) {
                     .map_or(String::new(), |i| format!(", interface {i}"))
             ),
             TargetKind::Process(sel) => process(sel),
+            TargetKind::Container(sel) => container(sel),
         };
         println!("target     {}: {what}", t.name);
+    }
+}
+
+/// A container target, looked up on its engine as `run` will; the engine's answer when not.
+fn container(sel: &chaosforge::fault::params::ContainerSelector) -> String {
+    use chaosforge::fault::params::ContainerRef;
+    let by = match &sel.by {
+        ContainerRef::Name(n) => format!("name {n}"),
+        ContainerRef::Id(i) => format!("id {i}"),
+        ContainerRef::Label(l) => format!("label {l}"),
+    };
+    let socket = chaosforge::fault::container::socket_path(sel.socket.as_deref());
+    // `plan` is synchronous code, possibly inside the CLI's runtime: a runtime of its own, on
+    // a thread of its own, answers this one question without nesting runtimes.
+    let found = std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(chaosforge::fault::container::find(sel)))
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the lookup panicked".into()))
+    });
+    match found {
+        Ok(c) => format!(
+            "container {by} on {socket}: {} ({}), {}",
+            c.name,
+            c.id.get(..12).unwrap_or(&c.id),
+            if c.running { "running" } else { "not running" }
+        ),
+        Err(e) => format!("container {by} on {socket}: not found now ({e})"),
     }
 }
 

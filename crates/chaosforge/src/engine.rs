@@ -189,6 +189,8 @@ struct Run<'p> {
     /// of its faults by `recover`, once found.
     beater: crate::deadman::Beater,
     taken: Option<crate::deadman::Takeover>,
+    /// The `container` targets found, whose namespaces may have been given `ip netns` names.
+    containers: Vec<crate::fault::container::ContainerTarget>,
 }
 
 // === impl Engine ===
@@ -290,10 +292,24 @@ impl Engine {
             halt: None,
             beater,
             taken: None,
+            containers: Vec::new(),
         };
         let mut proxies: Vec<Arc<dyn ProxyControl>> = Vec::new();
         let mut monitors: Vec<MonitorHandle> = Vec::new();
         let decided = self.phases(&mut run, tx, &mut proxies, &mut monitors).await;
+        // The `ip netns` names this run gave containers' namespaces, on every path: dropped
+        // once the journal has nothing open (else `recover` needs them to reach the namespaces).
+        if run.taken.is_none()
+            && !run.containers.is_empty()
+            && crate::journal::read(run.journal.path())
+                .is_ok_and(|events| crate::journal::open_faults(&events).is_empty())
+        {
+            for c in &run.containers {
+                if let Err(e) = crate::fault::container::release_netns(c).await {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
         for m in monitors {
             m.stop().await;
         }
@@ -451,6 +467,18 @@ impl Engine {
                         Ok(p) => {
                             run.http_proxies.push((t.name.clone(), p.clone()));
                             Resolved::Http(p)
+                        }
+                        Err(e) => {
+                            return errored(Phase::Validate, format!("target `{}`: {e}", t.name))
+                                .into();
+                        }
+                    }
+                }
+                TargetKind::Container(sel) => {
+                    match crate::host_target::resolve_container(sel).await {
+                        Ok(h) => {
+                            run.containers.extend(h.container.clone());
+                            Resolved::Host(h)
                         }
                         Err(e) => {
                             return errored(Phase::Validate, format!("target `{}`: {e}", t.name))
@@ -929,6 +957,16 @@ fn build_fault(
                 probability: *probability,
                 action: action.clone(),
             },
+        }),
+        (
+            FaultKind::Container { action },
+            Some(Resolved::Host(crate::host_target::HostTarget {
+                container: Some(c), ..
+            })),
+        ) => Box::new(crate::fault::container::ContainerFault {
+            target: target_s,
+            container: c.clone(),
+            action: action.clone(),
         }),
         // The plan checked kinds against targets; reaching this is a bug, but a run must still
         // end cleanly.

@@ -1,6 +1,6 @@
 //! Resolving `netns` and `host` targets when a run starts: the namespace must exist, and the
 //! interface faults act on (given, or the only non-loopback one) and its addresses are read with
-//! `ip -j addr`.
+//! `ip -j addr`; and `container` targets, whose network namespace is named for `ip netns`.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -16,6 +16,8 @@ pub struct HostTarget {
     pub interface: Option<String>,
     /// Its addresses (IPv4 and IPv6, link-local left out).
     pub addresses: Vec<IpAddr>,
+    /// For a `container` target: the container, whose network namespace `netns` names.
+    pub container: Option<crate::fault::container::ContainerTarget>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,7 +97,28 @@ fn pick(
         netns: netns.map(str::to_string),
         interface,
         addresses,
+        container: None,
     })
+}
+
+/// Finds a `container` target on its Docker engine, gives its network namespace an `ip netns`
+/// name (`fault::container::attach_netns`) and reads its interface and addresses there, so
+/// that host network faults and peers naming it work as for a `netns` target.
+pub async fn resolve_container(
+    sel: &crate::fault::params::ContainerSelector,
+) -> Result<HostTarget, String> {
+    let mut c = crate::fault::container::find(sel).await?;
+    let netns = crate::fault::container::attach_netns(&mut c).await?;
+    let mut h = match resolve(Some(&netns), sel.interface.as_deref()).await {
+        Ok(h) => h,
+        Err(e) => {
+            // Nothing was injected with the name yet.
+            let _ = crate::fault::container::release_netns(&c).await;
+            return Err(e);
+        }
+    };
+    h.container = Some(c);
+    Ok(h)
 }
 
 #[cfg(test)]

@@ -112,6 +112,32 @@ pub struct TargetSpec {
     /// `listen` instead of `upstream`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_proxy: Option<HttpProxyTargetSpec>,
+    /// A container on the local Docker engine, by name, id or label, e.g.
+    /// `container: { name: web }` or `container: { label: "app=web", socket: /run/docker.sock }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerTargetSpec>,
+}
+
+/// Exactly one of `name`, `id` or `label`; `socket` optionally.
+///
+/// `container: { name: web }`, `container: { id: 3f2a9c }`,
+/// `container: { label: "com.example.service=web", socket: /run/cf-docker.sock }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerTargetSpec {
+    /// The container's name (`docker ps` NAMES), without a leading `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The container's id, or an unambiguous prefix of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `KEY=VALUE` (or `KEY`): the one running container with that label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The Docker Engine's unix socket, e.g. `/run/cf-docker.sock`. Default: `DOCKER_HOST` when
+    /// it is `unix://PATH`, else `/var/run/docker.sock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
 }
 
 /// `http_proxy: { listen: "127.0.0.1:18443", upstream: "https://payments.internal:8443",
@@ -481,6 +507,18 @@ pub struct FaultSpec {
     /// report gives the time it took. Nothing to undo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<RestartSpec>,
+    /// Container: stop it (SIGTERM, then SIGKILL after `timeout`). Irreversible: needs
+    /// `policies.allow_irreversible: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopSpec>,
+    /// Container: lower its CPU and/or memory limits (`docker update --cpus/--memory`); the old
+    /// limits, read before the change, are set again on revert.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "resource-limit"
+    )]
+    pub resource_limit: Option<ResourceLimitSpec>,
     /// HTTP proxy: answer matching requests with a status (or drop the connection) without
     /// calling upstream.
     #[serde(
@@ -1122,6 +1160,30 @@ pub struct MemorySpec {
     pub size: String,
 }
 
+/// `stop: {}`, or `stop: { timeout: 30s }` to give the container longer to exit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StopSpec {
+    /// How long the container may take to exit after SIGTERM before it is killed. Default
+    /// `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<DurationValue>")]
+    pub timeout: Option<String>,
+}
+
+/// `resource-limit: { cpus: 0.5 }`, `resource-limit: { memory: 64MiB }` or both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLimitSpec {
+    /// CPUs the container may use, as `docker update --cpus` (`0.5`: half a core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory the container may use, as `docker update --memory` (`64MiB`; at least 6MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<SizeValue>")]
+    pub memory: Option<String>,
+}
+
 /// `disk-fill: { path: /var/tmp, percent: 95, margin: 100MiB }`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -1202,8 +1264,10 @@ pub struct FreezeSpec {
 #[serde(deny_unknown_fields)]
 pub struct RestartSpec {
     /// The shell command that restarts the service, e.g. `systemctl restart api`. It must exit
-    /// with status 0.
-    pub command: String,
+    /// with status 0. Required for a process; left out for a container, which the Docker
+    /// Engine restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     /// How to tell that the service is back: `{ tcp: "127.0.0.1:8080" }` (a connect
     /// succeeds), `{ http: "http://127.0.0.1:8080/health" }` (a 2xx or 3xx answer) or
     /// `{ command: "pg_isready" }` (exit status 0). Checked every 100ms after the command ends.

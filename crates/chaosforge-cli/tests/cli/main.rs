@@ -3,6 +3,7 @@
 
 mod analysis;
 mod claims;
+mod containers;
 mod ctk;
 mod deadman;
 mod demo;

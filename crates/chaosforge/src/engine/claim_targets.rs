@@ -93,6 +93,13 @@ pub async fn resources(plan: &Plan) -> Vec<Claim> {
                     }
                 }
             }
+            TargetKind::Container(sel) => {
+                // By full id, however the file names it; a container that cannot be found now
+                // is refused by the validate phase itself.
+                if let Ok(c) = crate::fault::container::find(sel).await {
+                    add(format!("container:{}", c.id));
+                }
+            }
             TargetKind::Host { netns, interface } => {
                 let ns = netns.as_deref().unwrap_or("local");
                 add(match netns {

@@ -16,7 +16,8 @@
 //!
 //! One file per family: [`proxy`] (toxics on a TCP proxy), [`process`] (signals to a process,
 //! its group or its cgroup), [`limits`] (`RLIMIT_NOFILE`/`RLIMIT_NPROC`), [`freeze`] (the cgroup
-//! freezer), [`restart`] (a restart command and a readiness wait), [`stress`], [`host`].
+//! freezer), [`restart`] (a restart command and a readiness wait), [`stress`], [`host`],
+//! [`container`] (Docker containers through the Engine API).
 
 use std::fmt;
 
@@ -29,6 +30,7 @@ use crate::vocab::is_inet;
 pub use crate::vocab::RevertSpec;
 
 mod cgroupfs;
+pub mod container;
 pub mod freeze;
 pub mod host;
 pub mod http;
@@ -314,6 +316,10 @@ impl RevertSpec {
                 configuration,
                 vars,
             } => crate::ctk::replay_rollbacks(file, rollbacks, configuration, vars).await,
+            RevertSpec::ContainerUnpause { socket, id } => container::unpause(socket, id).await,
+            RevertSpec::ContainerResources { socket, id, old } => {
+                container::restore_limits(socket, id, old).await
+            }
             RevertSpec::ContinueProcess { pid, start_time } => {
                 process::continue_if_same(*pid, *start_time)
             }

@@ -197,3 +197,64 @@ mod tests {
         assert_eq!(parse_signal("19"), None, "SIGSTOP is `pause`, not `kill`");
     }
 }
+
+/// How a `container:` target is found on the Docker engine when the run starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerRef {
+    /// By name (without the leading `/`).
+    Name(String),
+    /// By id or an unambiguous id prefix.
+    Id(String),
+    /// The one running container with this label: `KEY=VALUE` or `KEY`.
+    Label(String),
+}
+
+/// A `container:` target: which container, on which engine socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerSelector {
+    /// Which container.
+    pub by: ContainerRef,
+    /// The engine's unix socket; `None`: `DOCKER_HOST` (`unix://…`), else
+    /// `/var/run/docker.sock`, read when the run starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    /// The interface inside its namespace that interface-shaping faults act on; `None`: its
+    /// one non-loopback interface.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+}
+
+/// What a container fault does through the Docker Engine API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum ContainerAction {
+    /// `docker pause` (the cgroup freezer), reverted by `docker unpause`.
+    Pause,
+    /// `docker stop` with this grace period. Irreversible.
+    Stop {
+        /// Time between SIGTERM and SIGKILL.
+        #[serde(with = "units::duration_text")]
+        timeout: Duration,
+    },
+    /// `docker kill` with a signal. Irreversible.
+    Kill {
+        /// The signal's name (`SIGKILL`, `SIGTERM`, …), as the engine takes it.
+        signal: String,
+    },
+    /// `docker restart`, then a bounded wait until it runs again. Nothing to undo.
+    Restart {
+        /// The stop grace period and the wait for running again, each.
+        #[serde(with = "units::duration_text")]
+        timeout: Duration,
+    },
+    /// `docker update --cpus/--memory`, reverted to the limits read before.
+    Limit {
+        /// CPUs in billionths (`docker update --cpus 0.5` = 500 000 000).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nano_cpus: Option<i64>,
+        /// Memory in bytes.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        memory: Option<i64>,
+    },
+}

@@ -11,7 +11,30 @@ use crate::scope::{self, GroupLabel, Scope, SeededRng, fnv1a};
 use crate::spec::{self, PartitionShapeSpec, ScopeName, ScopeSpec};
 use crate::units::Ratio;
 
-/// Whether `select` matches a host target (then `latency` and `corrupt` act on packets).
+/// Whether `select` matches a `container` target (then `pause`, `kill` and `restart` go through
+/// the Docker engine).
+pub(super) fn selects_containers(
+    select: &BTreeMap<String, String>,
+    target_specs: &[spec::TargetSpec],
+    targets: &[Option<Target>],
+) -> bool {
+    target_specs
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| scope::matches(select, &t.name, &t.labels))
+        .any(|(ti, _)| {
+            matches!(
+                targets.get(ti),
+                Some(Some(Target {
+                    kind: TargetKind::Container(_),
+                    ..
+                }))
+            )
+        })
+}
+
+/// Whether `select` matches a host (or container) target (then `latency` and `corrupt` act on
+/// packets).
 pub(super) fn selects_hosts(
     select: &BTreeMap<String, String>,
     target_specs: &[spec::TargetSpec],
@@ -25,7 +48,7 @@ pub(super) fn selects_hosts(
             matches!(
                 targets.get(ti),
                 Some(Some(Target {
-                    kind: TargetKind::Host { .. },
+                    kind: TargetKind::Host { .. } | TargetKind::Container(_),
                     ..
                 }))
             )
@@ -272,7 +295,9 @@ impl Cx<'_> {
                 ) | (TargetKind::Process(_), TargetClass::Process)
                     | (TargetKind::Host { .. }, TargetClass::Host)
                     | (TargetKind::HttpProxy { .. }, TargetClass::HttpProxy)
-            ) || (kind.also_on_process() && matches!(target.kind, TargetKind::Process(_)));
+                    | (TargetKind::Container(_), TargetClass::Container)
+            ) || (kind.also_on_process() && matches!(target.kind, TargetKind::Process(_)))
+                || (kind.also_on_container() && matches!(target.kind, TargetKind::Container(_)));
             self.mitm_upstream(base, kind, &t.name, &target.kind);
             if !ok {
                 wrong.push(t.name.as_str());
@@ -283,8 +308,10 @@ impl Cx<'_> {
                 TargetClass::Proxy => "proxy",
                 TargetClass::Process => "process",
                 TargetClass::Host if kind.also_on_process() => "netns, host or process",
+                TargetClass::Host if kind.also_on_container() => "netns, host or container",
                 TargetClass::Host => "netns or host",
                 TargetClass::HttpProxy => "http_proxy",
+                TargetClass::Container => "container",
             };
             self.err(
                 &sel_path,

@@ -59,6 +59,8 @@ pub enum TargetKind {
         /// A PEM CA trusted for an https upstream.
         upstream_ca: Option<String>,
     },
+    /// A container on a Docker engine; host network faults act in its network namespace.
+    Container(crate::fault::params::ContainerSelector),
 }
 
 // === impl Cx ===
@@ -78,6 +80,7 @@ impl Cx<'_> {
                     ("netns", t.netns.is_some()),
                     ("host", t.host.is_some()),
                     ("http_proxy", t.http_proxy.is_some()),
+                    ("container", t.container.is_some()),
                 ]
                 .into_iter()
                 .filter_map(|(k, p)| p.then_some(k))
@@ -89,11 +92,15 @@ impl Cx<'_> {
                     );
                     return None;
                 }
-                if t.interface.is_some() && t.netns.is_none() && t.host.is_none() {
-                    self.err(&format!("{base}.interface"), "`interface` goes with `netns` or `host`");
+                if t.interface.is_some() && t.netns.is_none() && t.host.is_none() && t.container.is_none() {
+                    self.err(&format!("{base}.interface"), "`interface` goes with `netns`, `host` or `container`");
                 }
                 let kind = if let Some(p) = &t.proxy {
                     self.proxy_target(&format!("{base}.proxy"), p)?
+                } else if let Some(c) = &t.container {
+                    let mut sel = self.container(&format!("{base}.container"), c)?;
+                    sel.interface = t.interface.clone();
+                    TargetKind::Container(sel)
                 } else if let Some(h) = &t.http_proxy {
                     self.http_proxy_target(&format!("{base}.http_proxy"), h)
                 } else if let Some(p) = &t.process {
@@ -117,7 +124,7 @@ impl Cx<'_> {
                 } else {
                     self.err(
                         &base,
-                        format!("target `{}` needs a kind: `proxy`, `http_proxy`, `process`, `netns` or `host`", t.name),
+                        format!("target `{}` needs a kind: `proxy`, `http_proxy`, `process`, `netns`, `host` or `container`", t.name),
                     );
                     return None;
                 };
@@ -253,6 +260,77 @@ impl Cx<'_> {
                 None
             }
         }
+    }
+}
+
+impl Cx<'_> {
+    /// A `container:` target: exactly one of `name`, `id`, `label`; an absolute `socket`.
+    fn container(
+        &mut self,
+        base: &str,
+        c: &spec::ContainerTargetSpec,
+    ) -> Option<crate::fault::params::ContainerSelector> {
+        use crate::fault::params::{ContainerRef, ContainerSelector};
+        let given: Vec<(&str, &String)> = [("name", &c.name), ("id", &c.id), ("label", &c.label)]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+            .collect();
+        let by = match given.as_slice() {
+            [] => {
+                self.err(base, "give the container's `name`, `id` or `label`");
+                return None;
+            }
+            [(key, value)] => {
+                let ok = match *key {
+                    // Docker's own name rule: [a-zA-Z0-9][a-zA-Z0-9_.-]+
+                    "name" => {
+                        value.len() >= 2
+                            && value.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+                            && value.chars().all(|ch| {
+                                ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-')
+                            })
+                    }
+                    "id" => value.len() <= 64 && value.chars().all(|ch| ch.is_ascii_hexdigit()),
+                    _ => !value.starts_with('=') && !value.chars().any(char::is_whitespace),
+                } && !value.is_empty();
+                if !ok {
+                    let what = match *key {
+                        "name" => "a container name (two or more letters, digits, `_`, `.`, `-`)",
+                        "id" => "a container id (hex digits)",
+                        _ => "a label (`KEY=VALUE` or `KEY`)",
+                    };
+                    self.err(&format!("{base}.{key}"), format!("`{value}` is not {what}"));
+                }
+                match *key {
+                    "name" => ContainerRef::Name(value.to_string()),
+                    "id" => ContainerRef::Id(value.to_lowercase()),
+                    _ => ContainerRef::Label(value.to_string()),
+                }
+            }
+            [(first, _), (second, _), ..] => {
+                self.err(
+                    &format!("{base}.{second}"),
+                    format!("name the container one way; this has `{first}` and `{second}`"),
+                );
+                return None;
+            }
+        };
+        if let Some(sock) = &c.socket
+            && !Path::new(sock.trim_start_matches("unix://")).is_absolute()
+        {
+            self.err(
+                &format!("{base}.socket"),
+                format!("`{sock}` is not an absolute path to the engine's unix socket"),
+            );
+        }
+        Some(ContainerSelector {
+            by,
+            socket: c
+                .socket
+                .as_ref()
+                .map(|s| s.trim_start_matches("unix://").to_string()),
+            interface: None,
+        })
     }
 }
 

@@ -259,6 +259,7 @@ impl PlanSummary {
                             format!("proxy {listen} → {upstream}")
                         }
                         TargetKind::Process(sel) => format!("process {sel:?}"),
+                        TargetKind::Container(sel) => format!("container {:?}", sel.by),
                         TargetKind::HttpProxy {
                             listen, upstream, ..
                         } => format!("HTTP proxy {listen} → {upstream}"),

@@ -29,7 +29,9 @@ mod summary;
 pub use claim::{Claim, ClaimHolder};
 pub use http::{HttpProxyReport, HttpRuleCounters};
 pub(crate) use revert::is_inet;
-pub use revert::{Family, Hook, LimitResource, Moved, MovedProcess, QueueChain, RevertSpec};
+pub use revert::{
+    ContainerLimits, Family, Hook, LimitResource, Moved, MovedProcess, QueueChain, RevertSpec,
+};
 pub use sample::{Resource, Sample};
 pub use summary::{FaultSummary, MonitorSummary, PhasesSummary, PlanSummary, TargetSummary};
 

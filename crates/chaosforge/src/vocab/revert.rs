@@ -121,6 +121,23 @@ pub enum RevertSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         moved: Option<Moved>,
     },
+    /// Unpause a Docker container (`docker pause` reverted) through the engine's API socket.
+    ContainerUnpause {
+        /// The engine's unix socket.
+        socket: String,
+        /// The container's full id (a name could be given to another container later).
+        id: String,
+    },
+    /// Set a Docker container's CPU and memory limits back to what they were (`docker update`),
+    /// the values read through the API just before they were lowered.
+    ContainerResources {
+        /// The engine's unix socket.
+        socket: String,
+        /// The container's full id.
+        id: String,
+        /// The old `HostConfig` values; `None`: that one was not changed.
+        old: ContainerLimits,
+    },
     /// Nothing to undo, and nothing lost: the fault is over once injected (a restart).
     Nothing {
         /// What was done.
@@ -199,4 +216,25 @@ pub struct MovedProcess {
     pub start_time: u64,
     /// Its cgroup before.
     pub from: PathBuf,
+}
+
+/// A Docker container's CPU and memory limits as its `HostConfig` says them; each `None` where
+/// the fault left that value alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerLimits {
+    /// `NanoCpus` (`--cpus` × 10⁹).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nano_cpus: Option<i64>,
+    /// `CpuQuota` in µs per period (`0`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<i64>,
+    /// `CpuPeriod` in µs (`0`: the kernel's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_period: Option<i64>,
+    /// `Memory` in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<i64>,
+    /// `MemorySwap` in bytes (`-1`: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_swap: Option<i64>,
 }

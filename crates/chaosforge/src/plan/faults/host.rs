@@ -391,7 +391,7 @@ impl Cx<'_> {
             let found = target_specs.iter().find(|t| &t.name == name);
             let path = format!("{base}.{key}.peers[{j}]");
             match found {
-                Some(t) if t.netns.is_some() || t.host.is_some() => {}
+                Some(t) if t.netns.is_some() || t.host.is_some() || t.container.is_some() => {}
                 Some(_) => self.err(
                     &path,
                     format!("peer `{name}` is a target, but not a `netns` or `host` one, so it has no address"),

@@ -18,6 +18,7 @@ use crate::scope::Scope;
 use crate::spec;
 use crate::units::{self, Ratio};
 
+mod container;
 mod host;
 mod http;
 mod process;
@@ -160,6 +161,11 @@ pub enum FaultKind {
         /// What happens.
         action: crate::fault::net::HttpRuleAction,
     },
+    /// Pause, stop, kill, restart or limit a container through the Docker Engine API.
+    Container {
+        /// What is done.
+        action: crate::fault::params::ContainerAction,
+    },
 }
 
 /// What kind of target a fault kind needs.
@@ -173,6 +179,8 @@ pub enum TargetClass {
     Host,
     /// An `http_proxy` target.
     HttpProxy,
+    /// A `container` target.
+    Container,
 }
 
 // === impl FaultKind ===
@@ -195,6 +203,7 @@ impl FaultKind {
             FaultKind::Freeze { .. } => "freeze",
             FaultKind::Restart { .. } => "restart",
             FaultKind::Http { action, .. } => http::name(action),
+            FaultKind::Container { action } => container::name(action),
         }
     }
 
@@ -215,6 +224,7 @@ impl FaultKind {
             | FaultKind::Freeze { .. }
             | FaultKind::Restart { .. } => TargetClass::Process,
             FaultKind::Http { .. } => TargetClass::HttpProxy,
+            FaultKind::Container { .. } => TargetClass::Container,
         }
     }
 
@@ -224,9 +234,19 @@ impl FaultKind {
         matches!(self, FaultKind::Cpu { .. })
     }
 
+    /// Whether it also acts on `container` targets besides its own class: the host network
+    /// faults, inside the container's network namespace.
+    pub fn also_on_container(&self) -> bool {
+        matches!(
+            self,
+            FaultKind::Partition { .. } | FaultKind::Network { .. } | FaultKind::Loss { .. }
+        )
+    }
+
     /// Why it cannot be undone, if it cannot.
     pub fn irreversible(&self) -> Option<&'static str> {
         match self {
+            FaultKind::Container { action } => container::irreversible(action),
             FaultKind::Kill {
                 reach: KillReach::Process,
                 ..
@@ -303,6 +323,7 @@ impl FaultKind {
                 probability,
                 action,
             } => http::describe(matcher, *probability, action),
+            FaultKind::Container { action } => container::describe(action),
         }
     }
 }
@@ -325,7 +346,13 @@ impl Cx<'_> {
             let base = format!("faults[{i}]");
             // Whether `latency` and `corrupt` act on a proxy or on hosts depends on the targets.
             let on_host = scopes::selects_hosts(&f.target.select, target_specs, targets);
-            let Some((key, kind)) = self.fault_kind(&base, f, on_host) else {
+            // `pause`, `kill` and `restart` on containers go through the Docker engine.
+            let on_container = scopes::selects_containers(&f.target.select, target_specs, targets);
+            let found = match self.container_fault(&base, f, on_container) {
+                Some(found) => found,
+                None => self.fault_kind(&base, f, on_host),
+            };
+            let Some((key, kind)) = found else {
                 continue;
             };
             self.irreversible(&base, key, &kind, allow_irreversible);
@@ -456,6 +483,8 @@ impl Cx<'_> {
             ("process-limit", f.process_limit.is_some()),
             ("freeze", f.freeze.is_some()),
             ("restart", f.restart.is_some()),
+            ("stop", f.stop.is_some()),
+            ("resource-limit", f.resource_limit.is_some()),
             ("http-abort", f.http_abort.is_some()),
             ("http-delay", f.http_delay.is_some()),
             ("http-hang", f.http_hang.is_some()),
@@ -474,7 +503,7 @@ impl Cx<'_> {
                 self.err(
                     base,
                     format!(
-                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, duplicate, reorder, rate, partition, loss, cpu, memory, disk-fill, pause, kill, freeze, fd-exhaustion, process-limit, restart, http-abort, http-delay, http-hang, http-corrupt, http-header, auth-strip, auth-forge, replay, tls-mitm",
+                        "fault `{}` names no fault kind; add one of: latency, bandwidth, timeout, reset, down, corrupt, duplicate, reorder, rate, partition, loss, cpu, memory, disk-fill, pause, kill, freeze, fd-exhaustion, process-limit, restart, stop, resource-limit, http-abort, http-delay, http-hang, http-corrupt, http-header, auth-strip, auth-forge, replay, tls-mitm",
                         f.name
                     ),
                 );

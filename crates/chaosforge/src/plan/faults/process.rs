@@ -55,7 +55,12 @@ impl Cx<'_> {
     }
 
     pub(super) fn restart(&mut self, p: &str, r: &spec::RestartSpec) -> Option<FaultKind> {
-        if r.command.trim().is_empty() {
+        let Some(command) = &r.command else {
+            // Only a container target does without one (`container.rs`).
+            self.err(p, "missing field `command`");
+            return None;
+        };
+        if command.trim().is_empty() {
             self.err(
                 &format!("{p}.command"),
                 "empty command; give the shell command that restarts the service",
@@ -68,7 +73,7 @@ impl Cx<'_> {
         );
         let ready = self.readiness(&format!("{p}.ready"), p, r.ready.as_ref())?;
         Some(FaultKind::Restart {
-            command: r.command.clone(),
+            command: command.clone(),
             ready,
             timeout,
         })

@@ -1,7 +1,8 @@
 //! Unit tests of `plan::compile`, one file per concern: `scopes` (scopes, selectors, seeds),
 //! `defaults` (defaults and parsed values), `kinds` (fault descriptions, names, target classes,
-//! one kind per fault), `process` (the process family's checks) and `robustness` (a property test
-//! that mangled files never panic the pipeline and always get located diagnostics).
+//! one kind per fault), `process` (the process family's checks), `containers` (`container:`
+//! targets) and `robustness` (a property test that mangled files never panic the pipeline and
+//! always get located diagnostics).
 //!
 //! Everything here is pure: text in, `Plan` or `Diagnostics` out, no runtime.
 
@@ -17,6 +18,7 @@ use crate::scope::Scope;
 use crate::source::Document;
 use crate::units::Ratio;
 
+mod containers;
 mod defaults;
 mod kinds;
 mod policies;
