@@ -545,7 +545,7 @@ impl<'a, 'd> De<'a, 'd> {
                 Some(Ok(u)) => visitor.visit_u64(u),
                 _ => visitor.visit_f64(*f),
             },
-            Value::Str => visitor.visit_str(&self.node.raw),
+            Value::Str(s) => visitor.visit_str(s),
             Value::Seq(_) => self.seq(visitor),
             Value::Map(_) => self.map(visitor, None),
         }
@@ -572,7 +572,7 @@ impl<'a, 'd> De<'a, 'd> {
     fn char<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let mut chars = self.node.raw.chars();
         match (&self.node.value, chars.next(), chars.next()) {
-            (Value::Str, Some(c), None) => visitor.visit_char(c),
+            (Value::Str(_), Some(c), None) => visitor.visit_char(c),
             _ => self.mismatch(visitor, "a single character".into(), |p, v| {
                 p.deserialize_char(v)
             }),
@@ -581,7 +581,7 @@ impl<'a, 'd> De<'a, 'd> {
 
     fn str<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match &self.node.value {
-            Value::Str => visitor.visit_str(&self.node.raw),
+            Value::Str(s) => visitor.visit_str(s),
             // `name: 123` or `version: 1.10` means the text as written (YAML users rarely quote).
             Value::Bool(_) | Value::Int(_) | Value::Float(_) if !self.node.raw.is_empty() => {
                 visitor.visit_str(&self.node.raw)
@@ -592,7 +592,7 @@ impl<'a, 'd> De<'a, 'd> {
 
     fn bytes<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match &self.node.value {
-            Value::Str => visitor.visit_bytes(self.node.raw.as_bytes()),
+            Value::Str(s) => visitor.visit_bytes(s.as_bytes()),
             _ => self.mismatch(visitor, "a string".into(), |p, v| p.deserialize_bytes(v)),
         }
     }
@@ -656,7 +656,7 @@ impl<'a, 'd> De<'a, 'd> {
     ) -> Result<V::Value, Error> {
         let (name_node, value) = match &self.node.value {
             Value::Map(entries) if entries.len() == 1 => (&entries[0].0, Some(&entries[0].1)),
-            Value::Str | Value::Int(_) | Value::Bool(_) => (self.node, None),
+            Value::Str(_) | Value::Int(_) | Value::Bool(_) => (self.node, None),
             _ => {
                 let expected = format!(
                     "one of: {} (a name, or a map with one key)",
@@ -859,7 +859,7 @@ impl<'de> MapAccess<'de> for MapAcc<'_, '_> {
                 self.value = Some((Some(value), path.clone()));
                 return cx.child(seed, key, path).map(Some);
             };
-            if !matches!(key.value, Value::Str | Value::Int(_) | Value::Bool(_)) {
+            if !matches!(key.value, Value::Str(_) | Value::Int(_) | Value::Bool(_)) {
                 cx.report_at(
                     key,
                     &path,

@@ -65,9 +65,8 @@ pub enum Value {
     Int(i64),
     /// A float, including `.inf`, `-.inf` and `.nan`.
     Float(f64),
-    /// A string: any quoted scalar, and plain scalars that are nothing else. Its text is the
-    /// node's [`Node::raw`], kept once: a tree holds one allocation per string, not two.
-    Str,
+    /// A string: any quoted scalar, and plain scalars that are nothing else.
+    Str(String),
     /// A sequence.
     Seq(Vec<Node>),
     /// A mapping, in file order, with merge keys resolved and later duplicates dropped.
@@ -447,7 +446,7 @@ fn resolve_plain(s: &str) -> Value {
     {
         return Value::Float(f);
     }
-    Value::Str
+    Value::Str(s.to_owned())
 }
 
 /// An integer in core-schema syntax (`-12`, `+3`, `0x1F`, `0o17`), exactly.
@@ -737,7 +736,7 @@ impl<'a, 't> Builder<'a, 't> {
         let typed = if style == Style::Plain {
             resolve_plain(&value)
         } else {
-            Value::Str
+            Value::Str(value.clone())
         };
         let typed = match tag {
             None => typed,
@@ -763,7 +762,7 @@ impl<'a, 't> Builder<'a, 't> {
         };
         let resolved = resolve_plain(raw);
         let ok = match wanted {
-            "str" => return Value::Str,
+            "str" => return Value::Str(raw.to_owned()),
             "int" => matches!(resolved, Value::Int(_)),
             "float" => matches!(resolved, Value::Float(_) | Value::Int(_)),
             "bool" => matches!(resolved, Value::Bool(_)),
@@ -1122,7 +1121,7 @@ impl JsonReader<'_, '_> {
         let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<String>();
         let s = stream.next()?.ok()?;
         self.pos = start + stream.byte_offset();
-        Some(self.node(start, Value::Str, Style::DoubleQuoted, s))
+        Some(self.node(start, Value::Str(s.clone()), Style::DoubleQuoted, s))
     }
 
     fn node(&self, start: usize, value: Value, style: Style, raw: String) -> Node {
