@@ -18,9 +18,16 @@ use serde_json_path::JsonPath;
 /// The error type of every body in the proxy.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Every request and response body the proxy handles. `Unsync` because hyper needs only
-/// `Send`, and the streaming wrappers hold an RNG.
-pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+/// Every request and response body the proxy handles. A body passed on unchanged (every
+/// request no fault touches) stays hyper's own [`Incoming`], so forwarding it allocates
+/// nothing; the others are boxed, `Unsync` because hyper needs only `Send` and the streaming
+/// wrappers hold an RNG.
+pub(crate) enum ProxyBody {
+    /// A client's or an upstream's body, as hyper reads it.
+    Incoming(Incoming),
+    /// Anything the proxy made or wrapped.
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
 
 /// The outcome of [`collect_up_to`].
 pub(crate) enum Collected {
@@ -53,24 +60,22 @@ struct Failed(Option<BoxError>);
 
 /// A body read from a client or an upstream.
 pub(crate) fn incoming(body: Incoming) -> ProxyBody {
-    body.map_err(BoxError::from).boxed_unsync()
+    ProxyBody::Incoming(body)
 }
 
 /// A body of these bytes (its exact length lets hyper set `content-length`).
 pub(crate) fn full(data: impl Into<Bytes>) -> ProxyBody {
-    Full::new(data.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    boxed(Full::new(data.into()).map_err(|never| match never {}))
 }
 
 /// An empty body.
 pub(crate) fn empty() -> ProxyBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
+    boxed(Empty::new().map_err(|never| match never {}))
 }
 
 /// A body that fails at once with `error` (an upstream body that failed while buffered).
 pub(crate) fn failed(error: BoxError) -> ProxyBody {
-    Failed(Some(error)).boxed_unsync()
+    boxed(Failed(Some(error)))
 }
 
 /// `data` then `trailers`, as a body.
@@ -80,16 +85,20 @@ pub(crate) fn rebuilt(data: Bytes, trailers: Option<HeaderMap>) -> ProxyBody {
     }
     let mut head = VecDeque::from([Frame::data(data)]);
     head.extend(trailers.map(Frame::trailers));
-    Prefixed { head, rest: None }.boxed_unsync()
+    boxed(Prefixed { head, rest: None })
+}
+
+/// `body` boxed.
+fn boxed(body: impl Body<Data = Bytes, Error = BoxError> + Send + 'static) -> ProxyBody {
+    ProxyBody::Boxed(body.boxed_unsync())
 }
 
 /// Keeps the first `keep` bytes of `body`. Streams: nothing past the cut is read.
 pub(crate) fn truncate(body: ProxyBody, keep: usize) -> ProxyBody {
-    Truncated {
+    boxed(Truncated {
         inner: Some(body),
         left: keep,
-    }
-    .boxed_unsync()
+    })
 }
 
 /// Inverts each byte of `body` with probability `p`, drawing from `rng`. Streams.
@@ -97,7 +106,7 @@ pub(crate) fn flip(body: ProxyBody, p: f64, mut rng: SmallRng) -> ProxyBody {
     if p <= 0.0 {
         return body;
     }
-    body.map_frame(move |frame| {
+    boxed(body.map_frame(move |frame| {
         frame.map_data(|data| {
             let mut bytes = BytesMut::from(data);
             for byte in bytes.iter_mut() {
@@ -107,8 +116,7 @@ pub(crate) fn flip(body: ProxyBody, p: f64, mut rng: SmallRng) -> ProxyBody {
             }
             bytes.freeze()
         })
-    })
-    .boxed_unsync()
+    }))
 }
 
 /// Reads `body` whole if it holds at most `limit` bytes; else gives back a body that replays
@@ -134,13 +142,10 @@ pub(crate) async fn collect_up_to(
         }
         head.push_back(frame);
         if size > limit {
-            return Ok(Collected::TooLarge(
-                Prefixed {
-                    head,
-                    rest: Some(body),
-                }
-                .boxed_unsync(),
-            ));
+            return Ok(Collected::TooLarge(boxed(Prefixed {
+                head,
+                rest: Some(body),
+            })));
         }
     }
     let mut data = BytesMut::with_capacity(size);
@@ -180,6 +185,37 @@ pub(crate) fn json_replace(
         }
     }
     serde_json::to_vec(&doc).ok().map(Bytes::from)
+}
+
+// === impl ProxyBody ===
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            ProxyBody::Boxed(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Incoming(body) => body.is_end_stream(),
+            ProxyBody::Boxed(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Incoming(body) => body.size_hint(),
+            ProxyBody::Boxed(body) => body.size_hint(),
+        }
+    }
 }
 
 // === impl Truncated ===
@@ -300,7 +336,7 @@ mod tests {
             .map(|p| Frame::data(Bytes::from_static(p)))
             .collect();
         head.push_back(Frame::trailers(HeaderMap::new()));
-        Prefixed { head, rest: None }.boxed_unsync()
+        boxed(Prefixed { head, rest: None })
     }
 
     async fn bytes_of(body: ProxyBody) -> Bytes {

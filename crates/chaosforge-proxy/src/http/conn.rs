@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use super::mitm::{MitmCert, MitmTls};
 use super::service::{self, Shared};
 use super::stats::Recorder;
-use super::upstream::CONNECT_TIMEOUT;
+use super::upstream::{CONNECT_TIMEOUT, Lane};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
@@ -189,12 +189,29 @@ async fn serve<I>(io: I, shared: Arc<Shared>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |request| service::handle(shared.clone(), request));
+    // This connection's own upstream connection (plain http upstreams; see `Lane`).
+    let lane = Arc::new(Lane::default());
+    let driver = lane.clone();
+    let service = service_fn(move |request| service::handle(shared.clone(), lane.clone(), request));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's HTTP/1.1 header-read timeout and HTTP/2 keep-alive need a timer.
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
-    if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
+    let serving = builder.serve_connection(TokioIo::new(io), service);
+    let mut serving = std::pin::pin!(serving);
+    // The lane's upstream connection is driven here, in this task (see `Lane`): first, so an
+    // answer it reads reaches the waiting request in this same poll; again after, so a
+    // request just handed to it is written now rather than at the next wake-up.
+    let served = std::future::poll_fn(|cx| {
+        driver.poll_drive(cx);
+        let served = serving.as_mut().poll(cx);
+        if served.is_pending() {
+            driver.poll_drive(cx);
+        }
+        served
+    })
+    .await;
+    if let Err(error) = served {
         // A dropped connection (http-abort drop), a client that went away: normal here.
         tracing::debug!(%error, "http proxy connection ended with an error");
     }

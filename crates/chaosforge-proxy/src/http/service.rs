@@ -20,7 +20,7 @@ use super::body::{self, Collected, ProxyBody};
 use super::fault::{BodyCorruption, HeaderEdit, HttpAction, HttpFault};
 use super::mitm::MitmCert;
 use super::stats::{FaultRecord, Recorder, ReplayOutcome, ReplayRecord};
-use super::upstream::{UpstreamClient, strip_hop_by_hop};
+use super::upstream::{Lane, UpstreamClient, strip_hop_by_hop};
 use crate::toxic::{chance, happens, mix};
 
 /// The largest request body `replay` captures (the 1 MiB).
@@ -161,7 +161,8 @@ impl Shared {
     }
 }
 
-/// Handles one request from a client.
+/// Handles one request from a client, on the client connection whose upstream connection is
+/// `lane`.
 ///
 /// Request `n` (in arrival order) draws from an RNG seeded with `mix(seed, n)`, so a client
 /// that sends its requests one at a time sees the same decisions on every run with the same
@@ -172,6 +173,7 @@ impl Shared {
 /// [`Dropped`] when an `http-abort` fault drops the connection.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
+    lane: Arc<Lane>,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Dropped> {
     let n = shared.recorder.requests.fetch_add(1, Ordering::Relaxed);
@@ -267,7 +269,9 @@ pub(crate) async fn handle(
     }
 
     let method = parts.method.clone();
-    let uri = match shared.upstream.target(&parts.uri) {
+    // One request at a time on an HTTP/1 client connection: the next may wait for the lane.
+    let sequential = parts.version < Version::HTTP_2;
+    let uri = match shared.upstream.target(std::mem::take(&mut parts.uri)) {
         Ok(uri) => uri,
         Err(_) => {
             return Ok(plain(
@@ -327,7 +331,7 @@ pub(crate) async fn handle(
 
     let response = match shared
         .upstream
-        .send(Request::from_parts(parts, upstream_body))
+        .send_on(&lane, sequential, Request::from_parts(parts, upstream_body))
         .await
     {
         Ok(response) => response,
@@ -342,10 +346,10 @@ pub(crate) async fn handle(
             if let Some(captured) = captured {
                 start_replays(&shared, captured, None);
             }
-            tracing::debug!(error = %chain(&error), "upstream request failed");
+            tracing::debug!(error = %chain(&*error), "upstream request failed");
             return Ok(plain(
                 StatusCode::BAD_GATEWAY,
-                &format!("chaosforge: bad gateway: {}\n", chain(&error)),
+                &format!("chaosforge: bad gateway: {}\n", chain(&*error)),
             ));
         }
     };
@@ -449,7 +453,7 @@ fn start_replays(shared: &Shared, captured: Captured, original: Option<u16>) {
                                 .await;
                         ReplayOutcome::Status(status)
                     }
-                    Err(error) => ReplayOutcome::Failed(chain(&error)),
+                    Err(error) => ReplayOutcome::Failed(chain(&*error)),
                 }
             })
             .await
