@@ -112,6 +112,33 @@ pub struct TargetSpec {
     /// `listen` instead of `upstream`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_proxy: Option<HttpProxyTargetSpec>,
+    /// With `host`, `netns` or `process`: the target is on another machine, reached through the
+    /// `chaosforge agent` there, e.g.
+    /// `agent: { url: "https://10.0.0.7:7700", token_env: NODE7_TOKEN, fingerprint: "AB:CD:…" }`.
+    /// `host: local` then means the agent's host; its faults run there, under a lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentRefSpec>,
+}
+
+/// How the runner reaches a `chaosforge agent`:
+/// `{ url: "https://10.0.0.7:7700", token_env: NODE7_TOKEN, fingerprint: "AB:CD:…", lease: 10s }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRefSpec {
+    /// The agent's address, `https://host:port` (agents speak HTTPS only).
+    pub url: String,
+    /// The environment variable holding the agent's bearer token (the token itself is never
+    /// written in files or journals).
+    pub token_env: String,
+    /// The SHA-256 fingerprint of a self-signed agent's certificate, as it printed it at start
+    /// (`--tls-self-signed`); without it the system's roots must trust the agent's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// How long the agent keeps a fault after the runner's last renewal (renewed every second);
+    /// default: the agent's `--lease-default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<DurationValue>")]
+    pub lease: Option<String>,
 }
 
 /// `http_proxy: { listen: "127.0.0.1:18443", upstream: "https://payments.internal:8443",
