@@ -737,15 +737,22 @@ impl Agent {
     }
 
     async fn revert(&self, id: &str) -> Resp {
-        let taken = {
-            let mut held = lock(&self.held);
-            match held.get(id) {
-                Some(Slot::Held(_)) => held.remove(id),
-                Some(Slot::Pending) => {
-                    return error(StatusCode::CONFLICT, "the fault is being injected");
+        // A fault still being injected is reverted once its injection ends: a runner's
+        // `recover` may come while the agent is still applying it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let taken = loop {
+            {
+                let mut held = lock(&self.held);
+                match held.get(id) {
+                    Some(Slot::Held(_)) => break held.remove(id),
+                    Some(Slot::Pending) => {}
+                    None => break None,
                 }
-                None => None,
             }
+            if Instant::now() >= deadline {
+                return error(StatusCode::CONFLICT, "the fault is still being injected");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let Some(Slot::Held(h)) = taken else {
             return error(StatusCode::NOT_FOUND, "no such fault held");
@@ -868,19 +875,48 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// An agent to ask, as `agents status` was given it.
+#[derive(Debug, Clone)]
+pub struct AgentAddr {
+    /// `https://host:port`.
+    pub url: String,
+    /// The variable holding its token.
+    pub token_env: String,
+    /// Its pinned fingerprint.
+    pub fingerprint: Option<String>,
+}
+
+/// The agents of an inventory file's `agents:`.
+pub fn inventory_agents(file: &Path) -> anyhow::Result<Vec<AgentAddr>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading inventory {}", file.display()))?;
+    let shown = file.display().to_string();
+    let doc =
+        chaosforge::source::Document::parse(&shown, &text).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let inv: chaosforge::spec::InventorySpec =
+        chaosforge::de::decode(&doc).map_err(|d| anyhow::anyhow!("{d}"))?;
+    if inv.agents.is_empty() {
+        bail!("{shown} names no agents (`agents:`)");
+    }
+    Ok(inv
+        .agents
+        .into_values()
+        .map(|a| AgentAddr {
+            url: a.url,
+            token_env: a.token_env,
+            fingerprint: a.fingerprint,
+        })
+        .collect())
+}
+
 /// `chaosforge agents status`: each agent's version, capabilities and held faults.
-pub async fn status(
-    agents: &[String],
-    token_env: &str,
-    fingerprints: &[String],
-    as_json: bool,
-) -> anyhow::Result<u8> {
+pub async fn status(agents: &[AgentAddr], as_json: bool) -> anyhow::Result<u8> {
     let mut all_ok = true;
     let mut out = Vec::new();
-    for (i, url) in agents.iter().enumerate() {
-        let fp = fingerprints.get(i).map(String::as_str);
+    for a in agents {
+        let url = &a.url;
         let result = async {
-            let c = wire::AgentClient::from_env(url, token_env, fp)?;
+            let c = wire::AgentClient::from_env(url, &a.token_env, a.fingerprint.as_deref())?;
             c.status().await
         }
         .await;

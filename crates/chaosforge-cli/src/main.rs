@@ -51,8 +51,12 @@ enum AgentsAction {
     /// and the faults it holds; exit 2 if one is unreachable
     Status {
         /// An agent's URL, `https://host:port` (repeat for several)
-        #[arg(long, required = true, value_name = "URL")]
+        #[arg(long, value_name = "URL", required_unless_present = "inventory")]
         agent: Vec<String>,
+        /// Every agent in an inventory file's `agents:` (each with its own token variable and
+        /// fingerprint)
+        #[arg(long, value_name = "FILE")]
+        inventory: Option<PathBuf>,
         /// The environment variable holding the agents' token
         #[arg(long, default_value = "CHAOSFORGE_AGENT_TOKEN", value_name = "VAR")]
         token_env: String,
@@ -464,11 +468,26 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             action:
                 AgentsAction::Status {
                     agent,
+                    inventory,
                     token_env,
                     fingerprint,
                     json,
                 },
-        } => agent_cmd::status(&agent, &token_env, &fingerprint, json).await,
+        } => {
+            let mut agents: Vec<agent_cmd::AgentAddr> = agent
+                .iter()
+                .enumerate()
+                .map(|(i, url)| agent_cmd::AgentAddr {
+                    url: url.clone(),
+                    token_env: token_env.clone(),
+                    fingerprint: fingerprint.get(i).cloned(),
+                })
+                .collect();
+            if let Some(f) = inventory {
+                agents.extend(agent_cmd::inventory_agents(&f)?);
+            }
+            agent_cmd::status(&agents, json).await
+        }
         Command::StressWorker { spec } => {
             let spec: chaosforge::fault::stress::WorkerSpec =
                 serde_json::from_str(&spec).context("reading the worker spec")?;

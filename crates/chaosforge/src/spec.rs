@@ -117,7 +117,17 @@ pub struct TargetSpec {
     /// `agent: { url: "https://10.0.0.7:7700", token_env: NODE7_TOKEN, fingerprint: "AB:CD:…" }`.
     /// `host: local` then means the agent's host; its faults run there, under a lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<AgentRefSpec>,
+    pub agent: Option<AgentSpec>,
+}
+
+/// An agent written out, or the name of one in the inventory file's `agents:`.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AgentSpec {
+    /// `agent: node7`: an entry of `agents:` in the same inventory file.
+    Named(String),
+    /// `agent: { url, token_env, fingerprint, lease }`.
+    Inline(AgentRefSpec),
 }
 
 /// How the runner reaches a `chaosforge agent`:
@@ -1437,6 +1447,34 @@ pub struct InventorySpec {
     /// The targets, with their labels (`cluster`, `region`, `zone`, `service`, …).
     #[serde(default)]
     pub targets: Vec<TargetSpec>,
+    /// Agents its targets name (`agent: node7`), e.g.
+    /// `agents: { node7: { url: "https://10.0.0.7:7700", token_env: NODE7_TOKEN } }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents: BTreeMap<String, AgentRefSpec>,
+}
+
+// By hand: a name or a mapping, with a clear message for anything else.
+impl<'de> Deserialize<'de> for AgentSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AgentSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an agent's name in the inventory, or { url, token_env, fingerprint }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AgentSpec, E> {
+                Ok(AgentSpec::Named(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<AgentSpec, A::Error> {
+                AgentRefSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(AgentSpec::Inline)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 // By hand, for the same reason as `CommandRunSpec`: a clear message for a wrong type.

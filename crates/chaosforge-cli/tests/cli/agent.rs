@@ -62,6 +62,20 @@ c.request(sys.argv[1], u.path, body=None if sys.argv[4] == "-" else sys.argv[4],
 r = c.getresponse(); r.read(); print(r.status)
 "#;
 
+/// `burst URL TOKEN N`: N requests with TOKEN, one after the other from one process (so that
+/// they come faster than any backoff); prints the status codes.
+const BURST: &str = r#"
+import http.client, ssl, sys, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1])
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+codes = []
+for _ in range(int(sys.argv[3])):
+    c = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=10)
+    c.request("GET", u.path, headers={"Authorization": "Bearer " + sys.argv[2]})
+    r = c.getresponse(); r.read(); codes.append(str(r.status)); c.close()
+print(" ".join(codes))
+"#;
+
 /// `fuzz HOST PORT TOKEN SEED N`: N connections of seeded random garbage — raw bytes, bytes
 /// after a TLS handshake, and HTTP requests with random methods, paths, headers and JSON-ish
 /// bodies, with and without the token. Prints how many got any HTTP answer.
@@ -241,7 +255,7 @@ impl Lab {
                 self.dir.path().join(format!("token{i}")).to_str().unwrap(),
                 "--tls-self-signed",
                 "--allow",
-                "partition,latency,loss",
+                "partition,latency,loss,pause",
                 "--lease-default",
                 "2s",
                 "--state-dir",
@@ -292,19 +306,28 @@ impl Lab {
         self.experiment_with_lease(inject, "2s")
     }
 
+    /// The three hosts in an inventory file, `agent: host-N` naming its `agents:`.
     fn experiment_with_lease(&self, inject: &str, lease: &str) -> PathBuf {
-        let target = |i: usize, name: &str, service: &str| {
-            format!(
-                "  - name: {name}\n    host: local\n    labels: {{ service: {service} }}\n    agent: {{ url: \"{}\", token_env: CF_TOKEN_{i}, fingerprint: \"{}\", lease: {lease} }}\n",
+        let mut inventory = String::from("agents:\n");
+        for i in 0..3 {
+            inventory.push_str(&format!(
+                "  host-{i}: {{ url: \"{}\", token_env: CF_TOKEN_{i}, fingerprint: \"{}\", lease: {lease} }}\n",
                 self.url(i),
                 self.agent(i).fingerprint
-            )
-        };
+            ));
+        }
+        inventory.push_str("targets:\n");
+        for (i, name, service) in [(0, "node-a", "a"), (1, "node-b", "b"), (2, "node-c", "c")] {
+            inventory.push_str(&format!(
+                "  - {{ name: {name}, host: local, labels: {{ service: {service} }}, agent: host-{i} }}\n"
+            ));
+        }
+        self.dir.write("hosts.yaml", &inventory);
         let text = format!(
             r#"apiVersion: chaosforge/v1
 name: agents-across-three-hosts
-targets:
-{}{}{}hypothesis:
+inventory: hosts.yaml
+hypothesis:
   monitors:
     - name: a-echo
       tcp: {{ address: "{}:{ECHO}", interval: 200ms, timeout: 1s }}
@@ -318,12 +341,22 @@ faults:
     target: {{ select: {{ service: c }} }}
 phases: {{ baseline: 500ms, inject: {inject}, recover_within: 5s }}
 "#,
-            target(0, "node-a", "a"),
-            target(1, "node-b", "b"),
-            target(2, "node-c", "c"),
             self.hosts[0].ns.addr,
         );
         self.dir.write("agents.yaml", &text)
+    }
+
+    /// `chaosforge ARGS…` in the runner's namespace with every agent's token.
+    fn runner_cmd(&self, args: &[&str]) -> Command {
+        let mut c = in_ns(
+            &self.runner.name,
+            assert_cmd::cargo::cargo_bin!("chaosforge"),
+        );
+        c.args(args);
+        for (i, h) in self.hosts.iter().enumerate() {
+            c.env(format!("CF_TOKEN_{i}"), &h.token);
+        }
+        c
     }
 
     /// `chaosforge run` inside the runner namespace, with every agent's token in its variable.
@@ -520,6 +553,27 @@ fn agent_runner_partitions_two_hosts_and_slows_a_third() {
     assert_eq!(probe(&a.name, &b.addr, 500), None, "a still reaches b");
     assert_eq!(probe(&b.name, &a.addr, 500), None, "b still reaches a");
     assert!(probe(&a.name, &c.addr, 2000).is_some(), "a lost c too");
+    // `agents status` over the inventory sees what each agent holds.
+    let status = lab
+        .runner_cmd(&[
+            "agents",
+            "status",
+            "--inventory",
+            lab.dir.path().join("hosts.yaml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    eprintln!("{status}");
+    assert!(
+        status.contains("`cut-a-from-b` on `node-a` (partition)"),
+        "{status}"
+    );
+    assert!(
+        status.contains("`slow-c` on `node-c` (latency)"),
+        "{status}"
+    );
+    assert_eq!(status.matches("reachable").count(), 3, "{status}");
     let during = median_probe(&c.name, &a.addr, 5).expect("c reaches a during the latency");
     eprintln!("c → a echo round trip: {before:.1} ms before, {during:.1} ms with latency 100ms");
     assert!(
@@ -705,9 +759,21 @@ fn agent_refuses_bad_tokens_and_kinds_and_injects_nothing() {
     assert!(nft_tables(&lab.hosts[0].ns.name).is_empty());
     assert_eq!(lab.request("DELETE", 0, "/faults/t-p", Some(own), "-"), 404);
     // Repeated failures from one address: after a few, the agent makes it wait (429).
-    let codes: Vec<u16> = (0..8)
-        .map(|_| lab.request("GET", 0, "/status", Some("guess"), "-"))
+    let out = in_ns(&lab.runner.name, python())
+        .args([
+            "-c",
+            BURST,
+            &format!("{}/status", lab.url(0)),
+            "guess",
+            "12",
+        ])
+        .output()
+        .unwrap();
+    let codes: Vec<u16> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
         .collect();
+    assert_eq!(codes.len(), 12, "{out:?}");
     assert!(codes.contains(&429), "no backoff: {codes:?}");
     assert!(codes.iter().all(|c| *c == 401 || *c == 429), "{codes:?}");
 }

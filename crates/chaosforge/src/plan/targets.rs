@@ -166,9 +166,31 @@ impl Cx<'_> {
     fn agent_ref(
         &mut self,
         base: &str,
-        a: &spec::AgentRefSpec,
+        a: &spec::AgentSpec,
         kind: &TargetKind,
     ) -> Option<AgentRef> {
+        let named;
+        let a = match a {
+            spec::AgentSpec::Inline(a) => a,
+            spec::AgentSpec::Named(name) => match self.agents.get(name) {
+                Some(a) => {
+                    named = a.clone();
+                    &named
+                }
+                None => {
+                    let known: Vec<&str> = self.agents.keys().map(String::as_str).collect();
+                    self.err(
+                        base,
+                        if known.is_empty() {
+                            format!("no agent `{name}`: agents are named in an inventory file's `agents:`, next to the targets that use them")
+                        } else {
+                            format!("no agent `{name}` in this inventory file (it has {})", known.join(", "))
+                        },
+                    );
+                    return None;
+                }
+            },
+        };
         if !matches!(kind, TargetKind::Host { .. } | TargetKind::Process(_)) {
             self.err(
                 base,
