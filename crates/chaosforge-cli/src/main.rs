@@ -13,6 +13,7 @@ use chaosforge::source::Document;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
+mod agent_cmd;
 mod ctk_cmd;
 mod demo;
 mod gameday_cmd;
@@ -43,6 +44,30 @@ struct StateArgs {
     /// Where journals live [default: $XDG_STATE_HOME/chaosforge or ~/.local/state/chaosforge]
     #[arg(long, env = "CHAOSFORGE_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsAction {
+    /// Whether each agent answers, its version, capabilities (the same probe as local runs)
+    /// and the faults it holds; exit 2 if one is unreachable
+    Status {
+        /// An agent's URL, `https://host:port` (repeat for several)
+        #[arg(long, value_name = "URL", required_unless_present = "inventory")]
+        agent: Vec<String>,
+        /// Every agent in an inventory file's `agents:` (each with its own token variable and
+        /// fingerprint)
+        #[arg(long, value_name = "FILE")]
+        inventory: Option<PathBuf>,
+        /// The environment variable holding the agents' token
+        #[arg(long, default_value = "CHAOSFORGE_AGENT_TOKEN", value_name = "VAR")]
+        token_env: String,
+        /// The pinned fingerprint of each self-signed agent, in the order of `--agent`
+        #[arg(long, value_name = "SHA256")]
+        fingerprint: Vec<String>,
+        /// JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,6 +240,14 @@ enum Command {
     },
     /// Serve the Toxiproxy-compatible HTTP API and fault proxies
     Proxy(proxy_cmd::ProxyArgs),
+    /// Host agent for remote faults: runs this host's faults for runners elsewhere, over HTTPS
+    /// with a bearer token, each under a lease the runner renews (docs/agent.md)
+    Agent(agent_cmd::AgentArgs),
+    /// Remote agents: `agents status --agent URL …`
+    Agents {
+        #[command(subcommand)]
+        action: AgentsAction,
+    },
     /// Print the JSON Schema of the experiment file
     Schema,
     /// Internal: a stress worker process (spawned by resource faults, placed in their cgroup)
@@ -433,6 +466,36 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
         } => demo::run(&state_dir(state)?, signals()?, only, list, &report).await,
         Command::DemoService { port, cpu, .. } => demo::db::serve_db(port, cpu).await,
         Command::Proxy(args) => proxy_cmd::run(args).await,
+        Command::Agent(args) => {
+            let state = state_dir(StateArgs {
+                state_dir: args.state_dir(),
+            })?;
+            agent_cmd::run(args, state).await
+        }
+        Command::Agents {
+            action:
+                AgentsAction::Status {
+                    agent,
+                    inventory,
+                    token_env,
+                    fingerprint,
+                    json,
+                },
+        } => {
+            let mut agents: Vec<agent_cmd::AgentAddr> = agent
+                .iter()
+                .enumerate()
+                .map(|(i, url)| agent_cmd::AgentAddr {
+                    url: url.clone(),
+                    token_env: token_env.clone(),
+                    fingerprint: fingerprint.get(i).cloned(),
+                })
+                .collect();
+            if let Some(f) = inventory {
+                agents.extend(agent_cmd::inventory_agents(&f)?);
+            }
+            agent_cmd::status(&agents, json).await
+        }
         Command::StressWorker { spec } => {
             let spec: chaosforge::fault::stress::WorkerSpec =
                 serde_json::from_str(&spec).context("reading the worker spec")?;

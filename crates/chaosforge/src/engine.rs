@@ -158,6 +158,17 @@ enum Resolved {
     Http(Arc<dyn crate::fault::net::HttpProxyControl>),
     Process(ProcessId),
     Host(crate::host_target::HostTarget),
+    /// A host or process target on another machine, reached through its agent.
+    Agent(AgentTarget),
+}
+
+/// A target an agent resolved: who to ask, where the fault acts there, and the host's addresses
+/// (so a local or remote partition can name it as a peer).
+struct AgentTarget {
+    client: crate::fault::agent::AgentClient,
+    agent: crate::plan::AgentRef,
+    on: crate::fault::agent::AgentTarget,
+    addresses: Vec<std::net::IpAddr>,
 }
 
 /// Mutable state of one run.
@@ -407,6 +418,18 @@ impl Engine {
         }
         let mut resolved: BTreeMap<&str, Resolved> = BTreeMap::new();
         for t in &plan.targets {
+            if let Some(agent) = &t.agent {
+                match resolve_on_agent(t, agent).await {
+                    Ok(a) => {
+                        resolved.insert(t.name.as_str(), Resolved::Agent(a));
+                        continue;
+                    }
+                    Err(e) => {
+                        return errored(Phase::Validate, format!("target `{}`: {e}", t.name))
+                            .into();
+                    }
+                }
+            }
             let r = match &t.kind {
                 TargetKind::Host { netns, interface } => {
                     match crate::host_target::resolve(netns.as_deref(), interface.as_deref()).await
@@ -761,6 +784,9 @@ fn build_fault(
             .map_err(|e| format!("cannot find the chaosforge binary for stress workers: {e}"))
     };
     let target_s = target.to_string();
+    if let Some(Resolved::Agent(a)) = resolved.get(target) {
+        return remote_fault(run_id, id, f, target, a, resolved, seed);
+    }
     Ok(match (&f.kind, resolved.get(target)) {
         (
             FaultKind::Proxy {
@@ -1007,6 +1033,141 @@ fn unique_name(run_id: &RunId, id: u32) -> String {
     format!("{unique}_{id}")
 }
 
+/// Asks a target's agent to find it on its host (checking the agent's API version first).
+async fn resolve_on_agent(
+    t: &crate::plan::Target,
+    agent: &crate::plan::AgentRef,
+) -> Result<AgentTarget, String> {
+    use crate::fault::agent::{API_VERSION, AgentClient};
+    let client = AgentClient::from_env(&agent.url, &agent.token_env, agent.fingerprint.as_deref())?;
+    let version = client.version().await?;
+    if version.api != API_VERSION {
+        return Err(format!(
+            "agent {} speaks API {} (chaosforge {}), this runner API {API_VERSION}",
+            agent.url, version.api, version.version
+        ));
+    }
+    let on = match &t.kind {
+        TargetKind::Host { netns, interface } => crate::fault::agent::AgentTarget::Host {
+            netns: netns.clone(),
+            interface: interface.clone(),
+        },
+        TargetKind::Process(sel) => crate::fault::agent::AgentTarget::Process(sel.clone()),
+        _ => {
+            return Err(
+                "only host, netns and process targets can be reached through an agent".into(),
+            );
+        }
+    };
+    let found = client.resolve(&on).await?;
+    Ok(AgentTarget {
+        client,
+        agent: agent.clone(),
+        on,
+        addresses: found.addresses,
+    })
+}
+
+/// A fault on an agent's target: the planned kind with its peers resolved here, sent to the
+/// agent, which builds the same fault a local run would (`fault::agent::build`).
+fn remote_fault(
+    run_id: &RunId,
+    id: u32,
+    f: &crate::plan::PlannedFault,
+    target: &str,
+    a: &AgentTarget,
+    resolved: &BTreeMap<&str, Resolved>,
+    seed: u64,
+) -> Result<Box<dyn Fault>, String> {
+    use crate::fault::agent::{AgentFaultKind, InjectRequest, RemoteAgentFault};
+    use crate::fault::host::partition::PartitionDirection;
+    let direction = |d: crate::spec::PartitionDirectionSpec| match d {
+        crate::spec::PartitionDirectionSpec::Both => PartitionDirection::Both,
+        crate::spec::PartitionDirectionSpec::Ingress => PartitionDirection::Ingress,
+        crate::spec::PartitionDirectionSpec::Egress => PartitionDirection::Egress,
+    };
+    let fault = match &f.kind {
+        FaultKind::Partition {
+            peers,
+            direction: d,
+            shape,
+        } => {
+            let group;
+            let peers = match shape {
+                Some(split) => {
+                    group = crate::plan::group_peers(split, target);
+                    &group
+                }
+                None => peers,
+            };
+            AgentFaultKind::Partition {
+                peers: resolve_peers(peers, resolved)?,
+                direction: direction(*d),
+            }
+        }
+        FaultKind::Network {
+            effect,
+            peers,
+            ports,
+            direction: d,
+            ..
+        } => AgentFaultKind::Network {
+            effect: effect.clone(),
+            peers: resolve_peers(peers, resolved)?,
+            ports: ports.clone(),
+            direction: *d,
+            // The runner's kernel says nothing about the agent's: the agent chooses.
+            mechanism: None,
+        },
+        FaultKind::Loss {
+            peers,
+            direction: d,
+            probability,
+        } => AgentFaultKind::Loss {
+            peers: resolve_peers(peers, resolved)?,
+            direction: direction(*d),
+            probability: *probability,
+        },
+        FaultKind::Cpu { workers, percent } => AgentFaultKind::Cpu {
+            workers: *workers,
+            percent: *percent,
+        },
+        FaultKind::Memory { bytes } => AgentFaultKind::Memory { bytes: *bytes },
+        FaultKind::DiskFill {
+            path,
+            percent,
+            margin,
+        } => AgentFaultKind::DiskFill {
+            path: path.clone(),
+            percent: *percent,
+            margin: *margin,
+        },
+        FaultKind::Pause => AgentFaultKind::Pause,
+        other => {
+            return Err(format!(
+                "`{}` faults cannot run through an agent yet",
+                other.name()
+            ));
+        }
+    };
+    Ok(Box::new(RemoteAgentFault {
+        target: target.to_string(),
+        client: a.client.clone(),
+        request: InjectRequest {
+            id: format!("{}-{id}", run_id.0),
+            name: f.name.clone(),
+            target: target.to_string(),
+            on: a.on.clone(),
+            fault,
+            lease: a.agent.lease,
+            seed: seed ^ crate::scope::fnv1a(&f.name) ^ u64::from(id),
+        },
+        token_env: a.agent.token_env.clone(),
+        fingerprint: a.agent.fingerprint.clone(),
+        renew_every: Duration::from_secs(1),
+    }))
+}
+
 /// Peers as addresses: a peer target's addresses were found when the run started.
 fn resolve_peers(
     peers: &[crate::plan::Peer],
@@ -1021,7 +1182,12 @@ fn resolve_peers(
                 Some(Resolved::Host(o)) if !o.addresses.is_empty() => {
                     addresses.extend(o.addresses.iter().copied())
                 }
-                Some(Resolved::Host(_)) => return Err(format!("peer `{name}` has no address")),
+                Some(Resolved::Agent(a)) if !a.addresses.is_empty() => {
+                    addresses.extend(a.addresses.iter().copied())
+                }
+                Some(Resolved::Host(_) | Resolved::Agent(_)) => {
+                    return Err(format!("peer `{name}` has no address"));
+                }
                 _ => return Err(format!("peer `{name}` is not a host target")),
             },
         }

@@ -116,6 +116,12 @@ pub struct TargetSpec {
     /// `container: { name: web }` or `container: { label: "app=web", socket: /run/docker.sock }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerTargetSpec>,
+    /// With `host`, `netns` or `process`: the target is on another machine, reached through the
+    /// `chaosforge agent` there, e.g.
+    /// `agent: { url: "https://10.0.0.7:7700", token_env: NODE7_TOKEN, fingerprint: "AB:CD:…" }`.
+    /// `host: local` then means the agent's host; its faults run there, under a lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSpec>,
 }
 
 /// Exactly one of `name`, `id` or `label`; `socket` optionally.
@@ -138,6 +144,37 @@ pub struct ContainerTargetSpec {
     /// it is `unix://PATH`, else `/var/run/docker.sock`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket: Option<String>,
+}
+
+/// An agent written out, or the name of one in the inventory file's `agents:`.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AgentSpec {
+    /// `agent: node7`: an entry of `agents:` in the same inventory file.
+    Named(String),
+    /// `agent: { url, token_env, fingerprint, lease }`.
+    Inline(AgentRefSpec),
+}
+
+/// How the runner reaches a `chaosforge agent`:
+/// `{ url: "https://10.0.0.7:7700", token_env: NODE7_TOKEN, fingerprint: "AB:CD:…", lease: 10s }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRefSpec {
+    /// The agent's address, `https://host:port` (agents speak HTTPS only).
+    pub url: String,
+    /// The environment variable holding the agent's bearer token (the token itself is never
+    /// written in files or journals).
+    pub token_env: String,
+    /// The SHA-256 fingerprint of a self-signed agent's certificate, as it printed it at start
+    /// (`--tls-self-signed`); without it the system's roots must trust the agent's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// How long the agent keeps a fault after the runner's last renewal (renewed every second);
+    /// default: the agent's `--lease-default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<DurationValue>")]
+    pub lease: Option<String>,
 }
 
 /// `http_proxy: { listen: "127.0.0.1:18443", upstream: "https://payments.internal:8443",
@@ -1474,6 +1511,34 @@ pub struct InventorySpec {
     /// The targets, with their labels (`cluster`, `region`, `zone`, `service`, …).
     #[serde(default)]
     pub targets: Vec<TargetSpec>,
+    /// Agents its targets name (`agent: node7`), e.g.
+    /// `agents: { node7: { url: "https://10.0.0.7:7700", token_env: NODE7_TOKEN } }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents: BTreeMap<String, AgentRefSpec>,
+}
+
+// By hand: a name or a mapping, with a clear message for anything else.
+impl<'de> Deserialize<'de> for AgentSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AgentSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an agent's name in the inventory, or { url, token_env, fingerprint }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AgentSpec, E> {
+                Ok(AgentSpec::Named(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<AgentSpec, A::Error> {
+                AgentRefSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(AgentSpec::Inline)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 // By hand, for the same reason as `CommandRunSpec`: a clear message for a wrong type.

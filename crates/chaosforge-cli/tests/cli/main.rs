@@ -1,6 +1,7 @@
 //! End-to-end tests of the `chaosforge` binary: real processes, loopback only.
 #![allow(clippy::unwrap_used)]
 
+mod agent;
 mod analysis;
 mod claims;
 mod containers;

@@ -54,6 +54,20 @@ pub async fn resources(plan: &Plan) -> Vec<Claim> {
                 target: t.name.clone(),
             })
         };
+        // A target on an agent's host: the agent holds its kernel resources; claim it by the
+        // agent's address, so two runs on this machine do not drive the same remote target.
+        if let Some(a) = &t.agent {
+            add(match &t.kind {
+                TargetKind::Host { netns, .. } => format!(
+                    "agent:{}/host:{}",
+                    a.url,
+                    netns.as_deref().unwrap_or("local")
+                ),
+                TargetKind::Process(sel) => format!("agent:{}/process:{sel:?}", a.url),
+                _ => format!("agent:{}/{}", a.url, t.name),
+            });
+            continue;
+        }
         match &t.kind {
             TargetKind::Proxy { listen, .. } | TargetKind::HttpProxy { listen, .. } => {
                 if !listen.ends_with(":0") {

@@ -29,6 +29,7 @@ use crate::vocab::is_inet;
 
 pub use crate::vocab::RevertSpec;
 
+pub mod agent;
 mod cgroupfs;
 pub mod container;
 pub mod freeze;
@@ -180,6 +181,14 @@ impl Guard {
         run_revert(self.id, undo, irreversible, &self.journal, "run").await
     }
 
+    /// Undoes the fault like [`Guard::revert`], journaling `by` as who reverted it (an agent's
+    /// lease expiring journals `lease`).
+    pub async fn revert_as(mut self, by: &str) -> Result<(), RevertError> {
+        let undo = self.undo.take();
+        let irreversible = self.irreversible.take();
+        run_revert(self.id, undo, irreversible, &self.journal, by).await
+    }
+
     /// Leaves the fault in place on purpose; `recover` will still find it in the journal.
     pub fn forget(mut self) -> FaultId {
         self.undo = None;
@@ -266,6 +275,12 @@ impl RevertSpec {
             RevertSpec::InProcessToxics { target, .. } => Ok(format!(
                 "proxy `{target}` ran inside the runner and ended with it; nothing left to undo"
             )),
+            RevertSpec::RemoteAgent {
+                url,
+                fault_id,
+                token_env,
+                fingerprint,
+            } => agent::revert_detached(url, fault_id, token_env, fingerprint.as_deref()).await,
             RevertSpec::RemoteToxics {
                 api,
                 proxy,

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::units::{self, Ratio};
 
 /// How a process target is found when the run starts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessSelector {
     /// By id.
@@ -46,7 +46,7 @@ pub enum Readiness {
 }
 
 /// What a kernel-level network fault does to each packet it matches.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "effect", rename_all = "kebab-case")]
 pub enum NetEffect {
     /// Delay every packet by `delay` ± `jitter`.
@@ -97,7 +97,7 @@ impl NetEffect {
 }
 
 /// Which of a host's packets a kernel-level fault acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetDirection {
     /// Packets it sends.
@@ -109,7 +109,7 @@ pub enum NetDirection {
 }
 
 /// How a kernel-level network fault is carried out on this machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mechanism {
     /// The `netem` qdisc (with an `htb` + `u32` tree for peers and ports, `ifb` for ingress).

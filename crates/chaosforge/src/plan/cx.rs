@@ -15,6 +15,8 @@ pub(super) struct Cx<'a> {
     pub(super) diags: Diagnostics,
     /// What is valid but probably not meant; never stops a run.
     pub(super) warnings: Diagnostics,
+    /// The agents `agent: NAME` may name: an inventory file's `agents:`.
+    pub(super) agents: std::collections::BTreeMap<String, crate::spec::AgentRefSpec>,
 }
 
 // === impl Cx ===
@@ -25,6 +27,7 @@ impl<'a> Cx<'a> {
             doc,
             diags: Diagnostics::new(),
             warnings: Diagnostics::new(),
+            agents: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -88,6 +88,7 @@ impl Cx<'_> {
                     }
                 };
                 let mut sub = Cx::new(&doc);
+                sub.agents = inv.agents.clone();
                 let targets = sub.targets(&inv.targets);
                 let mut diags = sub.diags;
                 for (j, t) in inv.targets.iter().enumerate() {

@@ -58,7 +58,7 @@ pub use monitors::{MonitorPlan, ProbePlan};
 pub use notify::{NotifyEvent, NotifyFormat, NotifyPlan, Secret};
 pub use policies::{PolicyPlan, PolicyVerdict, RunContext, TimeWindow, check_run};
 pub use scopes::{group_peers, split_group};
-pub use targets::{Target, TargetKind, check_hosts};
+pub use targets::{AgentRef, Target, TargetKind, check_hosts};
 
 use cx::Cx;
 

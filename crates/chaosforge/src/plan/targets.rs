@@ -21,6 +21,27 @@ pub struct Target {
     pub labels: BTreeMap<String, String>,
     /// What it is.
     pub kind: TargetKind,
+    /// The agent it is reached through; `None`: this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentRef>,
+}
+
+/// A `chaosforge agent`, validated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentRef {
+    /// `https://host:port`, without a trailing slash.
+    pub url: String,
+    /// The environment variable holding its token.
+    pub token_env: String,
+    /// The pinned certificate fingerprint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The lease asked for; `None`: the agent's default.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::units::opt_duration_text"
+    )]
+    pub lease: Option<std::time::Duration>,
 }
 
 /// What a target is.
@@ -133,13 +154,99 @@ impl Cx<'_> {
                 {
                     self.err(&format!("{base}.interface"), format!("`{i}` is not an interface name"));
                 }
+                let agent = t
+                    .agent
+                    .as_ref()
+                    .and_then(|a| self.agent_ref(&format!("{base}.agent"), a, &kind));
                 Some(Target {
                     name: t.name.clone(),
                     labels: t.labels.clone(),
                     kind,
+                    agent,
                 })
             })
             .collect()
+    }
+
+    /// `agent:` — only on targets an agent can resolve on its host (`host`, `netns`,
+    /// `process`), with an `https` URL, a token variable and a well-formed fingerprint.
+    fn agent_ref(
+        &mut self,
+        base: &str,
+        a: &spec::AgentSpec,
+        kind: &TargetKind,
+    ) -> Option<AgentRef> {
+        let named;
+        let a = match a {
+            spec::AgentSpec::Inline(a) => a,
+            spec::AgentSpec::Named(name) => match self.agents.get(name) {
+                Some(a) => {
+                    named = a.clone();
+                    &named
+                }
+                None => {
+                    let known: Vec<&str> = self.agents.keys().map(String::as_str).collect();
+                    self.err(
+                        base,
+                        if known.is_empty() {
+                            format!("no agent `{name}`: agents are named in an inventory file's `agents:`, next to the targets that use them")
+                        } else {
+                            format!("no agent `{name}` in this inventory file (it has {})", known.join(", "))
+                        },
+                    );
+                    return None;
+                }
+            },
+        };
+        if !matches!(kind, TargetKind::Host { .. } | TargetKind::Process(_)) {
+            self.err(
+                base,
+                "`agent` goes with `host`, `netns` or `process` targets (proxies run in the runner)",
+            );
+            return None;
+        }
+        match reqwest::Url::parse(&a.url) {
+            Ok(u) if u.scheme() == "https" && u.host().is_some() => {}
+            _ => self.err(
+                &format!("{base}.url"),
+                format!("`{}` is not an https URL of an agent, e.g. `https://10.0.0.7:7700` (agents speak HTTPS only)", a.url),
+            ),
+        }
+        let valid_env = !a.token_env.is_empty()
+            && a.token_env
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid_env {
+            self.err(
+                &format!("{base}.token_env"),
+                format!("`{}` is not an environment variable name", a.token_env),
+            );
+        }
+        if let Some(f) = &a.fingerprint
+            && let Err(e) = crate::fault::agent::parse_fingerprint(f)
+        {
+            self.err(&format!("{base}.fingerprint"), e);
+        }
+        let lease = a.lease.as_deref().map(|l| {
+            let d = self.positive_duration(
+                &format!("{base}.lease"),
+                Some(l),
+                std::time::Duration::from_secs(10),
+            );
+            if d < std::time::Duration::from_secs(2) {
+                self.err(
+                    &format!("{base}.lease"),
+                    "a lease under 2s would expire between two renewals (they come every second)",
+                );
+            }
+            d
+        });
+        Some(AgentRef {
+            url: a.url.trim_end_matches('/').to_string(),
+            token_env: a.token_env.clone(),
+            fingerprint: a.fingerprint.clone(),
+            lease,
+        })
     }
 
     fn http_proxy_target(&mut self, base: &str, h: &spec::HttpProxyTargetSpec) -> TargetKind {
@@ -343,6 +450,10 @@ pub fn check_hosts(doc: &Document, plan: &super::Plan) -> Diagnostics {
         let TargetKind::Host { netns, interface } = &t.kind else {
             continue;
         };
+        // An agent's host is checked by the agent when the run starts.
+        if t.agent.is_some() {
+            continue;
+        }
         if let Some(ns) = netns
             && !Path::new("/run/netns").join(ns).exists()
         {

@@ -263,7 +263,11 @@ impl PlanSummary {
                         TargetKind::HttpProxy {
                             listen, upstream, ..
                         } => format!("HTTP proxy {listen} → {upstream}"),
-                    },
+                    } + &t
+                        .agent
+                        .as_ref()
+                        .map(|a| format!(" through the agent at {}", a.url))
+                        .unwrap_or_default(),
                     labels: t.labels.clone(),
                 })
                 .collect(),

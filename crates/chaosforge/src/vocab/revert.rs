@@ -31,6 +31,21 @@ pub enum RevertSpec {
         /// Whether the proxy was disabled (`down`).
         reenable: bool,
     },
+    /// A fault held by a `chaosforge agent` on another host: revert it there with
+    /// `DELETE {url}/faults/{fault_id}`. The bearer token is never journaled: whoever reverts
+    /// reads it from the environment variable `token_env`; `fingerprint` pins a self-signed
+    /// agent's certificate (SHA-256 of its DER, hex).
+    RemoteAgent {
+        /// The agent's base URL, `https://host:port`.
+        url: String,
+        /// The fault's id on the agent (chosen by the runner, so it is known before the request).
+        fault_id: String,
+        /// The environment variable holding the agent's token.
+        token_env: String,
+        /// The pinned certificate fingerprint, for a self-signed agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
+    },
     /// Delete an nftables table (a partition's rules) in a network namespace (`None`: the host).
     NftTable {
         /// The namespace, `None` for the host's own.

@@ -21,7 +21,8 @@ use super::nft;
 use crate::fault::{BoxError, Fault, FaultError, Guard, InjectCx, Revert, RevertSpec};
 
 /// Which packets between the target and its peers are dropped, seen from the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PartitionDirection {
     /// Both ways: nothing goes in or out.
     Both,
