@@ -62,12 +62,16 @@ pub(crate) fn admit(plan: &mut Plan, rc: &RunContext) -> Option<Vec<PolicyVerdic
         eprintln!("error: refused by policy; nothing was injected");
         return None;
     }
+    // The engine compares the deadline with the real clock; a rehearsed one (`CHAOSFORGE_NOW`)
+    // keeps the time left it was admitted with, so a rehearsal does not hit the real hour.
+    let offset = jiff::Timestamp::now().duration_since(rc.now);
     plan.deadline = plan
         .policy
         .window
         .iter()
         .chain(plan.policy.org_window.iter())
         .filter_map(|w| w.end_of_range(rc.now))
+        .filter_map(|end| end.checked_add(offset).ok())
         .min();
     plan.verdicts = verdicts
         .iter()
