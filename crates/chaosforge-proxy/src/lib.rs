@@ -9,7 +9,8 @@
 //! down, never imported up (`scripts/check-proxy-layers` keeps it so):
 //! - `api`: [`ApiServer`], the Toxiproxy 2.12 HTTP API (routes, JSON shapes, errors, populate);
 //!   imports `proxy`, `model`, `metrics`, `toxic`.
-//! - `proxy`: [`TcpProxy`] (listener, accept loop, toxic list changes, enable/disable,
+//! - `proxy`: [`TcpProxy`] (listener, accept loop handing connections to one current-thread
+//!   runtime per core, toxic list changes, enable/disable,
 //!   `down`/up, live listen/upstream changes) and [`InProcessBackend`]; imports `conn`,
 //!   `state`, `model`, `metrics`, `toxic`.
 //! - `conn`: serving one connection: dials the upstream, runs its two links, deregisters it;
@@ -35,8 +36,8 @@
 //! How toxics reach open connections: the proxy publishes its toxic list through a
 //! `tokio::sync::watch` channel; every link reconciles its own chain with the latest list
 //! between two steps, so a change applies at the next chunk boundary without losing,
-//! duplicating or reordering bytes. A link with no active toxic moves its bytes with
-//! `splice(2)` (zero-copy) and switches to chunks once its pipe is empty. Toxicity is rolled once per link and toxic, with an RNG
+//! duplicating or reordering bytes. A link with no active toxic copies small reads straight
+//! socket to socket and moves bulk data with `splice(2)` (zero-copy), and switches to chunks once its pipe is empty. Toxicity is rolled once per link and toxic, with an RNG
 //! seeded from (proxy seed, connection number, stream, toxic number).
 //!
 //! ```

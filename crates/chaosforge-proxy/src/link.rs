@@ -9,9 +9,10 @@
 //!   latency counts from when they were read, as in Toxiproxy; at most [`CHUNKS_IN_FLIGHT`]
 //!   chunks wait, which is where backpressure reaches the sending peer. The link leaves this
 //!   mode only with `work` empty.
-//! - **spliced** (no active toxic): bytes go socket → pipe → socket in the kernel, never
-//!   copied into this process. The link leaves this mode only with the pipe empty: bytes
-//!   already in it were read before the toxic arrived, like a chunk already being written.
+//! - **spliced** (no active toxic): small reads are copied straight socket → socket through a
+//!   per-thread buffer; bulk data (a read that fills the buffer) goes socket → pipe → socket in
+//!   the kernel, never copied into this process. The link leaves this mode only with nothing
+//!   queued: bytes already read were read before the toxic arrived, like a chunk being written.
 //!
 //! Both modes wait in one `select!` over cancel-safe futures only (`closed`, `changed`,
 //! `sleep`, socket readiness), and do their I/O with non-blocking calls after a readiness
@@ -21,6 +22,7 @@
 //! Nothing is allocated while a link is idle: a read buffer is taken once `src` is readable and
 //! given back when it has nothing more to read, and a pipe is made on the first spliced bytes.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -131,6 +133,17 @@ enum Read {
     Chunk(BytesMut),
     /// Nothing for now.
     Nothing,
+    /// The end of the stream.
+    Eof,
+}
+
+/// What one copy of the transparent mode did.
+#[derive(Debug, Clone, Copy)]
+enum Copied {
+    /// Less than the buffer (or nothing): the socket is drained for now.
+    Small,
+    /// A whole buffer: more is likely waiting, so the next read splices.
+    Full,
     /// The end of the stream.
     Eof,
 }
@@ -293,8 +306,15 @@ impl Link<'_> {
         Ok(())
     }
 
-    /// The spliced mode: moves bytes `src` → pipe → `dst` without copying them, and forwards
-    /// EOF as a half-close. Returns `Switch` once a toxic applies and the pipe is empty.
+    /// The transparent mode (no active toxic): moves bytes `src` → `dst` unchanged and forwards
+    /// EOF as a half-close. Returns `Switch` once a toxic applies and nothing is in flight.
+    ///
+    /// Small reads are copied straight from socket to socket through a per-thread buffer: for
+    /// them a pipe costs more system calls than the copy saves (splice in, splice out, and a
+    /// third splice to learn that the socket is empty). Once a read fills the whole buffer,
+    /// bytes are spliced through a pipe instead (zero-copy), until a splice moves less than a
+    /// chunk again. Whatever `dst` could not take stays queued (in the pipe, or in `rest`), and
+    /// nothing is read while anything is queued, so the two ways never reorder bytes.
     ///
     /// Bytes are spliced in only into an empty pipe: a `splice` that would block cannot say
     /// whether the socket or the pipe is the reason, and only the socket's may clear its
@@ -306,12 +326,16 @@ impl Link<'_> {
         flow: &mut Flow,
     ) -> Exit {
         let mut pipe: Option<Pipe> = None;
+        // Copied bytes `dst` did not take yet; allocated only when a write falls short.
+        let mut rest = BytesMut::new();
+        // The last read was bulk: splice the next one.
+        let mut bulk = false;
         loop {
             if flow.watching && self.toxics.has_changed().unwrap_or(false) {
                 self.reconcile(&mut flow.chain);
             }
             let switching = !flow.chain.is_transparent();
-            let queued = pipe.as_ref().map_or(0, |p| p.len);
+            let queued = pipe.as_ref().map_or(0, |p| p.len) + rest.len();
             if queued == 0 {
                 if switching {
                     return Exit::Switch;
@@ -322,7 +346,7 @@ impl Link<'_> {
                 }
             }
             let read = queued == 0 && !flow.eof && !switching;
-            // A toxic arrived while bytes were in the pipe: its deadline runs already.
+            // A toxic arrived while bytes were queued: its deadline runs already.
             let deadline = flow.chain.deadline();
             let end_at = deadline.map_or_else(Instant::now, |(at, _)| at);
             tokio::select! {
@@ -338,15 +362,26 @@ impl Link<'_> {
                     }
                 }
                 ready = dst.writable(), if queued > 0 => {
-                    if let Some(pipe) = &mut pipe
-                        && let Err(error) = ready.and_then(|()| self.splice_out(pipe, dst))
-                    {
+                    let written = ready.and_then(|()| match &mut pipe {
+                        Some(pipe) if pipe.len > 0 => self.splice_out(pipe, dst),
+                        _ => self.write_rest(&mut rest, dst),
+                    });
+                    if let Err(error) = written {
                         return Exit::End(self.conn.fail(&error));
                     }
                 }
                 ready = src.readable(), if read => {
                     if let Err(error) = ready {
                         return Exit::End(self.conn.fail(&error));
+                    }
+                    if !bulk || flow.no_splice {
+                        match self.copy(src, dst, &mut rest) {
+                            Ok(Copied::Small) => {}
+                            Ok(Copied::Full) => bulk = true,
+                            Ok(Copied::Eof) => flow.eof = true,
+                            Err(error) => return Exit::End(self.conn.fail(&error)),
+                        }
+                        continue;
                     }
                     let pipe = match &mut pipe {
                         Some(pipe) => pipe,
@@ -356,14 +391,18 @@ impl Link<'_> {
                                 let conn = self.conn.id();
                                 tracing::debug!(conn, %error, "cannot make a pipe; copying instead");
                                 flow.no_splice = true;
-                                return Exit::Switch;
+                                continue;
                             }
                         },
                     };
                     match self.splice_in(src, pipe) {
-                        Ok(true) => {}
-                        Ok(false) => flow.eof = true,
+                        Ok(Some(n)) => bulk = n >= CHUNK_SIZE,
+                        Ok(None) => {}
                         Err(error) => return Exit::End(self.conn.fail(&error)),
+                    }
+                    if pipe.len == 0 && !bulk {
+                        // Nothing came (or EOF): the copy path looks again and sees which.
+                        continue;
                     }
                     // Most often `dst` can take the bytes at once: save a turn of the loop.
                     if let Err(error) = self.splice_out(pipe, dst) {
@@ -374,23 +413,75 @@ impl Link<'_> {
         }
     }
 
-    /// Splices what `src` has into the (empty) pipe. `Ok(false)` at EOF.
-    fn splice_in(&self, src: &OwnedReadHalf, pipe: &mut Pipe) -> io::Result<bool> {
+    /// Copies what `src` has now (up to [`CHUNK_SIZE`]) to `dst` through this thread's copy
+    /// buffer, queueing in `rest` what `dst` does not take at once.
+    fn copy(
+        &self,
+        src: &OwnedReadHalf,
+        dst: &OwnedWriteHalf,
+        rest: &mut BytesMut,
+    ) -> io::Result<Copied> {
+        COPY_BUF.with_borrow_mut(|buf| {
+            let n = match read_draining(src, &mut buf[..]) {
+                Ok(0) => return Ok(Copied::Eof),
+                Ok(n) => n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(Copied::Small);
+                }
+                Err(error) => return Err(error),
+            };
+            self.count_read(n);
+            let sent = match dst.try_write(&buf[..n]) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(sent) => sent,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(error) => return Err(error),
+            };
+            self.count_sent(sent);
+            rest.extend_from_slice(&buf[sent..n]);
+            Ok(if n == buf.len() {
+                Copied::Full
+            } else {
+                Copied::Small
+            })
+        })
+    }
+
+    /// Writes what `dst` takes now of the copied bytes it did not take before.
+    fn write_rest(&self, rest: &mut BytesMut, dst: &OwnedWriteHalf) -> io::Result<()> {
+        match dst.try_write(rest) {
+            Ok(0) if !rest.is_empty() => Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => {
+                self.count_sent(n);
+                rest.advance(n);
+                if rest.is_empty() {
+                    // A link that fell behind once may stay idle for long: let the buffer go.
+                    *rest = BytesMut::new();
+                }
+                Ok(())
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Splices what `src` has into the (empty) pipe: how many bytes, `Some(0)` at EOF, `None`
+    /// if it had nothing.
+    fn splice_in(&self, src: &OwnedReadHalf, pipe: &mut Pipe) -> io::Result<Option<usize>> {
         let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
         let socket = src.as_ref();
         match socket.try_io(Interest::READABLE, || {
             Ok(splice(socket, None, &pipe.tx, None, PIPE_SIZE, flags)?)
         }) {
-            Ok(0) => Ok(false),
             Ok(n) => {
                 pipe.len += n;
                 self.count_read(n);
                 if n >= CHUNK_SIZE && !pipe.grown {
                     pipe.grow();
                 }
-                Ok(true)
+                Ok(Some(n))
             }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(error) => Err(error),
         }
     }
@@ -502,6 +593,36 @@ impl Pipe {
         if let Err(error) = fcntl_setpipe_size(&self.tx, PIPE_SIZE) {
             tracing::trace!(%error, "cannot grow a pipe; keeping its size");
         }
+    }
+}
+
+thread_local! {
+    /// The transparent mode's copy buffer: one per thread rather than per link, since it never
+    /// holds bytes across an `await` (what `dst` does not take moves to the link's own `rest`),
+    /// so idle links own no buffer.
+    static COPY_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; CHUNK_SIZE].into_boxed_slice());
+}
+
+/// Reads what `src` has into `buf` (`Ok(0)` at EOF). A read that does not fill `buf` has
+/// emptied the socket's queue (a stream socket hands over what it holds), so the readiness is
+/// cleared then, as tokio's own `poll_read` does: that saves the extra read that would only
+/// say "would block", one system call per message of a ping-pong.
+fn read_draining(src: &OwnedReadHalf, buf: &mut [u8]) -> io::Result<usize> {
+    let socket = src.as_ref();
+    let len = buf.len();
+    let mut short = None;
+    let read = socket.try_io(Interest::READABLE, || {
+        let n = rustix::io::read(socket, &mut *buf)?;
+        if 0 < n && n < len {
+            short = Some(n);
+            // `try_io` clears the readiness (unless an event came meanwhile) only on this.
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        }
+        Ok(n)
+    });
+    match (read, short) {
+        (Err(_), Some(n)) => Ok(n),
+        (read, _) => read,
     }
 }
 

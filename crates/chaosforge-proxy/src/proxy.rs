@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,13 +15,14 @@ use chaosforge::fault::net::{
 };
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::task::JoinHandle;
 
 use crate::conn;
 use crate::metrics::Metrics;
 use crate::model::{Toxic, ToxicKind};
-use crate::state::{ConnectionInfo, Shared};
+use crate::state::{Conn, ConnectionInfo, Shared};
 use crate::toxic::{ToxicEntry, chance, happens, mix};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
@@ -495,7 +497,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 tracing::trace!(proxy = %shared.name(), conn = conn.id(), %peer, "accepted");
                 // A panic in a connection task ends that task only: tokio catches it, and the
                 // registry entry is removed by the task's drop guard while unwinding.
-                tokio::spawn(conn::serve(Arc::clone(&shared), conn, client));
+                spawn_conn(Arc::clone(&shared), conn, client);
             }
             Err(error) => {
                 tracing::warn!(proxy = %shared.name(), %error, "accept failed");
@@ -503,6 +505,72 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// Runs a connection on one of the [`workers`] (round robin) when this runtime is
+/// multi-threaded, else (a current-thread runtime, tests with paused time) right here.
+fn spawn_conn(shared: Arc<Shared>, conn: Arc<Conn>, client: TcpStream) {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let local = Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread;
+    let worker = match workers() {
+        Some(all) if !local => all.get(NEXT.fetch_add(1, Ordering::Relaxed) % all.len()),
+        _ => None,
+    };
+    let Some(worker) = worker else {
+        tokio::spawn(conn::serve(shared, conn, client));
+        return;
+    };
+    // The socket is registered with this runtime's reactor; the worker registers it anew.
+    let client = match client.into_std() {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::debug!(conn = conn.id(), %error, "cannot hand the connection over");
+            shared.forget_conn(conn.id());
+            return;
+        }
+    };
+    worker.spawn(async move {
+        match TcpStream::from_std(client) {
+            Ok(client) => conn::serve(shared, conn, client).await,
+            Err(error) => {
+                tracing::debug!(conn = conn.id(), %error, "cannot register the connection");
+                shared.forget_conn(conn.id());
+            }
+        }
+    });
+}
+
+/// The runtimes that carry connections: one current-thread runtime per core, started on first
+/// use and shared by every proxy of the process. A connection's two links then wake and run on
+/// one thread, without the multi-threaded scheduler's hand-offs and wake-ups of idle workers.
+/// `None` if no thread could be started.
+fn workers() -> Option<&'static [Handle]> {
+    static WORKERS: OnceLock<Vec<Handle>> = OnceLock::new();
+    let all = WORKERS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        (0..cores)
+            .filter_map(|i| match start_worker(i) {
+                Ok(handle) => Some(handle),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot start a proxy worker thread");
+                    None
+                }
+            })
+            .collect()
+    });
+    (!all.is_empty()).then_some(all.as_slice())
+}
+
+/// Starts worker `i`: a thread that runs its runtime for the rest of the process.
+fn start_worker(i: usize) -> std::io::Result<Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name(format!("proxy-worker-{i}"))
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    Ok(handle)
 }
 
 /// Resolves `host:port` to one address, IPv4 first (as Go resolves `localhost`).
