@@ -286,6 +286,38 @@ fn main() {
         t.3 / d.3
     );
 
+    // Rows for scripts/bench's one table, when it asks (BENCH_TSV=FILE).
+    if let Ok(path) = std::env::var("BENCH_TSV") {
+        use std::io::Write as _;
+        let conns = a.conns;
+        let lines = [
+            format!(
+                "tcp\tbulk, one connection\tGB/s\thigher\tdirect\t{}\tchaosforge\t{}\tchaosforge+0ms latency\t{}\n",
+                d.1, p.1, t.1
+            ),
+            format!(
+                "tcp\t1-byte round trip p50\tus\tlower\tdirect\t{}\tchaosforge\t{}\tchaosforge+0ms latency\t{}\n",
+                d.2, p.2, t.2
+            ),
+            format!(
+                "tcp\t{conns} concurrent ping-pong connections\tconn-rtt/s\thigher\tdirect\t{}\tchaosforge\t{}\tchaosforge+0ms latency\t{}\n",
+                d.3, p.3, t.3
+            ),
+        ];
+        match std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                for l in lines {
+                    let _ = f.write_all(l.as_bytes());
+                }
+            }
+            Err(e) => eprintln!("BENCH_TSV={path}: {e}"),
+        }
+    }
+
     // Idle connections: hold them open and read the proxy's RSS.
     let before = proxy.rss_mib();
     let mut held = Vec::with_capacity(a.idle);
