@@ -539,17 +539,25 @@ fn cpu_and_memory_limits_are_lowered_and_restored_exactly() {
         "lowered, read back through the API: {}",
         limits(&web)
     );
-    // The kernel agrees: CFS quota of half a 100ms period (cgroup v1 or v2).
-    let cg = [
-        format!("/sys/fs/cgroup/cpu/docker/{}/cpu.cfs_quota_us", web.id),
-        format!(
-            "/sys/fs/cgroup/system.slice/docker-{}.scope/cpu.max",
-            web.id
-        ),
-        format!("/sys/fs/cgroup/docker/{}/cpu.max", web.id),
-    ]
-    .into_iter()
-    .find_map(|p| std::fs::read_to_string(p).ok());
+    // The kernel agrees: CFS quota of half a 100ms period (cgroup v1 or v2). The engine may
+    // answer with the new limits a moment before the cgroup file shows them: read a bounded
+    // while.
+    let read_cg = || {
+        [
+            format!("/sys/fs/cgroup/cpu/docker/{}/cpu.cfs_quota_us", web.id),
+            format!(
+                "/sys/fs/cgroup/system.slice/docker-{}.scope/cpu.max",
+                web.id
+            ),
+            format!("/sys/fs/cgroup/docker/{}/cpu.max", web.id),
+        ]
+        .into_iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+    };
+    let _ = wait_for(Duration::from_secs(10), || {
+        read_cg().is_none_or(|q| q.starts_with("50000"))
+    });
+    let cg = read_cg();
     if let Some(q) = &cg {
         assert!(q.starts_with("50000"), "cgroup quota: {q}");
     }
