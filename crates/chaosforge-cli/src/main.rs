@@ -520,11 +520,7 @@ fn load_parsed(
     doc: Result<Document, chaosforge::diag::Diagnostics>,
     seed: Option<u64>,
 ) -> Option<Plan> {
-    let compiled = doc.and_then(|doc| {
-        let plan = plan::load_document(&doc, seed)?;
-        plan::here(&doc, plan)
-    });
-    match compiled {
+    match doc.and_then(|doc| plan::load_document_here(&doc, seed)) {
         Ok(plan) => {
             for w in plan.warnings.iter() {
                 eprintln!("warning: {w}");

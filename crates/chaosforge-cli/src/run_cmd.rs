@@ -48,8 +48,8 @@ pub(crate) async fn run(mut args: RunArgs) -> anyhow::Result<u8> {
         }
     };
     let mut plans = Vec::new();
-    let files = args.files.clone();
-    for (f, doc) in files.iter().zip(std::mem::take(&mut args.docs)) {
+    let docs = std::mem::take(&mut args.docs);
+    for (f, doc) in args.files.iter().zip(docs) {
         let admitted = match crate::load_parsed(f, doc, args.seed) {
             Some(p) => admit(f, p, &args.policy, &args.state_dir)?,
             None => None,

@@ -188,9 +188,6 @@ struct Run<'p> {
     /// Each monitor's baseline window, once the baseline phase is over: what relative
     /// thresholds (`baseline * 1.5`) are computed from.
     baseline: Vec<WindowStats>,
-    /// Whether the baseline has been judged: a sample that started in the baseline but arrives
-    /// later was not part of that verdict, and may have seen the fault.
-    baseline_judged: bool,
     /// The targets held exclusively; released when the run is dropped, after everything else.
     claims: Option<crate::claims::ClaimGuard>,
     /// Wake-ups to look for a halt request (`crate::halt`), and the request once found.
@@ -297,7 +294,6 @@ impl Engine {
             interrupted: false,
             http_proxies: Vec::new(),
             baseline: Vec::new(),
-            baseline_judged: false,
             claims: None,
             halt_nudges: self.halt_nudges.clone(),
             halt: None,
@@ -577,7 +573,6 @@ impl Engine {
         run.baseline = (0..plan.monitors.len())
             .map(|i| run.stats(i, |(p, _)| *p == Phase::Baseline, baseline_window))
             .collect();
-        run.baseline_judged = true;
         if !failures.is_empty() {
             return Outcome::NotSteady { reasons: failures }.into();
         }
@@ -1239,7 +1234,8 @@ impl Run<'_> {
 
     fn record(&mut self, s: MonitorSample) {
         let mut phase = self.phase_at(s.sample.at);
-        if phase == Phase::Baseline && self.baseline_judged {
+        // `baseline` is filled (one entry per monitor) when the baseline is judged.
+        if phase == Phase::Baseline && !self.baseline.is_empty() {
             // Started while the baseline settled, finished after the verdict: it straddles the
             // injection, so it belongs to no window (the report, which reads these labels,
             // then agrees with the verdict the run acted on).

@@ -129,9 +129,15 @@ pub struct Phases {
 /// [`load`], then [`choose_mechanisms`] with this machine's capabilities (probed only when
 /// the plan has kernel-level network faults): what `plan` and `run` need.
 pub fn load_here(path: &Path, seed: Option<u64>) -> Result<(Document, Plan), Diagnostics> {
-    let (doc, plan) = load(path, seed)?;
-    let plan = here(&doc, plan)?;
+    let doc = Document::read(path)?;
+    let plan = load_document_here(&doc, seed)?;
     Ok((doc, plan))
+}
+
+/// The half of [`load_here`] after parsing: [`load_document`], then [`here`].
+pub fn load_document_here(doc: &Document, seed: Option<u64>) -> Result<Plan, Diagnostics> {
+    let plan = load_document(doc, seed)?;
+    here(doc, plan)
 }
 
 /// The half of [`load_here`] after [`load`]: the on-host checks and the mechanisms of a plan

@@ -18,19 +18,9 @@ pub(super) fn selects_containers(
     target_specs: &[spec::TargetSpec],
     targets: &[Option<Target>],
 ) -> bool {
-    target_specs
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| scope::matches(select, &t.name, &t.labels))
-        .any(|(ti, _)| {
-            matches!(
-                targets.get(ti),
-                Some(Some(Target {
-                    kind: TargetKind::Container(_),
-                    ..
-                }))
-            )
-        })
+    selects_kind(select, target_specs, targets, |k| {
+        matches!(k, TargetKind::Container(_))
+    })
 }
 
 /// Whether `select` matches a host (or container) target (then `latency` and `corrupt` act on
@@ -40,19 +30,21 @@ pub(super) fn selects_hosts(
     target_specs: &[spec::TargetSpec],
     targets: &[Option<Target>],
 ) -> bool {
-    target_specs
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| scope::matches(select, &t.name, &t.labels))
-        .any(|(ti, _)| {
-            matches!(
-                targets.get(ti),
-                Some(Some(Target {
-                    kind: TargetKind::Host { .. } | TargetKind::Container(_),
-                    ..
-                }))
-            )
-        })
+    selects_kind(select, target_specs, targets, |k| {
+        matches!(k, TargetKind::Host { .. } | TargetKind::Container(_))
+    })
+}
+
+/// Whether `select` matches a valid target whose kind `is` accepts.
+fn selects_kind(
+    select: &BTreeMap<String, String>,
+    target_specs: &[spec::TargetSpec],
+    targets: &[Option<Target>],
+    is: impl Fn(&TargetKind) -> bool,
+) -> bool {
+    target_specs.iter().zip(targets).any(|(t, target)| {
+        scope::matches(select, &t.name, &t.labels) && target.as_ref().is_some_and(|t| is(&t.kind))
+    })
 }
 
 /// Draws the sides of a group partition from `chosen` (at least 2 targets, 3 for a bridge) with
