@@ -11,39 +11,31 @@ use crate::scope::{self, GroupLabel, Scope, SeededRng, fnv1a};
 use crate::spec::{self, PartitionShapeSpec, ScopeName, ScopeSpec};
 use crate::units::Ratio;
 
-/// Whether `select` matches a `container` target (then `pause`, `kill` and `restart` go through
-/// the Docker engine).
-pub(super) fn selects_containers(
-    select: &BTreeMap<String, String>,
-    target_specs: &[spec::TargetSpec],
-    targets: &[Option<Target>],
-) -> bool {
-    selects_kind(select, target_specs, targets, |k| {
-        matches!(k, TargetKind::Container(_))
-    })
+/// Whether a `matched` target (indexes into `targets`) is a `container` target (then `pause`,
+/// `kill` and `restart` go through the Docker engine).
+pub(super) fn selects_containers(matched: &[usize], targets: &[Option<Target>]) -> bool {
+    selects_kind(matched, targets, |k| matches!(k, TargetKind::Container(_)))
 }
 
-/// Whether `select` matches a host (or container) target (then `latency` and `corrupt` act on
-/// packets).
-pub(super) fn selects_hosts(
-    select: &BTreeMap<String, String>,
-    target_specs: &[spec::TargetSpec],
-    targets: &[Option<Target>],
-) -> bool {
-    selects_kind(select, target_specs, targets, |k| {
+/// Whether a `matched` target is a host (or container) target (then `latency` and `corrupt` act
+/// on packets).
+pub(super) fn selects_hosts(matched: &[usize], targets: &[Option<Target>]) -> bool {
+    selects_kind(matched, targets, |k| {
         matches!(k, TargetKind::Host { .. } | TargetKind::Container(_))
     })
 }
 
-/// Whether `select` matches a valid target whose kind `is` accepts.
+/// Whether a `matched` target is valid and of a kind `is` accepts.
 fn selects_kind(
-    select: &BTreeMap<String, String>,
-    target_specs: &[spec::TargetSpec],
+    matched: &[usize],
     targets: &[Option<Target>],
     is: impl Fn(&TargetKind) -> bool,
 ) -> bool {
-    target_specs.iter().zip(targets).any(|(t, target)| {
-        scope::matches(select, &t.name, &t.labels) && target.as_ref().is_some_and(|t| is(&t.kind))
+    matched.iter().any(|&ti| {
+        targets
+            .get(ti)
+            .and_then(Option::as_ref)
+            .is_some_and(|t| is(&t.kind))
     })
 }
 
@@ -106,7 +98,9 @@ pub fn group_peers(split: &GroupSplit, target: &str) -> Vec<Peer> {
 // === impl Cx ===
 
 impl Cx<'_> {
-    pub(super) fn scope(&mut self, path: &str, spec: Option<&ScopeSpec>) -> Scope {
+    /// `base` is the fault's path (`faults[3]`): the scope's own is made only for a diagnostic.
+    pub(super) fn scope(&mut self, base: &str, spec: Option<&ScopeSpec>) -> Scope {
+        let path = || format!("{base}.target.scope");
         match spec {
             None | Some(ScopeSpec::Named(ScopeName::Single)) => Scope::Single,
             Some(ScopeSpec::Named(ScopeName::All)) => Scope::All,
@@ -121,7 +115,7 @@ impl Cx<'_> {
                 ];
                 if given.iter().filter(|g| **g).count() > 1 {
                     self.err(
-                        path,
+                        &path(),
                         "give exactly one of `count`, `percent`, `cluster` or `region`",
                     );
                 }
@@ -135,7 +129,7 @@ impl Cx<'_> {
                 (Some(n), None) if n >= 1 => Scope::Count(n as usize),
                 (Some(n), None) => {
                     self.err(
-                        &format!("{path}.count"),
+                        &format!("{}.count", path()),
                         format!("count must be at least 1, not {n}"),
                     );
                     Scope::Single
@@ -149,18 +143,18 @@ impl Cx<'_> {
                     match Ratio::parse(&text) {
                         Ok(r) if r.get() > 0.0 => Scope::Fraction(r.get()),
                         Ok(_) => {
-                            self.err(&format!("{path}.percent"), "percent must be above 0");
+                            self.err(&format!("{}.percent", path()), "percent must be above 0");
                             Scope::Single
                         }
                         Err(e) => {
-                            self.err(&format!("{path}.percent"), e.message);
+                            self.err(&format!("{}.percent", path()), e.message);
                             Scope::Single
                         }
                     }
                 }
                 _ => {
                     self.err(
-                        path,
+                        &path(),
                         "give exactly one of `count`, `percent`, `cluster` or `region`",
                     );
                     Scope::Single
@@ -245,17 +239,17 @@ impl Cx<'_> {
         base: &str,
         key: &str,
         select: &BTreeMap<String, String>,
+        matched: &[usize],
         kind: &FaultKind,
         target_specs: &'t [spec::TargetSpec],
         targets: &[Option<Target>],
     ) -> Option<Vec<(usize, &'t spec::TargetSpec)>> {
         let class = kind.target_class();
-        let selected: Vec<(usize, &spec::TargetSpec)> = target_specs
+        let selected: Vec<(usize, &spec::TargetSpec)> = matched
             .iter()
-            .enumerate()
-            .filter(|(_, t)| scope::matches(select, &t.name, &t.labels))
+            .filter_map(|&ti| target_specs.get(ti).map(|t| (ti, t)))
             .collect();
-        let sel_path = format!("{base}.target.select");
+        let sel_path = || format!("{base}.target.select");
         if selected.is_empty() {
             let names: Vec<&str> = target_specs.iter().map(|t| t.name.as_str()).collect();
             let hint = select
@@ -269,7 +263,7 @@ impl Cx<'_> {
                 format!("{select:?}, which no target has")
             };
             self.err(
-                &sel_path,
+                &sel_path(),
                 format!("selects zero targets: it asks for {sel}{hint}"),
             );
             return None;
@@ -306,7 +300,7 @@ impl Cx<'_> {
                 TargetClass::Container => "container",
             };
             self.err(
-                &sel_path,
+                &sel_path(),
                 format!(
                     "`{key}` acts on {need} targets, but the selector matches {}",
                     wrong.join(", ")

@@ -6,6 +6,7 @@
 //! (HTTP and security rules). Adding a kind: a variant here (its name, target class and
 //! description line), its checks in its family's file and one branch in [`Cx::fault_kind`].
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -342,12 +343,23 @@ impl Cx<'_> {
     ) -> Vec<PlannedFault> {
         self.unique("fault", "faults", specs.iter().map(|f| f.name.as_str()));
         let mut out = Vec::new();
+        let mut matched_by: HashMap<&BTreeMap<String, String>, Vec<usize>> = HashMap::new();
         for (i, f) in specs.iter().enumerate() {
             let base = format!("faults[{i}]");
+            // Each selector is matched once: faults often share one, and kind, class and
+            // selection all read the same list.
+            let matched: &[usize] = matched_by.entry(&f.target.select).or_insert_with(|| {
+                target_specs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| crate::scope::matches(&f.target.select, &t.name, &t.labels))
+                    .map(|(ti, _)| ti)
+                    .collect()
+            });
             // Whether `latency` and `corrupt` act on a proxy or on hosts depends on the targets.
-            let on_host = scopes::selects_hosts(&f.target.select, target_specs, targets);
+            let on_host = scopes::selects_hosts(matched, targets);
             // `pause`, `kill` and `restart` on containers go through the Docker engine.
-            let on_container = scopes::selects_containers(&f.target.select, target_specs, targets);
+            let on_container = scopes::selects_containers(matched, targets);
             let found = match self.container_fault(&base, f, on_container) {
                 Some(found) => found,
                 None => self.fault_kind(&base, f, on_host),
@@ -357,14 +369,21 @@ impl Cx<'_> {
             };
             self.irreversible(&base, key, &kind, allow_irreversible);
             self.peer_targets(&base, key, &kind, target_specs);
-            let mut scope = self.scope(&format!("{base}.target.scope"), f.target.scope.as_ref());
-            let Some(mut selected) =
-                self.select(&base, key, &f.target.select, &kind, target_specs, targets)
-            else {
+            let mut scope = self.scope(&base, f.target.scope.as_ref());
+            let Some(mut selected) = self.select(
+                &base,
+                key,
+                &f.target.select,
+                matched,
+                &kind,
+                target_specs,
+                targets,
+            ) else {
                 continue;
             };
-            let self_population: Vec<String> =
-                selected.iter().map(|(_, t)| t.name.clone()).collect();
+            // A group scope narrows the selection; the share a policy checks is of all it matched.
+            let grouped: Option<Vec<String>> = matches!(scope, Scope::Group { .. })
+                .then(|| selected.iter().map(|(_, t)| t.name.clone()).collect());
             if !self.choose_group(&base, &mut scope, &mut selected, seed, &f.name) {
                 continue;
             }
@@ -373,9 +392,9 @@ impl Cx<'_> {
             {
                 continue;
             }
-            let population = self_population;
             let names: Vec<String> = selected.iter().map(|(_, t)| t.name.clone()).collect();
             let mut chosen = scope.choose(&names, seed, &f.name);
+            let population = grouped.unwrap_or(names);
             let mut kind = kind;
             if !self.group_sides(&base, &mut kind, &mut chosen, seed, &f.name) {
                 continue;
