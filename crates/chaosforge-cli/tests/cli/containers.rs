@@ -894,16 +894,11 @@ fn recover_lifts_a_partition_inside_a_container_after_a_killed_runner() {
             "60s",
         ),
     );
+    // Entered through the container's pid, not the netns name: `recover` removes the name.
+    let net = format!("--net=/proc/{}/ns/net", web.pid);
     let tables = || {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &netns_name(&web.id),
-                "nft",
-                "list",
-                "tables",
-            ])
+        Command::new("nsenter")
+            .args([net.as_str(), "nft", "list", "tables"])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
@@ -934,6 +929,18 @@ fn recover_lifts_a_partition_inside_a_container_after_a_killed_runner() {
         )),
         "the container answers again"
     );
+    // Nothing of the dead run's is left to need the name it bind-mounted, so recover removed it.
+    let name = netns_name(&web.id);
+    let listed = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        !listed.contains(&name) && !Path::new("/run/netns").join(&name).exists(),
+        "recover released {name}: {listed}"
+    );
+    eprintln!("after recover: ip netns list = {:?}", listed.trim());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

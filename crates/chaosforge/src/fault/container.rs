@@ -207,6 +207,15 @@ pub async fn release_netns(c: &ContainerTarget) -> Result<(), String> {
     }
 }
 
+/// Removes the `ip netns` name `name` (a bind mount only, never the namespace): what
+/// `recover` does once a dead run's faults in it are reverted. A name already gone is success.
+pub async fn delete_netns_name(name: &str) -> Result<(), String> {
+    if !name.starts_with(NETNS_PREFIX) || !Path::new("/run/netns").join(name).exists() {
+        return Ok(());
+    }
+    ip(&["netns", "delete", name]).await
+}
+
 async fn ip(args: &[&str]) -> Result<(), String> {
     let out = tokio::time::timeout(
         Duration::from_secs(10),
