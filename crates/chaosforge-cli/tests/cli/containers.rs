@@ -993,3 +993,49 @@ async fn container_pause_and_resource_limit_pass_the_fault_compliance_harness() 
     .await;
     assert_eq!(e.inspect(&web, "{{.HostConfig.NanoCpus}}"), "1000000000");
 }
+
+#[test]
+fn fd_exhaustion_on_a_container_lowers_its_main_process_limit_and_restores_it() {
+    let e = Engine::start();
+    let web = e.httpd("fds", &[]);
+    // Read on the host, from outside the container: its init's soft RLIMIT_NOFILE.
+    let soft = |c: &Ctr| {
+        std::fs::read_to_string(format!("/proc/{}/limits", c.pid))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+            .unwrap()
+    };
+    let before = soft(&web);
+    let up = EchoServer::start();
+    let dir = Dir::new();
+    let sock = e.sock();
+    let exp = dir.write(
+        "fds.yaml",
+        &experiment(
+            &format!(
+                "  - name: fds\n    container: {{ name: fds, socket: {} }}",
+                sock.display()
+            ),
+            &echo_monitor(&up),
+            "  - name: no-fds\n    fd-exhaustion: { headroom: 2 }\n    target: { select: { name: fds } }",
+            "2s",
+        ),
+    );
+    let mut child = spawn_run(&exp, &dir);
+    assert!(
+        wait_for(Duration::from_secs(30), || soft(&web) != before),
+        "lowered: {}",
+        soft(&web)
+    );
+    let during = soft(&web);
+    let n: u64 = during.parse().unwrap();
+    assert!(n < 64, "what it has open plus 2: {during}");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(soft(&web), before, "restored exactly");
+    eprintln!(
+        "container init Max open files: {before} -> {during} -> {}",
+        soft(&web)
+    );
+}
