@@ -1039,3 +1039,46 @@ fn fd_exhaustion_on_a_container_lowers_its_main_process_limit_and_restores_it() 
         soft(&web)
     );
 }
+
+#[test]
+fn recover_lifts_cgroup_limits_left_by_a_killed_runner() {
+    let e = Engine::start();
+    let free = e.httpd("orphan", &[]);
+    let cpu = |c: &Ctr| cgroup_file(c.pid, "cpu", "cpu.cfs_quota_us", "cpu.max");
+    let mem = |c: &Ctr| cgroup_file(c.pid, "memory", "memory.limit_in_bytes", "memory.max");
+    let (cpu_before, mem_before) = (cpu(&free), mem(&free));
+    let up = EchoServer::start();
+    let dir = Dir::new();
+    let sock = e.sock();
+    let exp = dir.write(
+        "orphan.yaml",
+        &experiment(
+            &format!(
+                "  - name: orphan\n    container: {{ name: orphan, socket: {} }}",
+                sock.display()
+            ),
+            &echo_monitor(&up),
+            "  - name: squeeze\n    resource-limit: { cpus: 0.25, memory: 48MiB }\n    target: { select: { name: orphan } }",
+            "60s",
+        ),
+    );
+    let mut child = spawn_run(&exp, &dir);
+    assert!(wait_for(Duration::from_secs(30), || mem(&free) == "50331648"));
+    signal(&child, rustix::process::Signal::KILL);
+    child.wait().unwrap();
+    // The limits outlive their runner: nothing reverted them.
+    assert_eq!(mem(&free), "50331648");
+    assert!(cpu(&free).starts_with("25000"));
+    let out = recover(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        cpu(&free),
+        cpu_before,
+        "the journaled cgroup content is back"
+    );
+    assert_eq!(mem(&free), mem_before);
+}
