@@ -941,6 +941,33 @@ fn build_fault(
                 headroom: *headroom,
             })
         }
+        // On a container: its main process (pid and start time as the engine reports it now).
+        (
+            FaultKind::FdExhaustion { headroom } | FaultKind::ProcessLimit { headroom },
+            Some(Resolved::Host(h)),
+        ) if h.container.is_some() => {
+            let pid = h.container.as_ref().map_or(0, |c| c.pid);
+            let process = i32::try_from(pid)
+                .ok()
+                .filter(|p| *p > 1)
+                .ok_or_else(|| format!("container target `{target_s}` is not running"))
+                .and_then(|p| process::resolve(&crate::fault::params::ProcessSelector::Pid(p)));
+            let process = match process {
+                Ok(p) => p,
+                Err(e) => return Err(format!("target `{target_s}`: {e}")),
+            };
+            let resource = if matches!(f.kind, FaultKind::FdExhaustion { .. }) {
+                LimitResource::Nofile
+            } else {
+                LimitResource::Nproc
+            };
+            Box::new(LimitFault {
+                target: target_s,
+                process,
+                resource,
+                headroom: *headroom,
+            })
+        }
         (FaultKind::Freeze { tree }, Some(Resolved::Process(p))) => Box::new(FreezeFault {
             target: target_s,
             process: *p,

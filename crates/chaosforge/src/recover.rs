@@ -198,8 +198,15 @@ async fn revert_open(
     open: Vec<(FaultId, String, String, RevertSpec)>,
     summary: &mut RecoverSummary,
 ) -> Result<(), JournalError> {
+    // The `cf-ctr-…` names the dead run bind-mounted for containers' namespaces: released once
+    // every fault naming one is reverted, kept (for the next `recover`) while one is not.
+    let mut names: std::collections::BTreeMap<String, bool> = Default::default();
     for (fault, name, target, spec) in open.into_iter().rev() {
         let result = spec.revert_detached().await.map_err(|e| e.to_string());
+        if let Some(ns) = container_netns(&spec) {
+            let all_ok = names.entry(ns.to_string()).or_insert(true);
+            *all_ok &= result.is_ok();
+        }
         let event = match &result {
             Ok(note) => Event::Reverted {
                 fault,
@@ -222,7 +229,28 @@ async fn revert_open(
             result,
         });
     }
+    for (ns, all_ok) in names {
+        if all_ok {
+            // The run's containers are claimed by it alone, so no other live journal names
+            // this namespace; the name only pins it.
+            if let Err(e) = crate::fault::container::delete_netns_name(&ns).await {
+                summary.failed_runs.push((run.id.clone(), e));
+            }
+        }
+    }
     Ok(())
+}
+
+/// The container namespace name a revert acts in, if it is one chaosforge attached.
+fn container_netns(spec: &RevertSpec) -> Option<&str> {
+    let ns = match spec {
+        RevertSpec::NftTable { netns, .. }
+        | RevertSpec::Qdisc { netns, .. }
+        | RevertSpec::QueueChains { netns, .. } => netns.as_deref()?,
+        _ => return None,
+    };
+    ns.starts_with(crate::fault::container::NETNS_PREFIX)
+        .then_some(ns)
 }
 
 /// The phase the run was in last, as its journal says.

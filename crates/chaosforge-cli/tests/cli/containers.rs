@@ -567,17 +567,53 @@ fn cpu_and_memory_limits_are_lowered_and_restored_exactly() {
     eprintln!("limits during: 500000000 33554432 (cgroup {cg:?}); after: 1500000000 67108864");
 }
 
+/// The content of `file` in the cgroup directory of `pid` that holds `controller` (cgroup v2's
+/// one hierarchy, else the v1 one listing it), read from outside the container.
+fn cgroup_file(pid: i32, controller: &str, v1: &str, v2: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let path = text
+        .lines()
+        .find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
+            let rel = path.trim_start_matches('/');
+            if unified && ctrls.is_empty() {
+                Some(Path::new("/sys/fs/cgroup").join(rel).join(v2))
+            } else if !unified && ctrls.split(',').any(|c| c == controller) {
+                Some(Path::new("/sys/fs/cgroup").join(ctrls).join(rel).join(v1))
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
 #[test]
-fn a_cpu_limit_on_an_unlimited_container_is_a_quota_and_is_lifted_again() {
+fn limits_on_an_unlimited_container_go_into_its_cgroup_and_are_lifted_exactly() {
     let e = Engine::start();
     let free = e.httpd("free", &[]);
-    let quota = |c: &Ctr| {
+    let api = |c: &Ctr| {
         e.inspect(
             c,
-            "{{.HostConfig.NanoCpus}} {{.HostConfig.CpuQuota}} {{.HostConfig.CpuPeriod}}",
+            "{{.HostConfig.NanoCpus}} {{.HostConfig.CpuQuota}} {{.HostConfig.CpuPeriod}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}",
         )
     };
-    assert_eq!(quota(&free), "0 0 0");
+    let cpu = |c: &Ctr| cgroup_file(c.pid, "cpu", "cpu.cfs_quota_us", "cpu.max");
+    let mem = |c: &Ctr| cgroup_file(c.pid, "memory", "memory.limit_in_bytes", "memory.max");
+    let api_before = api(&free);
+    let (cpu_before, mem_before) = (cpu(&free), mem(&free));
+    assert_eq!(api_before, "0 0 0 0 0");
+    // No limit in the kernel either: `-1` / `max …` for CPU, `max` or the v1 page-rounded
+    // maximum for memory.
+    assert!(
+        cpu_before == "-1" || cpu_before.starts_with("max"),
+        "{cpu_before}"
+    );
     let up = EchoServer::start();
     let dir = Dir::new();
     let sock = e.sock();
@@ -589,26 +625,79 @@ fn a_cpu_limit_on_an_unlimited_container_is_a_quota_and_is_lifted_again() {
                 sock.display()
             ),
             &echo_monitor(&up),
-            "  - name: squeeze\n    resource-limit: { cpus: 0.25 }\n    target: { select: { name: free } }",
+            "  - name: squeeze\n    resource-limit: { cpus: 0.25, memory: 48MiB }\n    target: { select: { name: free } }",
+            "3s",
+        ),
+    );
+    let mut child = spawn_run(&exp, &dir);
+    // A quarter of a 100ms period and 48MiB, read in the container's own cgroup files.
+    assert!(
+        wait_for(Duration::from_secs(30), || cpu(&free).starts_with("25000")
+            && mem(&free) == "50331648"),
+        "limited in the kernel: cpu {} memory {}",
+        cpu(&free),
+        mem(&free)
+    );
+    let (cpu_during, mem_during) = (cpu(&free), mem(&free));
+    // The engine was never given them, so it has nothing it could not lift again.
+    assert_eq!(api(&free), api_before);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(cpu(&free), cpu_before, "no CPU quota again");
+    assert_eq!(mem(&free), mem_before, "no memory limit again");
+    assert_eq!(api(&free), api_before, "HostConfig exactly as before");
+    eprintln!(
+        "unlimited container: cpu {cpu_before} -> {cpu_during} -> {}; memory {mem_before} -> {mem_during} -> {}; HostConfig {}",
+        cpu(&free),
+        mem(&free),
+        api(&free)
+    );
+}
+
+#[test]
+fn a_cpu_quota_limit_is_lowered_within_its_period_and_set_back_exactly() {
+    let e = Engine::start();
+    let q = e.httpd("quota", &["--cpu-quota", "80000"]);
+    let api = |c: &Ctr| {
+        e.inspect(
+            c,
+            "{{.HostConfig.NanoCpus}} {{.HostConfig.CpuQuota}} {{.HostConfig.CpuPeriod}}",
+        )
+    };
+    let cpu = |c: &Ctr| cgroup_file(c.pid, "cpu", "cpu.cfs_quota_us", "cpu.max");
+    assert_eq!(api(&q), "0 80000 0");
+    let cpu_before = cpu(&q);
+    let up = EchoServer::start();
+    let dir = Dir::new();
+    let sock = e.sock();
+    let exp = dir.write(
+        "cq.yaml",
+        &experiment(
+            &format!(
+                "  - name: quota\n    container: {{ name: quota, socket: {} }}",
+                sock.display()
+            ),
+            &echo_monitor(&up),
+            "  - name: squeeze\n    resource-limit: { cpus: 0.25 }\n    target: { select: { name: quota } }",
             "2s",
         ),
     );
     let mut child = spawn_run(&exp, &dir);
     assert!(
-        wait_for(Duration::from_secs(30), || quota(&free) == "0 25000 100000"),
-        "a quarter of a 100ms period: {}",
-        quota(&free)
+        wait_for(Duration::from_secs(30), || api(&q) == "0 25000 0"),
+        "a quarter of the kernel's 100ms period, period untouched: {}",
+        api(&q)
     );
+    let _ = wait_for(Duration::from_secs(10), || cpu(&q).starts_with("25000"));
+    let cpu_during = cpu(&q);
+    assert!(cpu_during.starts_with("25000"), "{cpu_during}");
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    // The engine reads a quota of 0 as "unchanged", so "no quota" is given back as -1, which is
-    // what the kernel means by no quota too.
-    assert_eq!(quota(&free), "0 -1 100000");
-    if let Ok(q) = std::fs::read_to_string(format!(
-        "/sys/fs/cgroup/cpu/docker/{}/cpu.cfs_quota_us",
-        free.id
-    )) {
-        assert_eq!(q.trim(), "-1", "the kernel has no quota on it again");
-    }
+    assert_eq!(api(&q), "0 80000 0", "CpuQuota back, CpuPeriod still 0");
+    let _ = wait_for(Duration::from_secs(10), || cpu(&q) == cpu_before);
+    assert_eq!(cpu(&q), cpu_before);
+    eprintln!(
+        "--cpu-quota container: cgroup {cpu_before} -> {cpu_during} -> {}",
+        cpu(&q)
+    );
 }
 
 #[test]
@@ -805,16 +894,11 @@ fn recover_lifts_a_partition_inside_a_container_after_a_killed_runner() {
             "60s",
         ),
     );
+    // Entered through the container's pid, not the netns name: `recover` removes the name.
+    let net = format!("--net=/proc/{}/ns/net", web.pid);
     let tables = || {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &netns_name(&web.id),
-                "nft",
-                "list",
-                "tables",
-            ])
+        Command::new("nsenter")
+            .args([net.as_str(), "nft", "list", "tables"])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
@@ -845,6 +929,18 @@ fn recover_lifts_a_partition_inside_a_container_after_a_killed_runner() {
         )),
         "the container answers again"
     );
+    // Nothing of the dead run's is left to need the name it bind-mounted, so recover removed it.
+    let name = netns_name(&web.id);
+    let listed = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        !listed.contains(&name) && !Path::new("/run/netns").join(&name).exists(),
+        "recover released {name}: {listed}"
+    );
+    eprintln!("after recover: ip netns list = {:?}", listed.trim());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -896,4 +992,93 @@ async fn container_pause_and_resource_limit_pass_the_fault_compliance_harness() 
     })
     .await;
     assert_eq!(e.inspect(&web, "{{.HostConfig.NanoCpus}}"), "1000000000");
+}
+
+#[test]
+fn fd_exhaustion_on_a_container_lowers_its_main_process_limit_and_restores_it() {
+    let e = Engine::start();
+    let web = e.httpd("fds", &[]);
+    // Read on the host, from outside the container: its init's soft RLIMIT_NOFILE.
+    let soft = |c: &Ctr| {
+        std::fs::read_to_string(format!("/proc/{}/limits", c.pid))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+            .unwrap()
+    };
+    let before = soft(&web);
+    let up = EchoServer::start();
+    let dir = Dir::new();
+    let sock = e.sock();
+    let exp = dir.write(
+        "fds.yaml",
+        &experiment(
+            &format!(
+                "  - name: fds\n    container: {{ name: fds, socket: {} }}",
+                sock.display()
+            ),
+            &echo_monitor(&up),
+            "  - name: no-fds\n    fd-exhaustion: { headroom: 2 }\n    target: { select: { name: fds } }",
+            "2s",
+        ),
+    );
+    let mut child = spawn_run(&exp, &dir);
+    assert!(
+        wait_for(Duration::from_secs(30), || soft(&web) != before),
+        "lowered: {}",
+        soft(&web)
+    );
+    let during = soft(&web);
+    let n: u64 = during.parse().unwrap();
+    assert!(n < 64, "what it has open plus 2: {during}");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(soft(&web), before, "restored exactly");
+    eprintln!(
+        "container init Max open files: {before} -> {during} -> {}",
+        soft(&web)
+    );
+}
+
+#[test]
+fn recover_lifts_cgroup_limits_left_by_a_killed_runner() {
+    let e = Engine::start();
+    let free = e.httpd("orphan", &[]);
+    let cpu = |c: &Ctr| cgroup_file(c.pid, "cpu", "cpu.cfs_quota_us", "cpu.max");
+    let mem = |c: &Ctr| cgroup_file(c.pid, "memory", "memory.limit_in_bytes", "memory.max");
+    let (cpu_before, mem_before) = (cpu(&free), mem(&free));
+    let up = EchoServer::start();
+    let dir = Dir::new();
+    let sock = e.sock();
+    let exp = dir.write(
+        "orphan.yaml",
+        &experiment(
+            &format!(
+                "  - name: orphan\n    container: {{ name: orphan, socket: {} }}",
+                sock.display()
+            ),
+            &echo_monitor(&up),
+            "  - name: squeeze\n    resource-limit: { cpus: 0.25, memory: 48MiB }\n    target: { select: { name: orphan } }",
+            "60s",
+        ),
+    );
+    let mut child = spawn_run(&exp, &dir);
+    assert!(wait_for(Duration::from_secs(30), || mem(&free) == "50331648"));
+    signal(&child, rustix::process::Signal::KILL);
+    child.wait().unwrap();
+    // The limits outlive their runner: nothing reverted them.
+    assert_eq!(mem(&free), "50331648");
+    assert!(cpu(&free).starts_with("25000"));
+    let out = recover(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        cpu(&free),
+        cpu_before,
+        "the journaled cgroup content is back"
+    );
+    assert_eq!(mem(&free), mem_before);
 }

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,7 +24,7 @@ use bollard::query_parameters::{
 
 use super::params::{ContainerAction, ContainerRef, ContainerSelector};
 use super::{BoxError, Fault, FaultError, Guard, InjectCx, Revert, RevertSpec};
-use crate::vocab::ContainerLimits;
+use crate::vocab::{CgroupFile, ContainerLimits};
 
 /// The engine's socket when neither the target nor `DOCKER_HOST` names one.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -206,6 +207,15 @@ pub async fn release_netns(c: &ContainerTarget) -> Result<(), String> {
     }
 }
 
+/// Removes the `ip netns` name `name` (a bind mount only, never the namespace): what
+/// `recover` does once a dead run's faults in it are reverted. A name already gone is success.
+pub async fn delete_netns_name(name: &str) -> Result<(), String> {
+    if !name.starts_with(NETNS_PREFIX) || !Path::new("/run/netns").join(name).exists() {
+        return Ok(());
+    }
+    ip(&["netns", "delete", name]).await
+}
+
 async fn ip(args: &[&str]) -> Result<(), String> {
     let out = tokio::time::timeout(
         Duration::from_secs(10),
@@ -262,23 +272,43 @@ pub async fn unpause(socket: &str, id: &str) -> Result<String, BoxError> {
 }
 
 /// Sets container `id`'s limits back to `old`: what a `resource-limit`'s revert and `recover`
-/// do. Setting the same values twice changes nothing; a gone container is success.
+/// do. The cgroup files written past the engine get their old content first, then the engine
+/// its old `HostConfig` values. Setting the same values twice changes nothing; a gone container
+/// (its cgroup removed with it) is success.
 pub async fn restore_limits(
     socket: &str,
     id: &str,
     old: &ContainerLimits,
 ) -> Result<String, BoxError> {
-    let docker = connect(socket).await?;
-    // The engine reads 0 as "leave as it is", so a quota that was 0 (none) is given back as
-    // -1, which the kernel reads as "no quota" too.
+    for f in old.cgroup.iter().rev() {
+        match tokio::fs::write(&f.path, &f.old).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(
+                    format!("writing `{}` back to {}: {e}", f.old, f.path.display()).into(),
+                );
+            }
+        }
+    }
+    // Only values that were limits before are given to the engine (0 there means
+    // "unchanged"), so it ends with exactly the `HostConfig` it had.
     let body = ContainerUpdateBody {
-        nano_cpus: old.nano_cpus,
-        cpu_quota: old.cpu_quota.map(|q| if q <= 0 { -1 } else { q }),
-        cpu_period: old.cpu_period.map(|p| if p <= 0 { 100_000 } else { p }),
-        memory: old.memory,
+        nano_cpus: old.nano_cpus.filter(|n| *n > 0),
+        cpu_quota: old.cpu_quota.filter(|q| *q > 0),
+        cpu_period: old.cpu_period.filter(|p| *p > 0),
+        memory: old.memory.filter(|m| *m > 0),
         memory_swap: old.memory_swap.filter(|s| *s != 0),
         ..Default::default()
     };
+    if body == ContainerUpdateBody::default() {
+        return Ok(format!(
+            "container {} limits set back to {}",
+            short(id),
+            describe_limits(old)
+        ));
+    }
+    let docker = connect(socket).await?;
     match docker.update_container(id, body).await {
         Ok(()) => Ok(format!(
             "container {} limits set back to {}",
@@ -293,6 +323,37 @@ pub async fn restore_limits(
         )
         .into()),
     }
+}
+
+/// The cgroup directory of `pid` holding `controller` (`cpu`, `memory`), from
+/// `/proc/PID/cgroup`: cgroup v2's one hierarchy, else the v1 hierarchy listing it.
+fn cgroup_dir(pid: i64, controller: &str) -> Result<PathBuf, String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|e| format!("reading /proc/{pid}/cgroup: {e}"))?;
+    let root = Path::new("/sys/fs/cgroup");
+    let unified = root.join("cgroup.controllers").exists();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let rel = path.trim_start_matches('/');
+        if unified && ctrls.is_empty() {
+            return Ok(root.join(rel));
+        }
+        if !unified && ctrls.split(',').any(|c| c == controller) {
+            return Ok(root.join(ctrls).join(rel));
+        }
+    }
+    Err(format!(
+        "pid {pid} is in no cgroup with the {controller} controller"
+    ))
+}
+
+fn read_trim(p: &Path) -> Result<String, String> {
+    std::fs::read_to_string(p)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("reading {}: {e}", p.display()))
 }
 
 fn describe_limits(l: &ContainerLimits) -> String {
@@ -312,6 +373,9 @@ fn describe_limits(l: &ContainerLimits) -> String {
     if let Some(s) = l.memory_swap {
         parts.push(format!("MemorySwap={s}"));
     }
+    for f in &l.cgroup {
+        parts.push(format!("{}={}", f.path.display(), f.old));
+    }
     parts.join(" ")
 }
 
@@ -330,13 +394,14 @@ impl ContainerFault {
     }
 
     /// The change `Limit` makes and the old values it must restore, from the container's
-    /// current `HostConfig`.
+    /// current `HostConfig`: the engine's update body, and the cgroup files (with their new
+    /// content) for limits the engine could not lift again.
     async fn plan_limits(
         &self,
         docker: &Docker,
         nano_cpus: Option<i64>,
         memory: Option<i64>,
-    ) -> Result<(ContainerUpdateBody, ContainerLimits), FaultError> {
+    ) -> Result<(ContainerUpdateBody, Vec<(PathBuf, String)>, ContainerLimits), FaultError> {
         let c = &self.container;
         let hc = docker
             .inspect_container(&c.id, None)
@@ -344,43 +409,87 @@ impl ContainerFault {
             .map_err(|e| self.target_err(api_message(&e)))?
             .host_config
             .unwrap_or_default();
+        let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         let mut body = ContainerUpdateBody::default();
+        let mut files = Vec::new();
         let mut old = ContainerLimits::default();
+        let mut direct = |path: PathBuf, new: String, old: &mut ContainerLimits| {
+            let before = read_trim(&path).map_err(|m| self.target_err(m))?;
+            old.cgroup.push(CgroupFile {
+                path: path.clone(),
+                old: before,
+            });
+            files.push((path, new));
+            Ok::<(), FaultError>(())
+        };
         if let Some(n) = nano_cpus {
             let old_nano = hc.nano_cpus.unwrap_or(0);
+            let old_quota = hc.cpu_quota.unwrap_or(0);
+            let old_period = hc.cpu_period.unwrap_or(0);
+            let quota_of = |period: i64| {
+                ((i128::from(n) * i128::from(period) / 1_000_000_000) as i64).max(1000)
+            };
             if old_nano > 0 {
                 // Already limited by `--cpus`: lower that, and give the same number back.
                 body.nano_cpus = Some(n);
                 old.nano_cpus = Some(old_nano);
+            } else if old_quota > 0 {
+                // Limited by `--cpu-quota`: lower the quota within the period it has (the
+                // kernel's 100ms when `CpuPeriod` is 0), which stays untouched.
+                let period = if old_period > 0 { old_period } else { 100_000 };
+                body.cpu_quota = Some(quota_of(period));
+                old.cpu_quota = Some(old_quota);
             } else {
-                // No `--cpus`: a quota per period, because the engine cannot take a NanoCpus
-                // limit away again (0 means "unchanged"), while a quota of -1 is "none".
-                let period = hc.cpu_period.filter(|p| *p > 0).unwrap_or(100_000);
-                let quota = (i128::from(n) * i128::from(period) / 1_000_000_000) as i64;
-                body.cpu_period = Some(period);
-                body.cpu_quota = Some(quota.max(1000));
-                old.cpu_quota = Some(hc.cpu_quota.unwrap_or(0));
-                old.cpu_period = Some(hc.cpu_period.unwrap_or(0));
+                // No CPU limit: the quota goes into the cgroup directly, because the engine
+                // cannot lift a limit again (0 means "unchanged"); its `HostConfig` stays as is.
+                let dir = cgroup_dir(c.pid, "cpu").map_err(|m| self.target_err(m))?;
+                if unified {
+                    let path = dir.join("cpu.max");
+                    let now = read_trim(&path).map_err(|m| self.target_err(m))?;
+                    let period = now
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|p| p.parse::<i64>().ok())
+                        .filter(|p| *p > 0)
+                        .unwrap_or(100_000);
+                    direct(path, format!("{} {period}", quota_of(period)), &mut old)?;
+                } else {
+                    let period = read_trim(&dir.join("cpu.cfs_period_us"))
+                        .ok()
+                        .and_then(|p| p.parse::<i64>().ok())
+                        .filter(|p| *p > 0)
+                        .unwrap_or(100_000);
+                    direct(
+                        dir.join("cpu.cfs_quota_us"),
+                        quota_of(period).to_string(),
+                        &mut old,
+                    )?;
+                }
             }
         }
         if let Some(m) = memory {
             let old_mem = hc.memory.unwrap_or(0);
-            if old_mem <= 0 {
-                // The Docker Engine API cannot remove a memory limit once set (0 means
-                // "unchanged", and -1 is refused), so lowering it could never be reverted.
-                return Err(self.target_err(
-                    "its memory is not limited, and the Docker Engine cannot remove a memory limit again once set; start it with `--memory` to lower it",
-                ));
+            if old_mem > 0 {
+                let old_swap = hc.memory_swap.unwrap_or(0);
+                body.memory = Some(m);
+                old.memory = Some(old_mem);
+                if old_swap > 0 && m > old_swap {
+                    body.memory_swap = Some(m);
+                }
+                old.memory_swap = Some(old_swap);
+            } else {
+                // No memory limit: the engine cannot lift one again (it refuses -1, and 0 means
+                // "unchanged"), so the limit goes into the cgroup and `max` / -1 comes back.
+                let dir = cgroup_dir(c.pid, "memory").map_err(|m| self.target_err(m))?;
+                let file = if unified {
+                    "memory.max"
+                } else {
+                    "memory.limit_in_bytes"
+                };
+                direct(dir.join(file), m.to_string(), &mut old)?;
             }
-            let old_swap = hc.memory_swap.unwrap_or(0);
-            body.memory = Some(m);
-            old.memory = Some(old_mem);
-            if old_swap > 0 && m > old_swap {
-                body.memory_swap = Some(m);
-            }
-            old.memory_swap = Some(old_swap);
         }
-        Ok((body, old))
+        Ok((body, files, old))
     }
 
     /// Waits until the container runs again, at most `timeout`.
@@ -520,7 +629,7 @@ impl Fault for ContainerFault {
                 Ok(cx.guard(Box::new(Noted(note))))
             }
             ContainerAction::Limit { nano_cpus, memory } => {
-                let (body, old) = self.plan_limits(&docker, *nano_cpus, *memory).await?;
+                let (body, files, old) = self.plan_limits(&docker, *nano_cpus, *memory).await?;
                 cx.announce(
                     &self.target,
                     self.kind(),
@@ -530,10 +639,25 @@ impl Fault for ContainerFault {
                         old: old.clone(),
                     },
                 )?;
-                docker
-                    .update_container(&c.id, body)
-                    .await
-                    .map_err(|e| apply(e, "updating the limits of"))?;
+                if body != ContainerUpdateBody::default() {
+                    docker
+                        .update_container(&c.id, body)
+                        .await
+                        .map_err(|e| apply(e, "updating the limits of"))?;
+                }
+                for (path, new) in &files {
+                    if let Err(e) = tokio::fs::write(path, new).await {
+                        let undone = restore_limits(&c.socket, &c.id, &old).await.is_ok();
+                        return Err(FaultError::Apply {
+                            message: format!(
+                                "writing {new} to {} for container `{}`: {e}",
+                                path.display(),
+                                c.name
+                            ),
+                            undone,
+                        });
+                    }
+                }
                 Ok(cx.guard(Box::new(RestoreLimits {
                     socket: c.socket.clone(),
                     id: c.id.clone(),

@@ -30,7 +30,8 @@ pub use claim::{Claim, ClaimHolder};
 pub use http::{HttpProxyReport, HttpRuleCounters};
 pub(crate) use revert::is_inet;
 pub use revert::{
-    ContainerLimits, Family, Hook, LimitResource, Moved, MovedProcess, QueueChain, RevertSpec,
+    CgroupFile, ContainerLimits, Family, Hook, LimitResource, Moved, MovedProcess, QueueChain,
+    RevertSpec,
 };
 pub use sample::{Resource, Sample};
 pub use summary::{FaultSummary, MonitorSummary, PhasesSummary, PlanSummary, TargetSummary};

@@ -252,4 +252,19 @@ pub struct ContainerLimits {
     /// `MemorySwap` in bytes (`-1`: unlimited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_swap: Option<i64>,
+    /// Limits written into the container's cgroup files directly, past the engine, with what
+    /// each file held before: the Engine API cannot lift a limit on a container that had none
+    /// (it reads `0` as "unchanged" and refuses `-1` for memory), so those are never given to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroup: Vec<CgroupFile>,
+}
+
+/// One cgroup control file and its content before a fault wrote it (`cpu.max`,
+/// `memory.limit_in_bytes`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupFile {
+    /// The file, e.g. `/sys/fs/cgroup/memory/docker/ID/memory.limit_in_bytes`.
+    pub path: PathBuf,
+    /// Its content before, trimmed (e.g. `max`, `-1`, `max 100000`).
+    pub old: String,
 }

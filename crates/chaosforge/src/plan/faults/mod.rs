@@ -236,11 +236,15 @@ impl FaultKind {
     }
 
     /// Whether it also acts on `container` targets besides its own class: the host network
-    /// faults, inside the container's network namespace.
+    /// faults, inside the container's network namespace; the rlimit faults, on its main process.
     pub fn also_on_container(&self) -> bool {
         matches!(
             self,
-            FaultKind::Partition { .. } | FaultKind::Network { .. } | FaultKind::Loss { .. }
+            FaultKind::Partition { .. }
+                | FaultKind::Network { .. }
+                | FaultKind::Loss { .. }
+                | FaultKind::FdExhaustion { .. }
+                | FaultKind::ProcessLimit { .. }
         )
     }
 
