@@ -83,7 +83,8 @@ pub struct AgentArgs {
     #[arg(long)]
     tls_self_signed: bool,
     /// Fault kinds accepted, comma-separated [default: partition,latency,corrupt,duplicate,
-    /// reorder,rate,loss]; also cpu, memory, disk-fill, pause
+    /// reorder,rate,loss]; also cpu, memory, disk-fill, pause, freeze, kill, fd-exhaustion,
+    /// process-limit, restart (which runs the runner's shell command on this host)
     #[arg(long, value_delimiter = ',', value_name = "KINDS")]
     allow: Vec<String>,
     /// Directories `disk-fill` must never fill (besides /, /proc, /sys, /dev, /etc, /usr, …)
@@ -660,7 +661,23 @@ impl Agent {
                     return Err("the target is in this agent's process group".into());
                 }
                 let cgroup = |pid: String| std::fs::read_to_string(format!("/proc/{pid}/cgroup"));
-                if matches!(req.fault, AgentFaultKind::Pause)
+                // A freeze or a kill of the cgroup would stop or end the agent with its target.
+                let whole_cgroup = matches!(
+                    req.fault,
+                    AgentFaultKind::Pause
+                        | AgentFaultKind::Freeze { .. }
+                        | AgentFaultKind::Kill {
+                            reach: chaosforge::fault::params::KillReach::Cgroup,
+                            ..
+                        }
+                );
+                // A tree freeze moves the target's descendants, the agent among them if it is one.
+                if matches!(req.fault, AgentFaultKind::Freeze { tree: true })
+                    && is_ancestor_of_self(p.pid)
+                {
+                    return Err("the target is an ancestor of this agent".into());
+                }
+                if whole_cgroup
                     && let (Ok(a), Ok(b)) = (cgroup(p.pid.to_string()), cgroup("self".into()))
                     && a == b
                     && !a.trim().ends_with("::/")
@@ -862,6 +879,33 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panicking handler must not take the agent down with it: the data stays consistent
     // (every critical section is a single map operation).
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether `pid` is this agent's parent, grandparent, …; bounded by the depth a pid chain
+/// can have.
+fn is_ancestor_of_self(pid: i32) -> bool {
+    let mut at = std::process::id() as i32;
+    for _ in 0..4096 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{at}/stat")) else {
+            return false;
+        };
+        // The parent is the second field after the `(comm)`, which may itself hold spaces.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            return false;
+        };
+        if ppid == pid {
+            return true;
+        }
+        if ppid <= 1 {
+            return false;
+        }
+        at = ppid;
+    }
+    false
 }
 
 fn netns_inode(path: &str) -> Option<u64> {
