@@ -782,6 +782,14 @@ fn agent_refuses_bad_tokens_and_kinds_and_injects_nothing() {
     assert_eq!(lab.request("DELETE", 0, "/faults/t-p", Some(own), "-"), 200);
     assert!(nft_tables(&lab.hosts[0].ns.name).is_empty());
     assert_eq!(lab.request("DELETE", 0, "/faults/t-p", Some(own), "-"), 404);
+    // A revoke that overtakes its inject: the late inject is refused, nothing applied.
+    assert_eq!(
+        lab.request("DELETE", 0, "/faults/t-late", Some(own), "-"),
+        404
+    );
+    let late = fault("p").replace("t-p", "t-late");
+    assert_eq!(lab.request("POST", 0, "/faults", Some(own), &late), 410);
+    assert!(nft_tables(&lab.hosts[0].ns.name).is_empty());
     // Repeated failures from one address: after a few, the agent makes it wait (429).
     let out = in_ns(&lab.runner.name, python())
         .args([
