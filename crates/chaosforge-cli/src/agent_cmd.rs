@@ -83,7 +83,8 @@ pub struct AgentArgs {
     #[arg(long)]
     tls_self_signed: bool,
     /// Fault kinds accepted, comma-separated [default: partition,latency,corrupt,duplicate,
-    /// reorder,rate,loss]; also cpu, memory, disk-fill, pause
+    /// reorder,rate,loss]; also cpu, memory, disk-fill, pause, freeze, kill, fd-exhaustion,
+    /// process-limit, restart (which runs the runner's shell command on this host)
     #[arg(long, value_delimiter = ',', value_name = "KINDS")]
     allow: Vec<String>,
     /// Directories `disk-fill` must never fill (besides /, /proc, /sys, /dev, /etc, /usr, …)
@@ -119,6 +120,38 @@ struct Agent {
     failures: Mutex<HashMap<IpAddr, Failures>>,
     exe: PathBuf,
     own_netns: Option<u64>,
+    /// Ids a runner revoked before their injection arrived, with when (unix seconds).
+    revoked: Mutex<BTreeMap<String, u64>>,
+    revoked_file: PathBuf,
+}
+
+/// How long and how many revoked ids are remembered: far beyond any in-flight request.
+const REVOKED_AGE_SECS: u64 = 3600;
+const REVOKED_MAX: usize = 4096;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The revoked ids a previous session journaled, still young enough to matter.
+fn load_revoked(file: &Path) -> BTreeMap<String, u64> {
+    let now = unix_now();
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut all: Vec<(String, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (id, at) = l.split_once(' ')?;
+            let at = at.parse::<u64>().ok()?;
+            (wire::valid_id(id) && now.saturating_sub(at) < REVOKED_AGE_SECS)
+                .then(|| (id.to_string(), at))
+        })
+        .collect();
+    all.sort_by_key(|(_, at)| *at);
+    let skip = all.len().saturating_sub(REVOKED_MAX);
+    all.into_iter().skip(skip).collect()
 }
 
 /// A fault id being injected (so a second request with it is refused), or held.
@@ -243,6 +276,8 @@ pub async fn run(args: AgentArgs, state_dir: PathBuf) -> anyhow::Result<u8> {
         failures: Mutex::new(HashMap::new()),
         exe: std::env::current_exe().context("finding the chaosforge binary")?,
         own_netns: netns_inode("/proc/self/ns/net"),
+        revoked: Mutex::new(load_revoked(&state_dir.join("agent").join("revoked"))),
+        revoked_file: state_dir.join("agent").join("revoked"),
     });
     // Probing takes a moment (commands in a scratch namespace); do it before the first request.
     tokio::task::spawn_blocking(chaosforge::fault::host::caps::probe)
@@ -561,6 +596,15 @@ impl Agent {
                 Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e),
             }
         }
+        if lock(&self.revoked).contains_key(&req.id) {
+            return error(
+                StatusCode::GONE,
+                &format!(
+                    "fault {} was revoked by its runner before it arrived",
+                    req.id
+                ),
+            );
+        }
         {
             let mut held = lock(&self.held);
             if held.contains_key(&req.id) {
@@ -660,7 +704,23 @@ impl Agent {
                     return Err("the target is in this agent's process group".into());
                 }
                 let cgroup = |pid: String| std::fs::read_to_string(format!("/proc/{pid}/cgroup"));
-                if matches!(req.fault, AgentFaultKind::Pause)
+                // A freeze or a kill of the cgroup would stop or end the agent with its target.
+                let whole_cgroup = matches!(
+                    req.fault,
+                    AgentFaultKind::Pause
+                        | AgentFaultKind::Freeze { .. }
+                        | AgentFaultKind::Kill {
+                            reach: chaosforge::fault::params::KillReach::Cgroup,
+                            ..
+                        }
+                );
+                // A tree freeze moves the target's descendants, the agent among them if it is one.
+                if matches!(req.fault, AgentFaultKind::Freeze { tree: true })
+                    && is_ancestor_of_self(p.pid)
+                {
+                    return Err("the target is an ancestor of this agent".into());
+                }
+                if whole_cgroup
                     && let (Ok(a), Ok(b)) = (cgroup(p.pid.to_string()), cgroup("self".into()))
                     && a == b
                     && !a.trim().ends_with("::/")
@@ -720,6 +780,36 @@ impl Agent {
         Ok(())
     }
 
+    fn revoke(&self, id: &str) {
+        use std::io::Write as _;
+        let now = unix_now();
+        let mut revoked = lock(&self.revoked);
+        revoked.retain(|_, at| now.saturating_sub(*at) < REVOKED_AGE_SECS);
+        if revoked.len() >= REVOKED_MAX
+            && let Some(oldest) = revoked
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
+        {
+            revoked.remove(&oldest);
+        }
+        revoked.insert(id.to_string(), now);
+        let written = (|| {
+            if let Some(dir) = self.revoked_file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.revoked_file)?;
+            f.write_all(format!("{id} {now}\n").as_bytes())?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            eprintln!("error: journaling revoked fault id {id}: {e}");
+        }
+    }
+
     fn renew(&self, id: &str) -> Resp {
         let mut held = lock(&self.held);
         match held.get_mut(id) {
@@ -755,6 +845,11 @@ impl Agent {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let Some(Slot::Held(h)) = taken else {
+            // The inject may still be on its way (a runner's `recover` overtaking it): remember
+            // the id, durably, so that the late inject is refused rather than left to its lease.
+            if wire::valid_id(id) {
+                self.revoke(id);
+            }
             return error(StatusCode::NOT_FOUND, "no such fault held");
         };
         match h.guard.revert_as("runner").await {
@@ -862,6 +957,33 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panicking handler must not take the agent down with it: the data stays consistent
     // (every critical section is a single map operation).
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether `pid` is this agent's parent, grandparent, …; bounded by the depth a pid chain
+/// can have.
+fn is_ancestor_of_self(pid: i32) -> bool {
+    let mut at = std::process::id() as i32;
+    for _ in 0..4096 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{at}/stat")) else {
+            return false;
+        };
+        // The parent is the second field after the `(comm)`, which may itself hold spaces.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            return false;
+        };
+        if ppid == pid {
+            return true;
+        }
+        if ppid <= 1 {
+            return false;
+        }
+        at = ppid;
+    }
+    false
 }
 
 fn netns_inode(path: &str) -> Option<u64> {

@@ -1165,6 +1165,32 @@ fn remote_fault(
             margin: *margin,
         },
         FaultKind::Pause => AgentFaultKind::Pause,
+        FaultKind::Freeze { tree } => AgentFaultKind::Freeze { tree: *tree },
+        // Irreversible: the plan admitted it only under `allow_irreversible`, as for a local one.
+        FaultKind::Kill {
+            signal,
+            signal_name,
+            reach,
+        } => AgentFaultKind::Kill {
+            signal: *signal,
+            signal_name: signal_name.clone(),
+            reach: *reach,
+        },
+        FaultKind::FdExhaustion { headroom } => AgentFaultKind::FdExhaustion {
+            headroom: *headroom,
+        },
+        FaultKind::ProcessLimit { headroom } => AgentFaultKind::ProcessLimit {
+            headroom: *headroom,
+        },
+        FaultKind::Restart {
+            command,
+            ready,
+            timeout,
+        } => AgentFaultKind::Restart {
+            command: command.clone(),
+            ready: ready.clone(),
+            timeout: *timeout,
+        },
         other => {
             return Err(format!(
                 "`{}` faults cannot run through an agent yet",

@@ -59,7 +59,7 @@ c = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=10)
 h = {"Content-Type": "application/json"}
 if sys.argv[3] != "-": h["Authorization"] = "Bearer " + sys.argv[3]
 c.request(sys.argv[1], u.path, body=None if sys.argv[4] == "-" else sys.argv[4], headers=h)
-r = c.getresponse(); r.read(); print(r.status)
+r = c.getresponse(); b = r.read(); sys.stderr.write(b.decode("utf-8", "replace") + "\n"); print(r.status)
 "#;
 
 /// `burst URL TOKEN N`: N requests with TOKEN, one after the other from one process (so that
@@ -245,8 +245,28 @@ impl Lab {
 
     /// Starts (or restarts) host `i`'s agent and waits for its listening line.
     fn start_agent(&mut self, i: usize) {
+        let h = &self.hosts[i];
+        let c = in_ns(&h.ns.name, assert_cmd::cargo::cargo_bin!("chaosforge"));
+        self.start_agent_by(i, c);
+    }
+
+    /// As `start_agent`, but entering only the network namespace: `ip netns exec` mounts a
+    /// sysfs of its own, without the cgroup filesystem a freeze needs.
+    fn restart_agent_seeing_cgroups(&mut self, i: usize) {
+        if let Some(mut a) = self.hosts[i].agent.take() {
+            signal(&a.child, rustix::process::Signal::TERM);
+            let _ = a.child.wait();
+        }
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.hosts[i].ns.name))
+            .arg(assert_cmd::cargo::cargo_bin!("chaosforge"))
+            .env_remove("CHAOSFORGE_STATE_DIR");
+        self.start_agent_by(i, c);
+    }
+
+    fn start_agent_by(&mut self, i: usize, mut c: Command) {
         let h = &mut self.hosts[i];
-        let mut child = in_ns(&h.ns.name, assert_cmd::cargo::cargo_bin!("chaosforge"))
+        let mut child = c
             .args([
                 "agent",
                 "--listen",
@@ -255,7 +275,7 @@ impl Lab {
                 self.dir.path().join(format!("token{i}")).to_str().unwrap(),
                 "--tls-self-signed",
                 "--allow",
-                "partition,latency,loss,pause",
+                "partition,latency,loss,pause,freeze,kill,fd-exhaustion",
                 "--lease-default",
                 "2s",
                 "--state-dir",
@@ -398,6 +418,10 @@ phases: {{ baseline: 500ms, inject: {inject}, recover_within: 5s }}
             ])
             .output()
             .unwrap();
+        eprintln!(
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
         String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
@@ -758,6 +782,14 @@ fn agent_refuses_bad_tokens_and_kinds_and_injects_nothing() {
     assert_eq!(lab.request("DELETE", 0, "/faults/t-p", Some(own), "-"), 200);
     assert!(nft_tables(&lab.hosts[0].ns.name).is_empty());
     assert_eq!(lab.request("DELETE", 0, "/faults/t-p", Some(own), "-"), 404);
+    // A revoke that overtakes its inject: the late inject is refused, nothing applied.
+    assert_eq!(
+        lab.request("DELETE", 0, "/faults/t-late", Some(own), "-"),
+        404
+    );
+    let late = fault("p").replace("t-p", "t-late");
+    assert_eq!(lab.request("POST", 0, "/faults", Some(own), &late), 410);
+    assert!(nft_tables(&lab.hosts[0].ns.name).is_empty());
     // Repeated failures from one address: after a few, the agent makes it wait (429).
     let out = in_ns(&lab.runner.name, python())
         .args([
@@ -809,6 +841,123 @@ fn agent_survives_random_requests() {
     assert!(
         nft_tables(&lab.hosts[0].ns.name).is_empty(),
         "random requests injected a fault"
+    );
+}
+
+/// A `sleep` on host 0, in its own process group (the agent refuses its own group).
+fn sleeper(lab: &Lab) -> Child {
+    use std::os::unix::process::CommandExt as _;
+    in_ns(&lab.hosts[0].ns.name, python())
+        .args(["-c", "import time; time.sleep(120)"])
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+fn process_fault(id: &str, pid: u32, fault: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","name":"n","target":"t","on":{{"process":{{"pid":{pid}}}}},"fault":{fault},"lease":"30s"}}"#
+    )
+}
+
+/// The soft `Max open files` of `pid`, from `/proc/PID/limits`.
+fn nofile(pid: u32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    line.split_whitespace().nth(3).unwrap().to_string()
+}
+
+/// Whether a cgroup `pid` is in reports itself frozen: v2 `cgroup.events`, or v1
+/// `freezer.state`, whichever freezer the fault used.
+fn frozen(pid: u32) -> bool {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    cg.lines().any(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctl, path) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
+        match ctl {
+            Some("") => std::fs::read_to_string(format!("/sys/fs/cgroup{path}/cgroup.events"))
+                .is_ok_and(|e| e.lines().any(|l| l == "frozen 1")),
+            Some("freezer") => {
+                std::fs::read_to_string(format!("/sys/fs/cgroup/freezer{path}/freezer.state"))
+                    .is_ok_and(|s| s.trim() == "FROZEN")
+            }
+            _ => false,
+        }
+    })
+}
+
+#[test]
+fn agent_runs_process_faults_freeze_fd_limit_and_kill() {
+    let mut lab = Lab::new();
+    lab.restart_agent_seeing_cgroups(0);
+    let token = lab.hosts[0].token.as_str();
+    let mut target = sleeper(&lab);
+    let pid = target.id();
+    // fd-exhaustion: the soft limit seen from outside drops during the fault, and comes back.
+    let before = nofile(pid);
+    let fd = process_fault("fd-1", pid, r#"{"kind":"fd-exhaustion","headroom":5}"#);
+    assert_eq!(lab.request("POST", 0, "/faults", Some(token), &fd), 201);
+    let during = nofile(pid);
+    eprintln!("Max open files of {pid}: {before} before, {during} during");
+    assert_ne!(during, before, "the fd limit did not change");
+    assert!(during.parse::<u64>().unwrap() < 64, "{during}");
+    assert_eq!(
+        lab.request("DELETE", 0, "/faults/fd-1", Some(token), "-"),
+        200
+    );
+    assert_eq!(nofile(pid), before, "the fd limit was not restored");
+    // freeze: the kernel reports the target's cgroup frozen, and thawed after the DELETE.
+    let fz = process_fault("fz-1", pid, r#"{"kind":"freeze","tree":false}"#);
+    assert_eq!(lab.request("POST", 0, "/faults", Some(token), &fz), 201);
+    assert!(
+        wait_for(Duration::from_secs(5), || frozen(pid)),
+        "the target's cgroup is not frozen"
+    );
+    let thaw = Instant::now();
+    assert_eq!(
+        lab.request("DELETE", 0, "/faults/fz-1", Some(token), "-"),
+        200
+    );
+    assert!(!frozen(pid), "the target stays frozen");
+    eprintln!("freeze reverted within {:?} of the DELETE", thaw.elapsed());
+    // Never at the agent itself: its own pid is refused before anything is journaled.
+    let own = lab.agent(0).child.id();
+    let self_fz = process_fault("fz-self", own, r#"{"kind":"freeze","tree":false}"#);
+    // (the resolver's own self check answers 422 before the agent's 403 rules run).
+    let code = lab.request("POST", 0, "/faults", Some(token), &self_fz);
+    assert!(
+        matches!(code, 403 | 422),
+        "freezing the agent answered {code}"
+    );
+    assert!(!frozen(own));
+    // kill: irreversible; the process is gone.
+    let kill = process_fault(
+        "kill-1",
+        pid,
+        r#"{"kind":"kill","signal":9,"signal_name":"SIGKILL"}"#,
+    );
+    assert_eq!(lab.request("POST", 0, "/faults", Some(token), &kill), 201);
+    assert!(
+        wait_for(Duration::from_secs(5), || matches!(
+            target.try_wait(),
+            Ok(Some(_))
+        )),
+        "the target survived the kill"
+    );
+    assert_eq!(
+        lab.request("DELETE", 0, "/faults/kill-1", Some(token), "-"),
+        200
+    );
+    let journal = agent_journal(&lab.hosts[0].state);
+    assert!(
+        journal.contains("fd-exhaustion")
+            || journal.contains("Nofile")
+            || journal.contains("nofile"),
+        "{journal}"
     );
 }
 

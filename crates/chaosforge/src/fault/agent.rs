@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::host::partition::PartitionDirection;
-use super::params::{Mechanism, NetDirection, NetEffect, ProcessSelector};
+use super::params::{KillReach, Mechanism, NetDirection, NetEffect, ProcessSelector, Readiness};
 use super::process::ProcessId;
 use super::{BoxError, Fault, FaultError, Guard, InjectCx, Revert, RevertSpec};
 use crate::units::{self, Ratio};
@@ -107,6 +107,42 @@ pub enum AgentFaultKind {
     },
     /// SIGSTOP, reverted with SIGCONT.
     Pause,
+    /// The process's cgroup frozen (a cgroup made for the fault when it is in the root one).
+    Freeze {
+        /// Move its descendants into the fault's cgroup too.
+        tree: bool,
+    },
+    /// A signal that ends the process (its group, its cgroup). Irreversible: the runner's plan
+    /// admitted it under `allow_irreversible`.
+    Kill {
+        /// Signal number.
+        signal: i32,
+        /// Its name, for reports.
+        signal_name: String,
+        /// Whom it is sent to.
+        #[serde(default)]
+        reach: KillReach,
+    },
+    /// `RLIMIT_NOFILE` lowered to what the process holds open plus `headroom`.
+    FdExhaustion {
+        /// How many more files it may open.
+        headroom: u64,
+    },
+    /// `RLIMIT_NPROC` lowered to what the process's user runs plus `headroom`.
+    ProcessLimit {
+        /// How many more processes it may start.
+        headroom: u64,
+    },
+    /// A shell command run on the agent's host (`sh -c`), then a bounded wait for readiness.
+    Restart {
+        /// The shell command.
+        command: String,
+        /// When the service counts as back.
+        ready: Readiness,
+        /// The longest the command and the wait may take together.
+        #[serde(with = "units::duration_text")]
+        timeout: Duration,
+    },
 }
 
 /// `POST /faults`: inject a fault and hold it under a lease.
@@ -268,6 +304,11 @@ impl AgentFaultKind {
             AgentFaultKind::Memory { .. } => "memory",
             AgentFaultKind::DiskFill { .. } => "disk-fill",
             AgentFaultKind::Pause => "pause",
+            AgentFaultKind::Freeze { .. } => "freeze",
+            AgentFaultKind::Kill { .. } => "kill",
+            AgentFaultKind::FdExhaustion { .. } => "fd-exhaustion",
+            AgentFaultKind::ProcessLimit { .. } => "process-limit",
+            AgentFaultKind::Restart { .. } => "restart",
         }
     }
 
@@ -284,6 +325,11 @@ impl AgentFaultKind {
         "memory",
         "disk-fill",
         "pause",
+        "freeze",
+        "kill",
+        "fd-exhaustion",
+        "process-limit",
+        "restart",
     ];
 }
 
@@ -392,6 +438,58 @@ pub fn build(
         (AgentFaultKind::Pause, Placement::Process(p)) => Box::new(super::process::PauseFault {
             target,
             process: *p,
+        }),
+        (AgentFaultKind::Freeze { tree }, Placement::Process(p)) => {
+            Box::new(super::freeze::FreezeFault {
+                target,
+                process: *p,
+                tree: *tree,
+                freezer: None,
+            })
+        }
+        (
+            AgentFaultKind::Kill {
+                signal,
+                signal_name,
+                reach,
+            },
+            Placement::Process(p),
+        ) => Box::new(super::process::KillFault {
+            target,
+            process: *p,
+            signal: *signal,
+            signal_name: signal_name.clone(),
+            reach: *reach,
+        }),
+        (AgentFaultKind::FdExhaustion { headroom }, Placement::Process(p)) => {
+            Box::new(super::limits::LimitFault {
+                target,
+                process: *p,
+                resource: crate::vocab::LimitResource::Nofile,
+                headroom: *headroom,
+            })
+        }
+        (AgentFaultKind::ProcessLimit { headroom }, Placement::Process(p)) => {
+            Box::new(super::limits::LimitFault {
+                target,
+                process: *p,
+                resource: crate::vocab::LimitResource::Nproc,
+                headroom: *headroom,
+            })
+        }
+        (
+            AgentFaultKind::Restart {
+                command,
+                ready,
+                timeout,
+            },
+            Placement::Process(p),
+        ) => Box::new(super::restart::RestartFault {
+            target,
+            process: *p,
+            command: command.clone(),
+            ready: ready.clone(),
+            timeout: *timeout,
         }),
         (kind, _) => {
             return Err(format!(

@@ -21,7 +21,7 @@ pub enum ProcessSelector {
 }
 
 /// Whom a `kill` signals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum KillReach {
     /// The target process.
@@ -34,7 +34,7 @@ pub enum KillReach {
 }
 
 /// How a restarted service shows that it is back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Readiness {
     /// A TCP connect to `host:port` succeeds.
