@@ -2,8 +2,6 @@
 //! (single, a count, a share, all), and the sides of a group partition — every choice drawn
 //! with the run's seed, so a plan is the same for the same file and seed.
 
-use std::collections::BTreeMap;
-
 use super::faults::{FaultKind, GroupSplit, Peer, TargetClass};
 use super::{Cx, Target, TargetKind};
 use crate::diag::did_you_mean;
@@ -234,16 +232,19 @@ impl Cx<'_> {
 
     /// The targets `select` matches, all of the kind the fault acts on; `None` (with a
     /// diagnostic) otherwise.
+    // The selector's match list comes from the caller, which shares it between faults.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn select<'t>(
         &mut self,
         base: &str,
         key: &str,
-        select: &BTreeMap<String, String>,
+        f: &spec::FaultSpec,
         matched: &[usize],
         kind: &FaultKind,
         target_specs: &'t [spec::TargetSpec],
         targets: &[Option<Target>],
     ) -> Option<Vec<(usize, &'t spec::TargetSpec)>> {
+        let select = &f.target.select;
         let class = kind.target_class();
         let selected: Vec<(usize, &spec::TargetSpec)> = matched
             .iter()

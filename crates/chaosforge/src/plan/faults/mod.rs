@@ -374,15 +374,9 @@ impl Cx<'_> {
             self.irreversible(&base, key, &kind, allow_irreversible);
             self.peer_targets(&base, key, &kind, target_specs);
             let mut scope = self.scope(&base, f.target.scope.as_ref());
-            let Some(mut selected) = self.select(
-                &base,
-                key,
-                &f.target.select,
-                matched,
-                &kind,
-                target_specs,
-                targets,
-            ) else {
+            let Some(mut selected) =
+                self.select(&base, key, f, matched, &kind, target_specs, targets)
+            else {
                 continue;
             };
             // A group scope narrows the selection; the share a policy checks is of all it matched.
