@@ -151,7 +151,20 @@ fn load_revoked(file: &Path) -> BTreeMap<String, u64> {
         .collect();
     all.sort_by_key(|(_, at)| *at);
     let skip = all.len().saturating_sub(REVOKED_MAX);
-    all.into_iter().skip(skip).collect()
+    let kept: BTreeMap<String, u64> = all.into_iter().skip(skip).collect();
+    // The file is append-only while serving; rewritten here with what is kept, so it stays
+    // bounded across sessions. A failure only leaves the longer file, which reads the same.
+    if !text.is_empty() {
+        let compact: String = kept.iter().map(|(id, at)| format!("{id} {at}\n")).collect();
+        let tmp = file.with_extension("tmp");
+        let written = std::fs::write(&tmp, compact)
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, file));
+        if let Err(e) = written {
+            eprintln!("warning: compacting {}: {e}", file.display());
+        }
+    }
+    kept
 }
 
 /// A fault id being injected (so a second request with it is refused), or held.
@@ -596,17 +609,19 @@ impl Agent {
                 Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e),
             }
         }
-        if lock(&self.revoked).contains_key(&req.id) {
-            return error(
-                StatusCode::GONE,
-                &format!(
-                    "fault {} was revoked by its runner before it arrived",
-                    req.id
-                ),
-            );
-        }
         {
+            // Under the `held` lock, as in `revert`: a DELETE is either seen as revoking this
+            // id before it is pending, or finds it pending and waits for it.
             let mut held = lock(&self.held);
+            if lock(&self.revoked).contains_key(&req.id) {
+                return error(
+                    StatusCode::GONE,
+                    &format!(
+                        "fault {} was revoked by its runner before it arrived",
+                        req.id
+                    ),
+                );
+            }
             if held.contains_key(&req.id) {
                 return error(
                     StatusCode::CONFLICT,
@@ -836,7 +851,14 @@ impl Agent {
                 match held.get(id) {
                     Some(Slot::Held(_)) => break held.remove(id),
                     Some(Slot::Pending) => {}
-                    None => break None,
+                    None => {
+                        // Revoked before `held` is released, so an inject racing this DELETE
+                        // either is pending already or sees the revocation (`inject`).
+                        if wire::valid_id(id) {
+                            self.revoke(id);
+                        }
+                        break None;
+                    }
                 }
             }
             if Instant::now() >= deadline {
@@ -845,11 +867,8 @@ impl Agent {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let Some(Slot::Held(h)) = taken else {
-            // The inject may still be on its way (a runner's `recover` overtaking it): remember
-            // the id, durably, so that the late inject is refused rather than left to its lease.
-            if wire::valid_id(id) {
-                self.revoke(id);
-            }
+            // The inject may still be on its way (a runner's `recover` overtaking it): the id
+            // was remembered, durably, so that the late inject is refused, not left to its lease.
             return error(StatusCode::NOT_FOUND, "no such fault held");
         };
         match h.guard.revert_as("runner").await {

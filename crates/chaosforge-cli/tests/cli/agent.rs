@@ -734,8 +734,8 @@ fn a_restarted_agent_reverts_what_a_killed_one_held() {
 
 #[test]
 fn agent_refuses_bad_tokens_and_kinds_and_injects_nothing() {
-    let lab = Lab::new();
-    let peer_b = &lab.hosts[1].ns.addr;
+    let mut lab = Lab::new();
+    let peer_b = lab.hosts[1].ns.addr.clone();
     let fault = |kind: &str| {
         let fault = match kind {
             "cpu" => r#"{"kind":"cpu","workers":1,"percent":50}"#.to_string(),
@@ -746,7 +746,8 @@ fn agent_refuses_bad_tokens_and_kinds_and_injects_nothing() {
             r#"{{"id":"t-{kind}","name":"n","target":"t","on":{{"host":{{"netns":null,"interface":null}}}},"fault":{fault},"lease":"2s"}}"#
         )
     };
-    let (own, other) = (lab.hosts[0].token.as_str(), lab.hosts[1].token.as_str());
+    let tokens = (lab.hosts[0].token.clone(), lab.hosts[1].token.clone());
+    let (own, other) = (tokens.0.as_str(), tokens.1.as_str());
     assert_eq!(lab.request("GET", 0, "/version", None, "-"), 200);
     assert_eq!(lab.request("POST", 0, "/faults", None, &fault("p")), 401);
     assert_eq!(lab.request("GET", 0, "/status", None, "-"), 401);
@@ -788,6 +789,14 @@ fn agent_refuses_bad_tokens_and_kinds_and_injects_nothing() {
         404
     );
     let late = fault("p").replace("t-p", "t-late");
+    assert_eq!(lab.request("POST", 0, "/faults", Some(own), &late), 410);
+    assert!(nft_tables(&lab.hosts[0].ns.name).is_empty());
+    // The revocation is journaled: a restarted agent still refuses the late inject.
+    if let Some(mut a) = lab.hosts[0].agent.take() {
+        signal(&a.child, rustix::process::Signal::TERM);
+        let _ = a.child.wait();
+    }
+    lab.start_agent(0);
     assert_eq!(lab.request("POST", 0, "/faults", Some(own), &late), 410);
     assert!(nft_tables(&lab.hosts[0].ns.name).is_empty());
     // Repeated failures from one address: after a few, the agent makes it wait (429).
