@@ -729,12 +729,6 @@ impl Agent {
                             ..
                         }
                 );
-                // A tree freeze moves the target's descendants, the agent among them if it is one.
-                if matches!(req.fault, AgentFaultKind::Freeze { tree: true })
-                    && is_ancestor_of_self(p.pid)
-                {
-                    return Err("the target is an ancestor of this agent".into());
-                }
                 if whole_cgroup
                     && let (Ok(a), Ok(b)) = (cgroup(p.pid.to_string()), cgroup("self".into()))
                     && a == b
@@ -976,33 +970,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panicking handler must not take the agent down with it: the data stays consistent
     // (every critical section is a single map operation).
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Whether `pid` is this agent's parent, grandparent, …; bounded by the depth a pid chain
-/// can have.
-fn is_ancestor_of_self(pid: i32) -> bool {
-    let mut at = std::process::id() as i32;
-    for _ in 0..4096 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{at}/stat")) else {
-            return false;
-        };
-        // The parent is the second field after the `(comm)`, which may itself hold spaces.
-        let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            return false;
-        };
-        if ppid == pid {
-            return true;
-        }
-        if ppid <= 1 {
-            return false;
-        }
-        at = ppid;
-    }
-    false
 }
 
 fn netns_inode(path: &str) -> Option<u64> {

@@ -925,22 +925,15 @@ fn build_fault(
             signal_name: signal_name.clone(),
             reach: *reach,
         }),
-        (FaultKind::FdExhaustion { headroom }, Some(Resolved::Process(p))) => {
-            Box::new(LimitFault {
-                target: target_s,
-                process: *p,
-                resource: LimitResource::Nofile,
-                headroom: *headroom,
-            })
-        }
-        (FaultKind::ProcessLimit { headroom }, Some(Resolved::Process(p))) => {
-            Box::new(LimitFault {
-                target: target_s,
-                process: *p,
-                resource: LimitResource::Nproc,
-                headroom: *headroom,
-            })
-        }
+        (
+            FaultKind::FdExhaustion { headroom } | FaultKind::ProcessLimit { headroom },
+            Some(Resolved::Process(p)),
+        ) => Box::new(LimitFault {
+            target: target_s,
+            process: *p,
+            resource: limit_resource(&f.kind),
+            headroom: *headroom,
+        }),
         // On a container: its main process (pid and start time as the engine reports it now).
         (
             FaultKind::FdExhaustion { headroom } | FaultKind::ProcessLimit { headroom },
@@ -956,15 +949,10 @@ fn build_fault(
                 Ok(p) => p,
                 Err(e) => return Err(format!("target `{target_s}`: {e}")),
             };
-            let resource = if matches!(f.kind, FaultKind::FdExhaustion { .. }) {
-                LimitResource::Nofile
-            } else {
-                LimitResource::Nproc
-            };
             Box::new(LimitFault {
                 target: target_s,
                 process,
-                resource,
+                resource: limit_resource(&f.kind),
                 headroom: *headroom,
             })
         }
@@ -1046,6 +1034,15 @@ fn partition_fault(
         table: crate::fault::host::nft::table_name(&unique_name(run_id, id)),
         exec: Arc::new(crate::fault::host::exec::SystemExecutor),
     })
+}
+
+/// The limit a `fd-exhaustion` or `process-limit` fault lowers.
+fn limit_resource(kind: &FaultKind) -> LimitResource {
+    if matches!(kind, FaultKind::ProcessLimit { .. }) {
+        LimitResource::Nproc
+    } else {
+        LimitResource::Nofile
+    }
 }
 
 /// Unique per run and fault instance: the random tail of the UUIDv7, so concurrent runs never

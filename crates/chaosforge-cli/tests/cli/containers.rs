@@ -122,6 +122,14 @@ impl Engine {
         self.dir.path().join("sock")
     }
 
+    /// A `targets:` entry for container `name` on this engine, named as the container.
+    fn target(&self, name: &str) -> String {
+        format!(
+            "  - name: {name}\n    container: {{ name: {name}, socket: {} }}",
+            self.sock().display()
+        )
+    }
+
     /// `docker -H unix://SOCK ARGS…`, asserting success; returns stdout, trimmed.
     fn docker(&self, args: &[&str]) -> String {
         let out = docker_at(&self.sock(), args);
@@ -519,14 +527,10 @@ fn cpu_and_memory_limits_are_lowered_and_restored_exactly() {
     assert_eq!(limits(&web), "1500000000 67108864");
     let up = EchoServer::start();
     let dir = Dir::new();
-    let sock = e.sock();
     let exp = dir.write(
         "limit.yaml",
         &experiment(
-            &format!(
-                "  - name: lim\n    container: {{ name: lim, socket: {} }}",
-                sock.display()
-            ),
+            &e.target("lim"),
             &echo_monitor(&up),
             "  - name: squeeze\n    resource-limit: { cpus: 0.5, memory: 32MiB }\n    target: { select: { name: lim } }",
             "3s",
@@ -616,14 +620,10 @@ fn limits_on_an_unlimited_container_go_into_its_cgroup_and_are_lifted_exactly() 
     );
     let up = EchoServer::start();
     let dir = Dir::new();
-    let sock = e.sock();
     let exp = dir.write(
         "quota.yaml",
         &experiment(
-            &format!(
-                "  - name: free\n    container: {{ name: free, socket: {} }}",
-                sock.display()
-            ),
+            &e.target("free"),
             &echo_monitor(&up),
             "  - name: squeeze\n    resource-limit: { cpus: 0.25, memory: 48MiB }\n    target: { select: { name: free } }",
             "3s",
@@ -668,14 +668,10 @@ fn a_cpu_quota_limit_is_lowered_within_its_period_and_set_back_exactly() {
     let cpu_before = cpu(&q);
     let up = EchoServer::start();
     let dir = Dir::new();
-    let sock = e.sock();
     let exp = dir.write(
         "cq.yaml",
         &experiment(
-            &format!(
-                "  - name: quota\n    container: {{ name: quota, socket: {} }}",
-                sock.display()
-            ),
+            &e.target("quota"),
             &echo_monitor(&up),
             "  - name: squeeze\n    resource-limit: { cpus: 0.25 }\n    target: { select: { name: quota } }",
             "2s",
@@ -787,14 +783,10 @@ fn kernel_latency_inside_a_container_slows_its_connections() {
     let before = connect_ms();
     let up = EchoServer::start();
     let dir = Dir::new();
-    let sock = e.sock();
     let exp = dir.write(
         "latency.yaml",
         &experiment(
-            &format!(
-                "  - name: slow\n    container: {{ name: slow, socket: {} }}",
-                sock.display()
-            ),
+            &e.target("slow"),
             &echo_monitor(&up),
             "  - name: lag\n    latency: { delay: 150ms }\n    target: { select: { name: slow } }",
             "4s",
@@ -827,14 +819,10 @@ fn recover_unpauses_a_container_left_paused_by_a_killed_runner() {
     )));
     let up = EchoServer::start();
     let dir = Dir::new();
-    let sock = e.sock();
     let exp = dir.write(
         "rec.yaml",
         &experiment(
-            &format!(
-                "  - name: rec\n    container: {{ name: rec, socket: {} }}",
-                sock.display()
-            ),
+            &e.target("rec"),
             &echo_monitor(&up),
             "  - name: freeze\n    pause: {}\n    target: { select: { name: rec } }",
             "60s",
@@ -881,14 +869,10 @@ fn recover_lifts_a_partition_inside_a_container_after_a_killed_runner() {
     )));
     let up = EchoServer::start();
     let dir = Dir::new();
-    let sock = e.sock();
     let exp = dir.write(
         "iso.yaml",
         &experiment(
-            &format!(
-                "  - name: iso\n    container: {{ name: iso, socket: {} }}",
-                sock.display()
-            ),
+            &e.target("iso"),
             &echo_monitor(&up),
             "  - name: cut\n    partition: {}\n    target: { select: { name: iso } }",
             "60s",
@@ -1010,14 +994,10 @@ fn fd_exhaustion_on_a_container_lowers_its_main_process_limit_and_restores_it() 
     let before = soft(&web);
     let up = EchoServer::start();
     let dir = Dir::new();
-    let sock = e.sock();
     let exp = dir.write(
         "fds.yaml",
         &experiment(
-            &format!(
-                "  - name: fds\n    container: {{ name: fds, socket: {} }}",
-                sock.display()
-            ),
+            &e.target("fds"),
             &echo_monitor(&up),
             "  - name: no-fds\n    fd-exhaustion: { headroom: 2 }\n    target: { select: { name: fds } }",
             "2s",
@@ -1049,14 +1029,10 @@ fn recover_lifts_cgroup_limits_left_by_a_killed_runner() {
     let (cpu_before, mem_before) = (cpu(&free), mem(&free));
     let up = EchoServer::start();
     let dir = Dir::new();
-    let sock = e.sock();
     let exp = dir.write(
         "orphan.yaml",
         &experiment(
-            &format!(
-                "  - name: orphan\n    container: {{ name: orphan, socket: {} }}",
-                sock.display()
-            ),
+            &e.target("orphan"),
             &echo_monitor(&up),
             "  - name: squeeze\n    resource-limit: { cpus: 0.25, memory: 48MiB }\n    target: { select: { name: orphan } }",
             "60s",

@@ -461,22 +461,19 @@ pub fn build(
             signal_name: signal_name.clone(),
             reach: *reach,
         }),
-        (AgentFaultKind::FdExhaustion { headroom }, Placement::Process(p)) => {
-            Box::new(super::limits::LimitFault {
-                target,
-                process: *p,
-                resource: crate::vocab::LimitResource::Nofile,
-                headroom: *headroom,
-            })
-        }
-        (AgentFaultKind::ProcessLimit { headroom }, Placement::Process(p)) => {
-            Box::new(super::limits::LimitFault {
-                target,
-                process: *p,
-                resource: crate::vocab::LimitResource::Nproc,
-                headroom: *headroom,
-            })
-        }
+        (
+            AgentFaultKind::FdExhaustion { headroom } | AgentFaultKind::ProcessLimit { headroom },
+            Placement::Process(p),
+        ) => Box::new(super::limits::LimitFault {
+            target,
+            process: *p,
+            resource: if matches!(req.fault, AgentFaultKind::FdExhaustion { .. }) {
+                crate::vocab::LimitResource::Nofile
+            } else {
+                crate::vocab::LimitResource::Nproc
+            },
+            headroom: *headroom,
+        }),
         (
             AgentFaultKind::Restart {
                 command,

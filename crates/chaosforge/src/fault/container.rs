@@ -22,6 +22,7 @@ use bollard::query_parameters::{
     KillContainerOptions, ListContainersOptions, RestartContainerOptions, StopContainerOptions,
 };
 
+use super::cgroupfs;
 use super::params::{ContainerAction, ContainerRef, ContainerSelector};
 use super::{BoxError, Fault, FaultError, Guard, InjectCx, Revert, RevertSpec};
 use crate::vocab::{CgroupFile, ContainerLimits};
@@ -281,6 +282,12 @@ pub async fn restore_limits(
     old: &ContainerLimits,
 ) -> Result<String, BoxError> {
     for f in old.cgroup.iter().rev() {
+        // The path comes from the journal: a damaged one must not point a write elsewhere.
+        if !cgroupfs::is_cgroup_path(&f.path) {
+            return Err(
+                format!("refusing to write {}: not a cgroup file", f.path.display()).into(),
+            );
+        }
         match tokio::fs::write(&f.path, &f.old).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -325,29 +332,20 @@ pub async fn restore_limits(
     }
 }
 
-/// The cgroup directory of `pid` holding `controller` (`cpu`, `memory`), from
-/// `/proc/PID/cgroup`: cgroup v2's one hierarchy, else the v1 hierarchy listing it.
-fn cgroup_dir(pid: i64, controller: &str) -> Result<PathBuf, String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .map_err(|e| format!("reading /proc/{pid}/cgroup: {e}"))?;
-    let root = Path::new("/sys/fs/cgroup");
-    let unified = root.join("cgroup.controllers").exists();
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let rel = path.trim_start_matches('/');
-        if unified && ctrls.is_empty() {
-            return Ok(root.join(rel));
-        }
-        if !unified && ctrls.split(',').any(|c| c == controller) {
-            return Ok(root.join(ctrls).join(rel));
-        }
-    }
-    Err(format!(
-        "pid {pid} is in no cgroup with the {controller} controller"
-    ))
+/// The cgroup directory of `pid` holding `controller` (`cpu`, `memory`), and whether it is in
+/// the unified (v2) hierarchy: the v1 hierarchy with that controller when one is mounted, else
+/// the unified one.
+fn cgroup_dir(pid: i64, controller: &str) -> Result<(PathBuf, bool), String> {
+    let pid = i32::try_from(pid).map_err(|_| format!("pid {pid} is not a process id"))?;
+    let mounts = cgroupfs::mounts().map_err(|e| format!("cannot read the mounts: {e}"))?;
+    let mount = mounts
+        .iter()
+        .find(|m| m.has(controller))
+        .or_else(|| mounts.iter().find(|m| m.v2))
+        .ok_or_else(|| {
+            format!("no cgroup hierarchy with the {controller} controller is mounted")
+        })?;
+    Ok((mount.cgroup_of(pid)?, mount.v2))
 }
 
 fn read_trim(p: &Path) -> Result<String, String> {
@@ -409,7 +407,6 @@ impl ContainerFault {
             .map_err(|e| self.target_err(api_message(&e)))?
             .host_config
             .unwrap_or_default();
-        let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         let mut body = ContainerUpdateBody::default();
         let mut files = Vec::new();
         let mut old = ContainerLimits::default();
@@ -442,7 +439,7 @@ impl ContainerFault {
             } else {
                 // No CPU limit: the quota goes into the cgroup directly, because the engine
                 // cannot lift a limit again (0 means "unchanged"); its `HostConfig` stays as is.
-                let dir = cgroup_dir(c.pid, "cpu").map_err(|m| self.target_err(m))?;
+                let (dir, unified) = cgroup_dir(c.pid, "cpu").map_err(|m| self.target_err(m))?;
                 if unified {
                     let path = dir.join("cpu.max");
                     let now = read_trim(&path).map_err(|m| self.target_err(m))?;
@@ -480,7 +477,7 @@ impl ContainerFault {
             } else {
                 // No memory limit: the engine cannot lift one again (it refuses -1, and 0 means
                 // "unchanged"), so the limit goes into the cgroup and `max` / -1 comes back.
-                let dir = cgroup_dir(c.pid, "memory").map_err(|m| self.target_err(m))?;
+                let (dir, unified) = cgroup_dir(c.pid, "memory").map_err(|m| self.target_err(m))?;
                 let file = if unified {
                     "memory.max"
                 } else {
