@@ -22,7 +22,8 @@ use chaosforge::fault::agent::{
     self as wire, AgentFaultKind, AgentStatus, AgentTarget, AgentVersion, HeldFault, InjectRequest,
     Placement,
 };
-use chaosforge::fault::{FaultError, Guard, InjectCx};
+use chaosforge::fault::net::{ProxyBackend as _, ProxyControl};
+use chaosforge::fault::{Fault, FaultError, Guard, InjectCx, Revert, RevertSpec};
 use chaosforge::journal::{Event, FaultId, Journal};
 use chaosforge::vocab::{Outcome, PhasesSummary, PlanSummary};
 use http_body_util::{BodyExt, Full, Limited};
@@ -123,7 +124,11 @@ struct Agent {
     /// Ids a runner revoked before their injection arrived, with when (unix seconds).
     revoked: Mutex<BTreeMap<String, u64>>,
     revoked_file: PathBuf,
+    /// The proxies held `proxy-listen` faults started, by their fault id.
+    proxies: Proxies,
 }
+
+type Proxies = Arc<Mutex<HashMap<String, Arc<dyn ProxyControl>>>>;
 
 /// How long and how many revoked ids are remembered: far beyond any in-flight request.
 const REVOKED_AGE_SECS: u64 = 3600;
@@ -291,6 +296,7 @@ pub async fn run(args: AgentArgs, state_dir: PathBuf) -> anyhow::Result<u8> {
         own_netns: netns_inode("/proc/self/ns/net"),
         revoked: Mutex::new(load_revoked(&state_dir.join("agent").join("revoked"))),
         revoked_file: state_dir.join("agent").join("revoked"),
+        proxies: Arc::default(),
     });
     // Probing takes a moment (commands in a scratch namespace); do it before the first request.
     tokio::task::spawn_blocking(chaosforge::fault::host::caps::probe)
@@ -459,7 +465,7 @@ async fn handle(agent: &Agent, peer: IpAddr, req: Request<hyper::body::Incoming>
         (&Method::GET, ["status"]) => json(StatusCode::OK, &agent.status().await),
         (&Method::GET, ["faults"]) => json(StatusCode::OK, &agent.held_faults()),
         (&Method::POST, ["targets", "resolve"]) => match serde_json::from_slice(&body) {
-            Ok(on) => match place(&on).await {
+            Ok(on) => match place(&on, &agent.proxies).await {
                 Ok((_, resolved)) => json(StatusCode::OK, &resolved),
                 Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
             },
@@ -582,7 +588,7 @@ impl Agent {
         if lease < Duration::from_secs(1) || lease > Duration::from_secs(3600) {
             return error(StatusCode::BAD_REQUEST, "a lease is between 1s and 1h");
         }
-        let (placement, _) = match place(&req.on).await {
+        let (placement, _) = match place(&req.on, &self.proxies).await {
             Ok(p) => p,
             Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e),
         };
@@ -632,7 +638,19 @@ impl Agent {
         }
         let n = self.next.fetch_add(1, Ordering::SeqCst);
         let unique = format!("{}_{n}", self.unique);
-        let fault = match wire::build(&req, &placement, &unique, self.exe.clone()) {
+        let built = match &req.fault {
+            AgentFaultKind::ProxyListen { listen, upstream } => Ok(Box::new(ListenFault {
+                id: req.id.clone(),
+                target: req.target.clone(),
+                listen: listen.clone(),
+                upstream: upstream.clone(),
+                seed: req.seed,
+                proxies: self.proxies.clone(),
+            })
+                as Box<dyn Fault>),
+            _ => wire::build(&req, &placement, &unique, self.exe.clone()),
+        };
+        let fault = match built {
             Ok(f) => f,
             Err(e) => {
                 lock(&self.held).remove(&req.id);
@@ -659,6 +677,7 @@ impl Agent {
                     lease,
                     expires_in: lease,
                     from: peer.to_string(),
+                    listening: lock(&self.proxies).get(&req.id).map(|p| p.listen_addr()),
                 };
                 lock(&self.held).insert(
                     req.id.clone(),
@@ -737,6 +756,8 @@ impl Agent {
                     return Err("the target shares this agent's cgroup".into());
                 }
             }
+            // A proxy of the agent's passes only what the runner sends through it.
+            Placement::Proxy(_) => {}
             Placement::Host { netns, .. } => {
                 let here = match netns {
                     None => true,
@@ -915,8 +936,20 @@ async fn reap_leases(agent: Arc<Agent>) {
 }
 
 /// Resolves a target on this host, as a local run would.
-async fn place(on: &AgentTarget) -> Result<(Placement, wire::Resolved), String> {
+async fn place(on: &AgentTarget, proxies: &Proxies) -> Result<(Placement, wire::Resolved), String> {
     match on {
+        AgentTarget::Proxy { listener } => {
+            let p = lock(proxies).get(listener).cloned().ok_or_else(|| {
+                format!("no proxy is held here as `{listener}` (its `proxy-listen` lease ran out?)")
+            })?;
+            Ok((
+                Placement::Proxy(p),
+                wire::Resolved {
+                    addresses: Vec::new(),
+                    pid: None,
+                },
+            ))
+        }
         AgentTarget::Host { netns, interface } => {
             let h =
                 chaosforge::host_target::resolve(netns.as_deref(), interface.as_deref()).await?;
@@ -941,6 +974,71 @@ async fn place(on: &AgentTarget) -> Result<(Placement, wire::Resolved), String> 
                 },
             ))
         }
+    }
+}
+
+/// A `proxy-listen`: a TCP fault proxy in this process, registered under its fault id for the
+/// toxics that follow. It ends with the agent, so a killed agent leaves nothing to undo.
+#[derive(Debug)]
+struct ListenFault {
+    id: String,
+    target: String,
+    listen: String,
+    upstream: String,
+    seed: u64,
+    proxies: Proxies,
+}
+
+struct StopListening {
+    id: String,
+    proxy: Arc<dyn ProxyControl>,
+    proxies: Proxies,
+}
+
+#[async_trait::async_trait]
+impl Fault for ListenFault {
+    fn kind(&self) -> &'static str {
+        "proxy"
+    }
+
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    async fn inject(&self, cx: &InjectCx<'_>) -> Result<Guard, FaultError> {
+        cx.announce(
+            &self.target,
+            "proxy",
+            RevertSpec::InProcessToxics {
+                target: self.target.clone(),
+                toxics: Vec::new(),
+            },
+        )?;
+        let proxy = chaosforge_proxy::InProcessBackend
+            .start(&self.target, &self.listen, &self.upstream, self.seed)
+            .await
+            .map_err(|e| FaultError::Apply {
+                message: format!("starting a proxy on {}: {e}", self.listen),
+                undone: true,
+            })?;
+        lock(&self.proxies).insert(self.id.clone(), proxy.clone());
+        Ok(cx.guard(Box::new(StopListening {
+            id: self.id.clone(),
+            proxy,
+            proxies: self.proxies.clone(),
+        })))
+    }
+}
+
+#[async_trait::async_trait]
+impl Revert for StopListening {
+    async fn revert(self: Box<Self>) -> Result<String, chaosforge::fault::BoxError> {
+        lock(&self.proxies).remove(&self.id);
+        self.proxy.shutdown().await;
+        Ok(format!(
+            "the proxy stopped listening on {}",
+            self.proxy.listen_addr()
+        ))
     }
 }
 
@@ -1050,11 +1148,14 @@ pub async fn status(agents: &[AgentAddr], as_json: bool) -> anyhow::Result<u8> {
                     }
                     for h in &s.held {
                         println!(
-                            "  holds {} `{}` on `{}` ({}) from {}, lease {} ({} left)",
+                            "  holds {} `{}` on `{}` ({}{}) from {}, lease {} ({} left)",
                             h.id,
                             h.name,
                             h.target,
                             h.kind,
+                            h.listening
+                                .map(|a| format!(", listening on {a}"))
+                                .unwrap_or_default(),
                             h.from,
                             chaosforge::units::format_duration(h.lease),
                             chaosforge::units::format_duration(h.expires_in)

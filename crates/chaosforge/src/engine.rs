@@ -185,6 +185,8 @@ struct Run<'p> {
     run_id: RunId,
     /// HTTP proxies started for `http_proxy` targets, by target name.
     http_proxies: Vec<(String, Arc<dyn crate::fault::net::HttpProxyControl>)>,
+    /// Proxies agents run for `proxy` targets with an `agent`, stopped with the local ones.
+    agent_listeners: Vec<crate::fault::agent::AgentListener>,
     /// Each monitor's baseline window, once the baseline phase is over: what relative
     /// thresholds (`baseline * 1.5`) are computed from.
     baseline: Vec<WindowStats>,
@@ -293,6 +295,7 @@ impl Engine {
             signals_gone: false,
             interrupted: false,
             http_proxies: Vec::new(),
+            agent_listeners: Vec::new(),
             baseline: Vec::new(),
             claims: None,
             halt_nudges: self.halt_nudges.clone(),
@@ -378,6 +381,12 @@ impl Engine {
         for (_, p) in std::mem::take(&mut run.http_proxies) {
             p.shutdown().await;
         }
+        for l in std::mem::take(&mut run.agent_listeners) {
+            // Its lease stops it anyway, within the lease.
+            if let Err(e) = l.stop().await {
+                tracing::warn!("stopping a proxy on its agent: {e}");
+            }
+        }
         let closed = taken
             && journal::read(journal.path())?
                 .iter()
@@ -415,8 +424,9 @@ impl Engine {
         let mut resolved: BTreeMap<&str, Resolved> = BTreeMap::new();
         for t in &plan.targets {
             if let Some(agent) = &t.agent {
-                match resolve_on_agent(t, agent).await {
-                    Ok(a) => {
+                match resolve_on_agent(t, agent, &run.run_id, plan.seed).await {
+                    Ok((a, listener)) => {
+                        run.agent_listeners.extend(listener);
                         resolved.insert(t.name.as_str(), Resolved::Agent(a));
                         continue;
                     }
@@ -1052,12 +1062,17 @@ fn unique_name(run_id: &RunId, id: u32) -> String {
     format!("{unique}_{id}")
 }
 
-/// Asks a target's agent to find it on its host (checking the agent's API version first).
+/// Asks a target's agent to find it on its host (checking the agent's API version first); for
+/// a `proxy` target, to start the proxy, which the returned listener holds.
 async fn resolve_on_agent(
     t: &crate::plan::Target,
     agent: &crate::plan::AgentRef,
-) -> Result<AgentTarget, String> {
-    use crate::fault::agent::{API_VERSION, AgentClient};
+    run_id: &RunId,
+    seed: u64,
+) -> Result<(AgentTarget, Option<crate::fault::agent::AgentListener>), String> {
+    use crate::fault::agent::{
+        API_VERSION, AgentClient, AgentFaultKind, AgentListener, InjectRequest,
+    };
     let client = AgentClient::from_env(&agent.url, &agent.token_env, agent.fingerprint.as_deref())?;
     let version = client.version().await?;
     if version.api != API_VERSION {
@@ -1072,19 +1087,50 @@ async fn resolve_on_agent(
             interface: interface.clone(),
         },
         TargetKind::Process(sel) => crate::fault::agent::AgentTarget::Process(sel.clone()),
+        TargetKind::Proxy { listen, upstream } => {
+            // Named after the run and target, so `agents status` tells whose proxy it is.
+            let id = format!("{}-proxy-{:x}", run_id.0, crate::scope::fnv1a(&t.name));
+            let req = InjectRequest {
+                id: id.clone(),
+                name: format!("proxy {}", t.name),
+                target: t.name.clone(),
+                on: crate::fault::agent::AgentTarget::Host {
+                    netns: None,
+                    interface: None,
+                },
+                fault: AgentFaultKind::ProxyListen {
+                    listen: listen.clone(),
+                    upstream: upstream.clone(),
+                },
+                lease: agent.lease,
+                seed: seed ^ crate::scope::fnv1a(&t.name),
+            };
+            let listener = AgentListener::start(client.clone(), &req, Duration::from_secs(1))
+                .await
+                .map_err(|e| format!("starting its proxy: {e}"))?;
+            let target = AgentTarget {
+                client,
+                agent: agent.clone(),
+                on: crate::fault::agent::AgentTarget::Proxy { listener: id },
+                addresses: Vec::new(),
+            };
+            return Ok((target, Some(listener)));
+        }
         _ => {
             return Err(
-                "only host, netns and process targets can be reached through an agent".into(),
+                "only host, netns, process and proxy targets can be reached through an agent"
+                    .into(),
             );
         }
     };
     let found = client.resolve(&on).await?;
-    Ok(AgentTarget {
+    let target = AgentTarget {
         client,
         agent: agent.clone(),
         on,
         addresses: found.addresses,
-    })
+    };
+    Ok((target, None))
 }
 
 /// A fault on an agent's target: the planned kind with its peers resolved here, sent to the
@@ -1106,6 +1152,13 @@ fn remote_fault(
         crate::spec::PartitionDirectionSpec::Egress => PartitionDirection::Egress,
     };
     let fault = match &f.kind {
+        FaultKind::Proxy {
+            streams,
+            toxicity,
+            fault,
+        } => AgentFaultKind::ProxyToxics {
+            toxics: ProxyToxicFault::toxics(&f.name, streams, *toxicity, fault),
+        },
         FaultKind::Partition {
             peers,
             direction: d,

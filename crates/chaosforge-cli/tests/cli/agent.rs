@@ -275,7 +275,7 @@ impl Lab {
                 self.dir.path().join(format!("token{i}")).to_str().unwrap(),
                 "--tls-self-signed",
                 "--allow",
-                "partition,latency,loss,pause,freeze,kill,fd-exhaustion",
+                "partition,latency,loss,pause,freeze,kill,fd-exhaustion,proxy",
                 "--lease-default",
                 "2s",
                 "--state-dir",
@@ -510,12 +510,17 @@ fn assert_no_default_route(ns: &str) {
 
 /// The round trip of a TCP echo from inside `from` to `addr`, `None` when it failed.
 fn probe(from: &str, addr: &str, timeout_ms: u64) -> Option<f64> {
+    probe_port(from, addr, ECHO, timeout_ms)
+}
+
+/// As `probe`, to another port (a proxy in front of the echo server).
+fn probe_port(from: &str, addr: &str, port: u16, timeout_ms: u64) -> Option<f64> {
     let out = in_ns(from, python())
         .args([
             "-c",
             PROBE,
             addr,
-            &ECHO.to_string(),
+            &port.to_string(),
             &timeout_ms.to_string(),
         ])
         .output()
@@ -525,8 +530,12 @@ fn probe(from: &str, addr: &str, timeout_ms: u64) -> Option<f64> {
 
 /// The median of `n` probes, `None` if any failed.
 fn median_probe(from: &str, addr: &str, n: usize) -> Option<f64> {
+    median_probe_port(from, addr, ECHO, n)
+}
+
+fn median_probe_port(from: &str, addr: &str, port: u16, n: usize) -> Option<f64> {
     let mut v: Vec<f64> = (0..n)
-        .map(|_| probe(from, addr, 2000))
+        .map(|_| probe_port(from, addr, port, 2000))
         .collect::<Option<_>>()?;
     v.sort_by(f64::total_cmp);
     Some(v[n / 2])
@@ -618,6 +627,117 @@ fn agent_runner_partitions_two_hosts_and_slows_a_third() {
     let journal = std::fs::read_to_string(&lab.dir.journals()[0]).unwrap();
     assert!(journal.contains(r#""via":"remote-agent""#), "{journal}");
     assert!(journal.contains("CF_TOKEN_0") && !journal.contains(&lab.hosts[0].token));
+}
+
+/// The port host 0's agent runs a proxy on, in front of the host's echo server.
+const PROXIED: u16 = 7100;
+
+/// An experiment whose one target is a proxy host 0's agent runs in front of its echo server,
+/// with 150 ms of latency on the responses for `inject`.
+fn proxy_experiment(lab: &Lab, inject: &str) -> PathBuf {
+    let a = &lab.hosts[0].ns.addr;
+    let text = format!(
+        r#"apiVersion: chaosforge/v1
+name: a-proxy-on-an-agent
+targets:
+  - name: echo-proxy
+    labels: {{ service: echo }}
+    proxy: {{ listen: "{a}:{PROXIED}", upstream: "127.0.0.1:{ECHO}" }}
+    agent: {{ url: "{}", token_env: CF_TOKEN_0, fingerprint: "{}", lease: 2s }}
+hypothesis:
+  monitors:
+    - name: echo-through-the-proxy
+      tcp: {{ address: "{a}:{PROXIED}", interval: 200ms, timeout: 1s }}
+      expect: ["availability >= 50%"]
+faults:
+  - name: slow-echo
+    latency: {{ delay: 150ms }}
+    target: {{ select: {{ service: echo }} }}
+phases: {{ baseline: 1s, inject: {inject}, recover_within: 5s }}
+"#,
+        lab.url(0),
+        lab.agent(0).fingerprint
+    );
+    lab.dir.write("proxy.yaml", &text)
+}
+
+#[test]
+fn an_agent_runs_a_proxy_whose_toxics_and_listener_end_with_the_run_or_its_lease() {
+    let lab = Lab::new();
+    let (a, r) = (&lab.hosts[0].ns.addr, &lab.runner.name);
+    assert!(probe(r, a, 300).is_some(), "the echo server is down");
+    assert_eq!(
+        probe_port(r, a, PROXIED, 300),
+        None,
+        "something listens on the proxy port before the run"
+    );
+    let run = lab.spawn_run(&proxy_experiment(&lab, "4s"));
+    // The listener comes first, the toxic once the baseline is over.
+    if !wait_for(Duration::from_secs(20), || {
+        probe_port(r, a, PROXIED, 2000).is_some_and(|ms| ms >= 140.0)
+    }) {
+        signal(&run, rustix::process::Signal::TERM);
+        panic!(
+            "the proxy on the agent never slowed the echo: {}",
+            finish(run).1
+        );
+    }
+    let direct = median_probe(r, a, 5).expect("the echo answers directly");
+    let proxied = median_probe_port(r, a, PROXIED, 5).expect("the echo answers through the proxy");
+    eprintln!(
+        "echo round trip from the runner: {direct:.1} ms direct, {proxied:.1} ms through the agent's proxy with latency 150ms"
+    );
+    assert!(
+        proxied - direct >= 140.0,
+        "the proxy added only {:.1} ms",
+        proxied - direct
+    );
+    let (code, out) = finish(run);
+    assert_eq!(code, Some(0), "{out}");
+    // The run stopped the proxy on its way out, not the lease.
+    assert_eq!(
+        probe_port(r, a, PROXIED, 500),
+        None,
+        "the agent's proxy outlived the run"
+    );
+    let journal = std::fs::read_to_string(&lab.dir.journals()[0]).unwrap();
+    assert!(journal.contains(r#""via":"remote-agent""#), "{journal}");
+
+    // A killed runner: the lease takes the toxic and the proxy away.
+    let run = lab.spawn_run(&proxy_experiment(&lab, "60s"));
+    assert!(
+        wait_for(Duration::from_secs(20), || probe_port(r, a, PROXIED, 2000)
+            .is_some_and(|ms| ms >= 140.0)),
+        "the second run's toxic never appeared"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = Instant::now();
+    signal(&run, rustix::process::Signal::KILL);
+    let closed = wait_for(Duration::from_secs(10), || {
+        probe_port(r, a, PROXIED, 300).is_none()
+    });
+    let took = killed.elapsed();
+    let _ = finish(run);
+    eprintln!("the agent's proxy closed {took:?} after the runner's SIGKILL (lease {LEASE:?})");
+    assert!(
+        closed,
+        "the agent's proxy still listens 10 s after its runner died"
+    );
+    assert!(
+        took <= LEASE + Duration::from_secs(1),
+        "the proxy closed {took:?} after the kill"
+    );
+    let lines: Vec<String> = lab.agent(0).lines.try_iter().collect();
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.contains("lease of fault"))
+            .count()
+            >= 2,
+        "the toxic and the listener did not both end by lease: {lines:?}"
+    );
+    // The echo server itself was never touched.
+    assert!(probe(r, a, 1000).is_some());
 }
 
 #[test]

@@ -49,6 +49,11 @@ pub enum AgentTarget {
     },
     /// A process on the agent's host.
     Process(ProcessSelector),
+    /// A TCP fault proxy this agent runs: the id of the held `proxy-listen` that started it.
+    Proxy {
+        /// The listener's fault id.
+        listener: String,
+    },
 }
 
 /// A fault's compiled parameters, with peers already resolved to addresses by the runner.
@@ -133,6 +138,20 @@ pub enum AgentFaultKind {
         /// How many more processes it may start.
         headroom: u64,
     },
+    /// A TCP fault proxy started on the agent's host, held (and leased) like a fault so that
+    /// it stops listening when its runner is gone. It passes traffic unchanged; the toxics of
+    /// [`AgentFaultKind::ProxyToxics`] act on it. Sent with `on: host` (the agent's own).
+    ProxyListen {
+        /// `host:port` to listen on, on the agent's host.
+        listen: String,
+        /// `host:port` each connection is forwarded to, from the agent's host.
+        upstream: String,
+    },
+    /// Toxics added to a proxy this agent runs (`on: proxy`), removed by name on revert.
+    ProxyToxics {
+        /// The toxics, named after the fault and stream as a local run names them.
+        toxics: Vec<super::net::ProxyToxic>,
+    },
     /// A shell command run on the agent's host (`sh -c`), then a bounded wait for readiness.
     Restart {
         /// The shell command.
@@ -187,6 +206,9 @@ pub struct HeldFault {
     pub expires_in: Duration,
     /// The address of the runner that injected it.
     pub from: String,
+    /// Where a `proxy-listen` listens (concrete, after binding `:0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listening: Option<std::net::SocketAddr>,
 }
 
 /// `GET /version`, the one unauthenticated answer.
@@ -246,7 +268,7 @@ pub struct Resolved {
 }
 
 /// Where [`build`] places a fault: the agent's resolution of an [`AgentTarget`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Placement {
     /// A host or namespace, with its interface.
     Host {
@@ -257,6 +279,8 @@ pub enum Placement {
     },
     /// A process.
     Process(ProcessId),
+    /// A running proxy of the agent's.
+    Proxy(Arc<dyn super::net::ProxyControl>),
 }
 
 /// A client of one agent: its URL, its token, and how its certificate is trusted.
@@ -284,6 +308,15 @@ pub struct RemoteAgentFault {
     pub renew_every: Duration,
 }
 
+/// A proxy an agent runs for a `proxy` target of this run, held under a renewed lease.
+#[derive(Debug)]
+pub struct AgentListener {
+    client: AgentClient,
+    id: String,
+    listening: Option<std::net::SocketAddr>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
 /// The undo half of a [`RemoteAgentFault`]: stops renewing, then deletes the fault.
 struct RemoteRevert {
     client: AgentClient,
@@ -309,6 +342,8 @@ impl AgentFaultKind {
             AgentFaultKind::FdExhaustion { .. } => "fd-exhaustion",
             AgentFaultKind::ProcessLimit { .. } => "process-limit",
             AgentFaultKind::Restart { .. } => "restart",
+            // One name for both: allowing a proxy is allowing the toxics on it.
+            AgentFaultKind::ProxyListen { .. } | AgentFaultKind::ProxyToxics { .. } => "proxy",
         }
     }
 
@@ -330,6 +365,7 @@ impl AgentFaultKind {
         "fd-exhaustion",
         "process-limit",
         "restart",
+        "proxy",
     ];
 }
 
@@ -405,14 +441,17 @@ pub fn build(
             seed: req.seed,
             exec: exec(),
         }),
-        (AgentFaultKind::Cpu { workers, percent }, at) => Box::new(super::stress::CpuStress {
+        (
+            AgentFaultKind::Cpu { workers, percent },
+            at @ (Placement::Process(_) | Placement::Host { .. }),
+        ) => Box::new(super::stress::CpuStress {
             target,
             workers: *workers,
             percent: *percent,
             exe,
             alongside: match at {
                 Placement::Process(p) => Some(*p),
-                Placement::Host { .. } => None,
+                _ => None,
             },
         }),
         (AgentFaultKind::Memory { bytes }, Placement::Host { .. }) => {
@@ -488,6 +527,17 @@ pub fn build(
             ready: ready.clone(),
             timeout: *timeout,
         }),
+        (AgentFaultKind::ProxyToxics { toxics }, Placement::Proxy(proxy)) => {
+            Box::new(super::proxy::ProxyToxicFault {
+                target,
+                kind: toxics.first().map_or("proxy", |t| t.fault.name()),
+                proxy: proxy.clone(),
+                toxics: toxics.clone(),
+            })
+        }
+        (AgentFaultKind::ProxyListen { .. }, _) => {
+            return Err("a proxy listener is started by the agent itself, not built".into());
+        }
         (kind, _) => {
             return Err(format!(
                 "a `{}` fault does not act on this kind of target",
@@ -764,34 +814,69 @@ impl Fault for RemoteAgentFault {
             let undone = self.client.revert(&id).await.is_ok();
             return Err(FaultError::Apply { message: e, undone });
         }
-        let (client, every) = (self.client.clone(), self.renew_every);
-        let renew_id = id.clone();
-        let renewer = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                match client.renew(&renew_id).await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        tracing::warn!(
-                            "agent {} no longer holds fault {renew_id} (its lease ran out?)",
-                            client.url()
-                        );
-                        return;
-                    }
-                    // Keep trying: a renewal that gets through before the lease runs out
-                    // keeps the fault.
-                    Err(e) => tracing::warn!("renewing fault {renew_id}: {e}"),
-                }
-            }
-        });
+        let renewer = renew(self.client.clone(), id.clone(), self.renew_every);
         Ok(cx.guard(Box::new(RemoteRevert {
             client: self.client.clone(),
             id,
             renewer,
         })))
+    }
+}
+
+/// Renews the lease of `id` every `every` until aborted, or until the agent no longer holds it.
+fn renew(client: AgentClient, id: String, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match client.renew(&id).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::warn!(
+                        "agent {} no longer holds {id} (its lease ran out?)",
+                        client.url()
+                    );
+                    return;
+                }
+                // Keep trying: a renewal that gets through before the lease runs out keeps it.
+                Err(e) => tracing::warn!("renewing {id}: {e}"),
+            }
+        }
+    })
+}
+
+// === impl AgentListener ===
+
+impl AgentListener {
+    /// Asks the agent to start a proxy (`req.fault` is a [`AgentFaultKind::ProxyListen`]) and
+    /// keeps its lease renewed until [`AgentListener::stop`].
+    pub async fn start(
+        client: AgentClient,
+        req: &InjectRequest,
+        renew_every: Duration,
+    ) -> Result<AgentListener, String> {
+        let held = client.inject(req).await?;
+        let renewer = renew(client.clone(), req.id.clone(), renew_every);
+        Ok(AgentListener {
+            client,
+            id: req.id.clone(),
+            listening: held.listening,
+            renewer,
+        })
+    }
+
+    /// The address the agent's proxy listens on (concrete, after binding `:0`).
+    pub fn listening(&self) -> Option<std::net::SocketAddr> {
+        self.listening
+    }
+
+    /// Stops renewing and asks the agent to stop the proxy. Should the request fail, the
+    /// lease stops it.
+    pub async fn stop(self) -> Result<String, String> {
+        self.renewer.abort();
+        self.client.revert(&self.id).await
     }
 }
 
@@ -854,5 +939,29 @@ mod tests {
         let text = serde_json::to_string(&req).unwrap();
         assert_eq!(serde_json::from_str::<InjectRequest>(&text).unwrap(), req);
         assert!(valid_id("abc-1_2.3") && !valid_id("a/b") && !valid_id(""));
+        let toxics = InjectRequest {
+            on: AgentTarget::Proxy {
+                listener: "run-proxy-1".into(),
+            },
+            fault: AgentFaultKind::ProxyToxics {
+                toxics: super::super::proxy::ProxyToxicFault::toxics(
+                    "slow",
+                    &[super::super::net::Stream::Downstream],
+                    Ratio::ONE,
+                    &super::super::net::ProxyFault::Latency {
+                        delay: Duration::from_millis(150),
+                        jitter: Duration::ZERO,
+                    },
+                ),
+            },
+            ..req
+        };
+        let text = serde_json::to_string(&toxics).unwrap();
+        assert!(text.contains(r#""kind":"proxy-toxics""#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<InjectRequest>(&text).unwrap(),
+            toxics
+        );
+        assert_eq!(toxics.fault.name(), "proxy");
     }
 }

@@ -71,6 +71,20 @@ pub enum ProxyFault {
     },
 }
 
+impl ProxyFault {
+    /// The key users write for a toxic (`latency`, `down`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProxyFault::Latency { .. } => "latency",
+            ProxyFault::Bandwidth { .. } => "bandwidth",
+            ProxyFault::Timeout { .. } => "timeout",
+            ProxyFault::Reset { .. } => "reset",
+            ProxyFault::Down => "down",
+            ProxyFault::Corrupt { .. } => "corrupt",
+        }
+    }
+}
+
 /// The unit a corruption probability applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

@@ -168,8 +168,8 @@ impl Cx<'_> {
             .collect()
     }
 
-    /// `agent:` — only on targets an agent can resolve on its host (`host`, `netns`,
-    /// `process`), with an `https` URL, a token variable and a well-formed fingerprint.
+    /// `agent:` — only on targets an agent can resolve or run on its host (`host`, `netns`,
+    /// `process`, a `proxy` it starts), with an `https` URL, a token variable and a well-formed fingerprint.
     fn agent_ref(
         &mut self,
         base: &str,
@@ -198,10 +198,13 @@ impl Cx<'_> {
                 }
             },
         };
-        if !matches!(kind, TargetKind::Host { .. } | TargetKind::Process(_)) {
+        if !matches!(
+            kind,
+            TargetKind::Host { .. } | TargetKind::Process(_) | TargetKind::Proxy { .. }
+        ) {
             self.err(
                 base,
-                "`agent` goes with `host`, `netns` or `process` targets (proxies run in the runner)",
+                "`agent` goes with `host`, `netns`, `process` or `proxy` (listen/upstream) targets",
             );
             return None;
         }

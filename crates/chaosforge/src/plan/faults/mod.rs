@@ -190,7 +190,7 @@ impl FaultKind {
     /// The name users write (`latency`, `pause`, …).
     pub fn name(&self) -> &'static str {
         match self {
-            FaultKind::Proxy { fault, .. } => proxy::name(fault),
+            FaultKind::Proxy { fault, .. } => fault.name(),
             FaultKind::Partition { .. } => "partition",
             FaultKind::Network { effect, .. } => effect.name(),
             FaultKind::Loss { .. } => "loss",

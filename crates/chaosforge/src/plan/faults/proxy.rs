@@ -9,18 +9,6 @@ use crate::plan::Cx;
 use crate::spec;
 use crate::units::{self, Ratio};
 
-/// The key users write for a toxic.
-pub(super) fn name(fault: &ProxyFault) -> &'static str {
-    match fault {
-        ProxyFault::Latency { .. } => "latency",
-        ProxyFault::Bandwidth { .. } => "bandwidth",
-        ProxyFault::Timeout { .. } => "timeout",
-        ProxyFault::Reset { .. } => "reset",
-        ProxyFault::Down => "down",
-        ProxyFault::Corrupt { .. } => "corrupt",
-    }
-}
-
 /// `latency 200ms ±20ms (downstream, toxicity 50%)`.
 pub(super) fn describe(streams: &[Stream], toxicity: Ratio, fault: &ProxyFault) -> String {
     let what = match fault {
