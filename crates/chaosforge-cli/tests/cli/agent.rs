@@ -275,7 +275,7 @@ impl Lab {
                 self.dir.path().join(format!("token{i}")).to_str().unwrap(),
                 "--tls-self-signed",
                 "--allow",
-                "partition,latency,loss,pause,freeze,kill,fd-exhaustion,proxy",
+                "partition,latency,loss,pause,freeze,kill,fd-exhaustion,process-limit,restart,proxy",
                 "--lease-default",
                 "2s",
                 "--state-dir",
@@ -991,13 +991,154 @@ fn process_fault(id: &str, pid: u32, fault: &str) -> String {
 
 /// The soft `Max open files` of `pid`, from `/proc/PID/limits`.
 fn nofile(pid: u32) -> String {
+    soft_limit(pid, "Max open files")
+}
+
+/// The soft limit of the `/proc/PID/limits` line starting with `name` (two words).
+fn soft_limit(pid: u32, name: &str) -> String {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let line = limits
         .lines()
-        .find(|l| l.starts_with("Max open files"))
+        .find(|l| l.starts_with(name))
         .unwrap()
         .to_string();
-    line.split_whitespace().nth(3).unwrap().to_string()
+    line[name.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Kills the process whose pid a file holds when the test ends (a service started in the
+/// background, outside anything else the test owns) — if it still runs the script: a pid
+/// that was reused by then is left alone.
+struct KillFromPidFile(PathBuf, PathBuf);
+
+impl Drop for KillFromPidFile {
+    fn drop(&mut self) {
+        let Some(raw) = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        let ours = std::fs::read(format!("/proc/{raw}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(self.1.to_string_lossy().as_ref()));
+        if ours && let Some(pid) = rustix::process::Pid::from_raw(raw) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+#[test]
+fn agent_runs_process_limit_and_restart() {
+    use std::os::unix::process::CommandExt as _;
+    let lab = Lab::new();
+    let token = lab.hosts[0].token.as_str();
+    let (a, r) = (&lab.hosts[0].ns.addr, &lab.runner.name);
+    // process-limit: the soft `Max processes` of a process of an unprivileged user drops
+    // during the fault and comes back (root is exempt from RLIMIT_NPROC, and refused).
+    let mut target = in_ns(&lab.hosts[0].ns.name, "setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", python()])
+        .args(["-c", "import time; time.sleep(120)"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = target.id();
+    assert!(
+        wait_for(Duration::from_secs(5), || std::fs::read_to_string(format!(
+            "/proc/{pid}/cmdline"
+        ))
+        .is_ok_and(|c| c.contains("sleep"))),
+        "the unprivileged sleeper never started"
+    );
+    let before = soft_limit(pid, "Max processes");
+    let pl = process_fault("pl-1", pid, r#"{"kind":"process-limit","headroom":3}"#);
+    assert_eq!(lab.request("POST", 0, "/faults", Some(token), &pl), 201);
+    let during = soft_limit(pid, "Max processes");
+    eprintln!("Max processes of {pid}: {before} before, {during} during");
+    assert_ne!(during, before, "the process limit did not change");
+    assert_eq!(
+        lab.request("DELETE", 0, "/faults/pl-1", Some(token), "-"),
+        200
+    );
+    assert_eq!(
+        soft_limit(pid, "Max processes"),
+        before,
+        "the process limit was not restored"
+    );
+    let _ = target.kill();
+    let _ = target.wait();
+
+    // restart: an echo service on host 0 is replaced by the agent running the user's command;
+    // the runner reaches the new process once the fault answers.
+    const RESTARTED: u16 = 7300;
+    let script = lab.dir.write("echo.py", ECHO_SERVER);
+    let pidfile = lab.dir.path().join("restarted.pid");
+    let _cleanup = KillFromPidFile(pidfile.clone(), script.clone());
+    // Started through `sh … &` so that init, not this test, reaps it once the restart kills it.
+    let out = in_ns(&lab.hosts[0].ns.name, "setsid")
+        .args([
+            "sh",
+            "-c",
+            &format!(
+                "{} {} {RESTARTED} >/dev/null 2>&1 & echo $!",
+                python(),
+                script.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    let old: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let _old_cleanup = KillFromPidFile(lab.dir.write("old.pid", &old.to_string()), script.clone());
+    assert!(
+        wait_for(Duration::from_secs(5), || probe_port(r, a, RESTARTED, 500)
+            .is_some()),
+        "the service never answered"
+    );
+    let command = format!(
+        "kill $CHAOSFORGE_TARGET_PID; while kill -0 $CHAOSFORGE_TARGET_PID 2>/dev/null; do sleep 0.05; done; {} {} {RESTARTED} >/dev/null 2>&1 & echo $! > {}",
+        python(),
+        script.display(),
+        pidfile.display()
+    );
+    let restart = process_fault(
+        "rs-1",
+        old,
+        &serde_json::json!({
+            "kind": "restart",
+            "command": command,
+            "ready": { "tcp": format!("127.0.0.1:{RESTARTED}") },
+            "timeout": "20s",
+        })
+        .to_string(),
+    );
+    assert_eq!(
+        lab.request("POST", 0, "/faults", Some(token), &restart),
+        201
+    );
+    // The old process is gone, a new one answers.
+    assert!(
+        !Path::new(&format!("/proc/{old}")).exists(),
+        "the old service survived its restart"
+    );
+    let new: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(new, old);
+    assert!(
+        probe_port(r, a, RESTARTED, 2000).is_some(),
+        "the restarted service does not answer"
+    );
+    assert_eq!(
+        lab.request("DELETE", 0, "/faults/rs-1", Some(token), "-"),
+        200
+    );
+    let journal = agent_journal(&lab.hosts[0].state);
+    assert!(journal.contains(r#""kind":"restart""#), "{journal}");
+    assert!(journal.contains("restarted with"), "{journal}");
 }
 
 /// Whether a cgroup `pid` is in reports itself frozen: v2 `cgroup.events`, or v1
