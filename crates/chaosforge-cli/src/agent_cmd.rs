@@ -85,7 +85,8 @@ pub struct AgentArgs {
     tls_self_signed: bool,
     /// Fault kinds accepted, comma-separated [default: partition,latency,corrupt,duplicate,
     /// reorder,rate,loss]; also cpu, memory, disk-fill, pause, freeze, kill, fd-exhaustion,
-    /// process-limit, restart (which runs the runner's shell command on this host)
+    /// process-limit, restart (which runs the runner's shell command on this host), proxy
+    /// (a TCP fault proxy here, relaying to any upstream the runner names)
     #[arg(long, value_delimiter = ',', value_name = "KINDS")]
     allow: Vec<String>,
     /// Directories `disk-fill` must never fill (besides /, /proc, /sys, /dev, /etc, /usr, …)
@@ -392,9 +393,8 @@ fn tls_material(
     let Some(first) = certs.first() else {
         bail!("{} holds no certificate", cert_path.display());
     };
-    let fingerprint = args
-        .tls_self_signed
-        .then(|| wire::fingerprint_of(first.as_ref()));
+    // Printed in both modes: a runner may pin a CA-issued leaf as well as a self-signed one.
+    let fingerprint = Some(wire::fingerprint_of(first.as_ref()));
     let key = PrivateKeyDer::from_pem_file(&key_path)
         .with_context(|| format!("reading {}", key_path.display()))?;
     Ok((certs, key, fingerprint))

@@ -129,6 +129,8 @@ struct Host {
     token: String,
     state: PathBuf,
     agent: Option<Agent>,
+    /// `--tls-cert` and `--tls-key`; `None`: `--tls-self-signed`.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Clone)]
@@ -217,6 +219,7 @@ impl Lab {
                     ns,
                     token,
                     agent: None,
+                    tls: None,
                 }
             })
             .collect();
@@ -266,24 +269,24 @@ impl Lab {
 
     fn start_agent_by(&mut self, i: usize, mut c: Command) {
         let h = &mut self.hosts[i];
-        let mut child = c
-            .args([
-                "agent",
-                "--listen",
-                &format!("{}:{AGENT}", h.ns.addr),
-                "--token-file",
-                self.dir.path().join(format!("token{i}")).to_str().unwrap(),
-                "--tls-self-signed",
-                "--allow",
-                "partition,latency,loss,pause,freeze,kill,fd-exhaustion,process-limit,restart,proxy",
-                "--lease-default",
-                "2s",
-                "--state-dir",
-                h.state.to_str().unwrap(),
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        c.args([
+            "agent",
+            "--listen",
+            &format!("{}:{AGENT}", h.ns.addr),
+            "--token-file",
+            self.dir.path().join(format!("token{i}")).to_str().unwrap(),
+            "--allow",
+            "partition,latency,loss,pause,freeze,kill,fd-exhaustion,process-limit,restart,proxy",
+            "--lease-default",
+            "2s",
+            "--state-dir",
+            h.state.to_str().unwrap(),
+        ]);
+        match &h.tls {
+            Some((cert, key)) => c.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key),
+            None => c.arg("--tls-self-signed"),
+        };
+        let mut child = c.stdout(Stdio::piped()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -627,6 +630,72 @@ fn agent_runner_partitions_two_hosts_and_slows_a_third() {
     let journal = std::fs::read_to_string(&lab.dir.journals()[0]).unwrap();
     assert!(journal.contains(r#""via":"remote-agent""#), "{journal}");
     assert!(journal.contains("CF_TOKEN_0") && !journal.contains(&lab.hosts[0].token));
+}
+
+/// `AA:BB:…`: the SHA-256 of a DER certificate, as runners pin it (computed here, not by the
+/// code under test).
+fn sha256_pin(der: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    let hex: Vec<String> = d.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    hex.join(":")
+}
+
+#[test]
+fn an_agent_with_a_ca_issued_certificate_is_pinned_and_a_wrong_pin_injects_nothing() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut lab = Lab::new();
+    // A CA and a leaf for host 0's address, as an operator's own PKI would issue them.
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![lab.hosts[0].ns.addr.clone()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let cert = lab.dir.write("agent0.pem", &(leaf.pem() + &ca.pem()));
+    let key = lab.dir.write("agent0.key", &leaf_key.serialize_pem());
+    if let Some(mut a) = lab.hosts[0].agent.take() {
+        signal(&a.child, rustix::process::Signal::TERM);
+        let _ = a.child.wait();
+    }
+    lab.hosts[0].tls = Some((cert, key));
+    lab.start_agent(0);
+    let leaf_pin = sha256_pin(leaf.der());
+    assert_eq!(
+        lab.agent(0).fingerprint,
+        leaf_pin,
+        "the agent serves another certificate"
+    );
+
+    // Pinned to the leaf: the run goes through.
+    let run = lab.spawn_run(&lab.experiment("2s"));
+    let (code, out) = finish(run);
+    assert_eq!(code, Some(0), "{out}");
+    let journal = agent_journal(&lab.hosts[0].state);
+    assert!(journal.contains(r#""kind":"partition""#), "{journal}");
+
+    // Pinned to the CA's certificate instead: refused at run start, nothing injected anywhere.
+    lab.hosts[0].agent.as_mut().unwrap().fingerprint = sha256_pin(ca.der());
+    let before: Vec<String> = (0..3).map(|i| agent_journal(&lab.hosts[i].state)).collect();
+    let run = lab.spawn_run(&lab.experiment("2s"));
+    let (code, out) = finish(run);
+    eprintln!("{out}");
+    assert_ne!(code, Some(0), "a wrong pin was accepted: {out}");
+    assert!(
+        out.contains("node-a") && out.to_lowercase().contains("certificate"),
+        "the error does not say which target's certificate: {out}"
+    );
+    for (i, b) in before.iter().enumerate() {
+        assert_eq!(
+            &agent_journal(&lab.hosts[i].state),
+            b,
+            "agent {i} journaled something"
+        );
+        assert!(!lab.dirty(i), "host {i} holds a fault");
+    }
 }
 
 /// The port host 0's agent runs a proxy on, in front of the host's echo server.
